@@ -1,0 +1,38 @@
+# The two commands on a fresh machine: `make dev` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test install lint lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Hash-locked install of every dependency, then the package itself without dependencies.
+$(STAMP): $(BIN)/python requirements/dev.txt pyproject.toml
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+dev: install
+	$(BIN)/gateway dev
+
+test: install
+	$(BIN)/python -m pytest -q
+	$(BIN)/bandit -q -c pyproject.toml -r gateway --severity-level medium
+	$(BIN)/lint-imports
+
+lint: install
+	$(BIN)/ruff check gateway tests
+
+# Re-lock after editing requirements/*.in (needs network access to the package index).
+lock:
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/runtime.txt requirements/runtime.in
+	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/dev.txt requirements/dev.in
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

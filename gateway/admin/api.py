@@ -1,0 +1,113 @@
+"""Admin routes. Authentication is an admin key in ``Authorization: Bearer``; every failure is ``401 invalid_api_key``.
+
+No ``from __future__ import annotations`` here: FastAPI resolves the ``Annotated`` dependency types at runtime.
+"""
+
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.keys.format import KeyKind
+from gateway.keys.service import KeyService
+from gateway.pipeline.authn import authenticate
+from gateway.pipeline.customer import new_request_id
+from gateway.pipeline.errors import Denial, error_body
+from gateway.principal import Principal
+
+log = logging.getLogger("gateway.admin")
+
+
+class CreateKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    models: list[str] = Field(min_length=1, max_length=200)
+    expires_at: datetime | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must include a timezone offset")
+        return value
+
+
+def _denial_response(denial: Denial, request_id: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=denial.status,
+        content=json.loads(error_body(denial)),
+        headers={"x-request-id": request_id, "cache-control": "no-store"},
+    )
+
+
+def build_admin_app(keys: KeyService, exposed_models: frozenset[str]) -> FastAPI:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="gateway admin")
+
+    def admin(request: Request) -> Principal:
+        request_id = new_request_id()
+        request.state.request_id = request_id
+        return authenticate(request.scope, keys, KeyKind.ADMIN, request_id)
+
+    Admin = Annotated[Principal, Depends(admin)]
+
+    @app.exception_handler(Denial)
+    async def _denial(request: Request, exc: Denial) -> JSONResponse:
+        return _denial_response(exc, getattr(request.state, "request_id", new_request_id()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "not_found"}.get(exc.status_code, "invalid_request")
+        status = 404 if exc.status_code in (404, 405) else exc.status_code
+        return _denial_response(Denial(status, code, "Not found." if status == 404 else "Invalid request."),
+                                new_request_id())
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the field, never echo the submitted value.
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return _denial_response(Denial(400, "invalid_request", f"Invalid value for {where[:80]}."),
+                                getattr(request.state, "request_id", new_request_id()))
+
+    @app.post("/admin/keys", status_code=201)
+    def create_key(payload: CreateKey, who: Admin) -> dict[str, object]:
+        unknown = sorted(set(payload.models) - exposed_models)
+        if unknown:
+            raise Denial(400, "invalid_request", "Unknown model in 'models' (not exposed by the policy).")
+        if payload.expires_at is not None and payload.expires_at <= datetime.now(UTC):
+            raise Denial(400, "invalid_request", "'expires_at' is in the past.")
+        plaintext, record = keys.issue(KeyKind.CUSTOMER, name=payload.name, models=payload.models,
+                                       expires_at=payload.expires_at)
+        log.info("key created", extra={"key_id": record.id, "by": who.key_id})
+        return {**record.public(datetime.now(UTC)), "key": plaintext}
+
+    @app.get("/admin/keys")
+    def list_keys(who: Admin) -> dict[str, object]:
+        now = datetime.now(UTC)
+        return {"object": "list", "data": [r.public(now) for r in keys.store.list(KeyKind.CUSTOMER.value)]}
+
+    @app.get("/admin/keys/{key_id}")
+    def show_key(key_id: str, who: Admin) -> dict[str, object]:
+        record = keys.store.get(key_id)
+        if record is None or record.kind != KeyKind.CUSTOMER.value:
+            raise Denial(404, "not_found", "No such key.")
+        return record.public(datetime.now(UTC))
+
+    @app.post("/admin/keys/{key_id}/revoke")
+    def revoke_key(key_id: str, who: Admin) -> dict[str, object]:
+        record = keys.store.get(key_id)
+        if record is None or record.kind != KeyKind.CUSTOMER.value:
+            raise Denial(404, "not_found", "No such key.")
+        revoked = keys.store.revoke(key_id, by=who.key_id)
+        assert revoked is not None  # nosec B101 - existence checked above; keys are never deleted
+        log.warning("key revoked", extra={"key_id": key_id, "by": who.key_id})
+        return revoked.public(datetime.now(UTC))
+
+    return app

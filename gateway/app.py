@@ -1,0 +1,153 @@
+"""The gateway's ASGI app: one port, an exact allow-list of routes, nothing else reachable.
+
+Routing uses the ASGI path and method alone (never the Host header) and matches exactly: no prefixes, no trailing
+slashes, no path parameters on the customer surface. Everything not listed answers 404 in the OpenAI error shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from gateway.keys.format import KeyKind
+from gateway.keys.service import AuthDenied, KeyService
+from gateway.pipeline.asgi import ASGIApp, Receive, Scope, Send, bearer_token
+from gateway.pipeline.authn import authenticate
+from gateway.pipeline.customer import CustomerPipeline, new_request_id
+from gateway.pipeline.errors import Denial, not_found, send_denial
+from gateway.policy import Policy
+
+log = logging.getLogger("gateway.app")
+
+# The customer surface. Anything else under /v1 (and anywhere outside /admin) is 404.
+HANDOFF_ROUTES = frozenset(
+    {("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings")}
+)
+OWN_ROUTES = frozenset({("GET", "/v1/models"), ("POST", "/v1/keys/revoke")})
+
+
+async def send_json(send: Send, status: int, payload: object, request_id: str) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GatewayApp:
+    def __init__(
+        self,
+        *,
+        llm_app: ASGIApp,
+        admin_app: ASGIApp,
+        keys: KeyService,
+        policy: Policy,
+        lifespan: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
+        llm_state: dict[str, Any] | None = None,
+    ) -> None:
+        self._keys = keys
+        self._policy = policy
+        self._admin = admin_app
+        self._lifespan = lifespan
+        self._customer = CustomerPipeline(
+            llm_app=llm_app,
+            keys=keys,
+            exposed_models=frozenset(policy.model_names()),
+            max_body_bytes=policy.limits.max_body_bytes,
+            llm_state=llm_state if llm_state is not None else {},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._run_lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            # No websockets: close before accepting.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        method, path = scope["method"], scope["path"]
+        if (method, path) in HANDOFF_ROUTES:
+            await self._customer(scope, receive, send)
+        elif (method, path) == ("GET", "/v1/models"):
+            await self._models(scope, send)
+        elif (method, path) == ("POST", "/v1/keys/revoke"):
+            await self._self_revoke(scope, send)
+        elif path.startswith("/admin/"):
+            await self._admin(scope, receive, send)
+        else:
+            await send_denial(send, not_found(), new_request_id())
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        request_id = new_request_id()
+        try:
+            principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id)
+        except Denial as denial:
+            await send_denial(send, denial, request_id)
+            return
+        created = 0
+        data = [
+            {"id": m.name, "object": "model", "created": created, "owned_by": m.provider}
+            for m in self._policy.models
+            if m.name in principal.models
+        ]
+        await send_json(send, 200, {"object": "list", "data": data}, request_id)
+
+    async def _self_revoke(self, scope: Scope, send: Send) -> None:
+        """The leaked-key response: whoever holds a key can kill it by presenting it.
+
+        The answer is the same whether the key was live, already revoked, expired, unknown or malformed, so this
+        endpoint tells an attacker nothing about a guessed key.
+        """
+        request_id = new_request_id()
+        presented = bearer_token(scope)
+        if presented is None:
+            await send_denial(send, Denial(401, "invalid_api_key", "Invalid API key.",
+                                           error_type="authentication_error"), request_id)
+            return
+        revoked_id = None
+        for kind in (KeyKind.CUSTOMER, KeyKind.ADMIN):
+            try:
+                principal = self._keys.verify(presented, kind)
+            except AuthDenied:
+                continue
+            self._keys.store.revoke(principal.key_id, by="self")
+            revoked_id = principal.key_id
+            break
+        log.warning("self-revocation", extra={"key_id": revoked_id, "request_id": request_id,
+                                              "outcome": "revoked" if revoked_id else "no_live_key"})
+        await send_json(send, 200, {"object": "key.revocation", "revoked": True}, request_id)
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"  # nosec B101 - ASGI protocol guarantee
+        stack = contextlib.AsyncExitStack()
+        try:
+            if self._lifespan is not None:
+                await stack.enter_async_context(self._lifespan())
+        except BaseException:
+            log.exception("startup failed")
+            await send({"type": "lifespan.startup.failed", "message": "startup failed"})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        try:
+            await stack.aclose()
+        except BaseException:
+            log.exception("shutdown failed")
+            await send({"type": "lifespan.shutdown.failed", "message": "shutdown failed"})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+

@@ -1,0 +1,136 @@
+"""HAZMAT: applying the Vault side (policy, AppRole role, secrets) with an operator token.
+
+Used by ``gateway secrets bootstrap``, ``gateway secrets issue-secret-id`` and ``gateway dev``. Generated secrets
+come from Python's :mod:`secrets` module and go straight to Vault; credential files are created with mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import hvac
+import hvac.exceptions
+import requests
+
+from gateway.boot.errors import BootError
+from gateway.boot.secret import Secret
+from gateway.boot.settings import Settings
+
+POLICY_NAME = "gateway-runtime"
+ROLE_NAME = "gateway"
+
+
+def secrets_dir() -> Path:
+    """The repository's secrets/ folder (policy and role as code)."""
+    candidates = [Path.cwd() / "secrets", Path(__file__).resolve().parents[2] / "secrets"]
+    for candidate in candidates:
+        if (candidate / "gateway-runtime.hcl").is_file():
+            return candidate
+    raise BootError("bootstrap", "cannot find secrets/gateway-runtime.hcl (run from the repository root)")
+
+
+def render_policy(settings: Settings, folder: Path | None = None) -> str:
+    text = ((folder or secrets_dir()) / "gateway-runtime.hcl").read_text(encoding="utf-8")
+    return text.replace("secret/data/gateway/", f"{settings.vault_mount}/data/{settings.vault_path}/")
+
+
+def role_definition(folder: Path | None = None) -> dict[str, object]:
+    raw = json.loads(((folder or secrets_dir()) / "approle-gateway.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in raw.items() if not k.startswith("_")}
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` with mode 0600 from the first byte (no window where it is readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, content.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def operator_client(settings: Settings, token: Secret) -> hvac.Client:
+    client = hvac.Client(url=settings.vault_addr, token=token.reveal(), timeout=settings.vault_timeout_seconds)
+    try:
+        ok = client.is_authenticated()
+    except requests.exceptions.RequestException:
+        raise BootError("bootstrap", f"Vault at {settings.vault_addr} is unreachable") from None
+    if not ok:
+        raise BootError("bootstrap", "the operator token was refused")
+    return client
+
+
+def _generated_master_key() -> str:
+    # LiteLLM requires the "sk-" prefix; 48 random bytes as base64url (64 chars).
+    return "sk-" + secrets.token_urlsafe(48)
+
+
+def bootstrap(
+    client: hvac.Client,
+    settings: Settings,
+    *,
+    provider_keys: Mapping[str, Secret],
+    credentials_dir: Path,
+    rotate_core: bool = False,
+) -> tuple[Path, Path]:
+    """Apply policy and role, write core and provider secrets, write role_id/secret_id files. Returns their paths."""
+    try:
+        mounts = client.sys.list_mounted_secrets_engines()
+        if f"{settings.vault_mount}/" not in mounts.get("data", mounts):
+            client.sys.enable_secrets_engine("kv", path=settings.vault_mount, options={"version": "2"})
+        auth_methods = client.sys.list_auth_methods()
+        if f"{settings.vault_approle_mount}/" not in auth_methods.get("data", auth_methods):
+            client.sys.enable_auth_method("approle", path=settings.vault_approle_mount)
+        client.sys.create_or_update_policy(name=POLICY_NAME, policy=render_policy(settings))
+        client.auth.approle.create_or_update_approle(
+            role_name=ROLE_NAME, mount_point=settings.vault_approle_mount, **role_definition()
+        )
+        core_path = f"{settings.vault_path}/core"
+        existing = None
+        if not rotate_core:
+            try:
+                existing = client.secrets.kv.v2.read_secret_version(
+                    path=core_path, mount_point=settings.vault_mount, raise_on_deleted_version=True
+                )
+            except hvac.exceptions.InvalidPath:
+                existing = None
+        if existing is None:
+            client.secrets.kv.v2.create_or_update_secret(
+                path=core_path,
+                mount_point=settings.vault_mount,
+                secret={"master_key": _generated_master_key(), "pepper": secrets.token_urlsafe(48)},
+            )
+        if provider_keys:
+            providers_path = f"{settings.vault_path}/providers"
+            current: dict[str, str] = {}
+            try:
+                current = client.secrets.kv.v2.read_secret_version(
+                    path=providers_path, mount_point=settings.vault_mount, raise_on_deleted_version=True
+                )["data"]["data"]
+            except hvac.exceptions.InvalidPath:
+                pass
+            current.update({name: key.reveal() for name, key in provider_keys.items()})
+            client.secrets.kv.v2.create_or_update_secret(
+                path=providers_path, mount_point=settings.vault_mount, secret=current
+            )
+        return issue_credentials(client, settings, credentials_dir)
+    except requests.exceptions.RequestException:
+        raise BootError("bootstrap", f"Vault at {settings.vault_addr} is unreachable") from None
+    except hvac.exceptions.VaultError as exc:
+        raise BootError("bootstrap", f"Vault refused a bootstrap step ({type(exc).__name__})") from None
+
+
+def issue_credentials(client: hvac.Client, settings: Settings, credentials_dir: Path) -> tuple[Path, Path]:
+    """Write role_id and a fresh single-use secret_id into ``credentials_dir`` (files 0600)."""
+    role_id = client.auth.approle.read_role_id(role_name=ROLE_NAME, mount_point=settings.vault_approle_mount)
+    secret_id = client.auth.approle.generate_secret_id(role_name=ROLE_NAME, mount_point=settings.vault_approle_mount)
+    role_id_file = credentials_dir / "role_id"
+    secret_id_file = credentials_dir / "secret_id"
+    write_private_file(role_id_file, role_id["data"]["role_id"])
+    write_private_file(secret_id_file, secret_id["data"]["secret_id"])
+    return role_id_file, secret_id_file

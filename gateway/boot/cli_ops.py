@@ -1,0 +1,102 @@
+"""HAZMAT: what the CLI's store and Vault commands do. Errors print one line naming the step; no secret values."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from gateway.boot import bootstrap as vault_bootstrap
+from gateway.boot import vault
+from gateway.boot.errors import BootError
+from gateway.boot.secret import Secret
+from gateway.boot.settings import Settings, load_settings, read_credential_file
+from gateway.keys.format import KeyKind
+from gateway.keys.hashing import KeyHasher
+from gateway.keys.service import KeyService
+from gateway.keys.store import SqlKeyStore
+from gateway.store.engine import open_store
+
+
+def _die(exc: BootError) -> NoReturn:
+    print(exc.line(), file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except BootError as exc:
+        _die(exc)
+
+
+def _store(settings: Settings) -> SqlKeyStore:
+    try:
+        return SqlKeyStore(open_store(settings.database_url))
+    except Exception as exc:
+        _die(BootError("database", f"cannot open the store ({type(exc).__name__})"))
+
+
+def pepper_from_vault(settings: Settings) -> Secret:
+    client = vault.login(settings)
+    try:
+        return vault.read_secrets(client, settings, []).pepper
+    finally:
+        vault.revoke_own_token(client)
+
+
+def create_key(
+    kind: KeyKind, *, name: str, models: list[str], expires_at: datetime | None
+) -> tuple[str, dict[str, Any]]:
+    settings = _settings()
+    try:
+        pepper = pepper_from_vault(settings)
+    except BootError as exc:
+        _die(exc)
+    service = KeyService(_store(settings), KeyHasher(pepper.reveal().encode("utf-8")))
+    plaintext, record = service.issue(kind, name=name, models=models, expires_at=expires_at)
+    return plaintext, record.public(datetime.now(UTC))
+
+
+def list_keys() -> list[dict[str, Any]]:
+    settings = _settings()
+    now = datetime.now(UTC)
+    return [r.public(now) for r in _store(settings).list()]
+
+
+def revoke_key(key_id: str) -> dict[str, Any] | None:
+    settings = _settings()
+    record = _store(settings).revoke(key_id, by="cli")
+    return None if record is None else record.public(datetime.now(UTC))
+
+
+def _operator(settings: Settings, token_file: Path) -> Any:
+    token = Secret(read_credential_file(token_file, "--operator-token-file"))
+    return vault_bootstrap.operator_client(settings, token)
+
+
+def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str], rotate_core: bool) -> tuple[Path, Path]:
+    settings = _settings()
+    try:
+        provider_keys: dict[str, Secret] = {}
+        for spec in provider_specs:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise BootError("bootstrap", f"--provider-key-file {spec!r} must be NAME=PATH")
+            provider_keys[name] = Secret(read_credential_file(Path(path), f"--provider-key-file {name}"))
+        client = _operator(settings, token_file)
+        return vault_bootstrap.bootstrap(
+            client, settings, provider_keys=provider_keys, credentials_dir=credentials_dir, rotate_core=rotate_core
+        )
+    except BootError as exc:
+        _die(exc)
+
+
+def issue_secret_id(token_file: Path, credentials_dir: Path) -> tuple[Path, Path]:
+    settings = _settings()
+    try:
+        client = _operator(settings, token_file)
+        return vault_bootstrap.issue_credentials(client, settings, credentials_dir)
+    except BootError as exc:
+        _die(exc)

@@ -1,0 +1,133 @@
+"""HAZMAT: ``gateway dev`` — a complete local stack in one command.
+
+Starts an OpenBao dev server and the provider stand-in as child processes, bootstraps Vault with the same code as
+``gateway secrets bootstrap``, creates an admin key and a demo customer key, and serves the gateway on 127.0.0.1.
+Everything lives in a private temporary folder that is removed on exit; Ctrl-C or SIGTERM stops every child.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import signal
+import subprocess  # nosec B404 - starts our own stand-in with fixed arguments
+import sys
+import tempfile
+from pathlib import Path
+from types import FrameType
+
+from gateway.boot import bootstrap as vault_bootstrap
+from gateway.boot import serve as boot_serve
+from gateway.boot.errors import BootError
+from gateway.boot.secret import Secret
+from gateway.boot.settings import Settings
+from gateway.devstack.openbao import free_port, start_dev_vault, wait_http
+from gateway.keys.format import KeyKind
+from gateway.keys.hashing import KeyHasher
+from gateway.keys.service import KeyService
+from gateway.keys.store import SqlKeyStore
+from gateway.store.engine import open_store
+
+DEV_MODELS = [
+    ("gpt-4o-mini", "chat"),
+    ("gpt-3.5-turbo-instruct", "completion"),
+    ("text-embedding-3-small", "embedding"),
+]
+
+
+def dev_policy(standin_base: str) -> str:
+    lines = ["version: 1", "providers:", "  standin:", f"    api_base: {standin_base}", "models:"]
+    for name, mode in DEV_MODELS:
+        lines += [f"  - name: {name}", "    provider: standin", f"    upstream_model: {name}", f"    mode: {mode}"]
+    return "\n".join(lines) + "\n"
+
+
+def _banner(base_url: str, admin_key: str, customer_key: str) -> str:
+    return f"""
+gateway dev is up (OpenBao dev server and a provider STAND-IN, not a real LLM).
+
+  base URL       {base_url}
+  admin key      {admin_key}
+  customer key   {customer_key}
+
+  curl {base_url}/v1/chat/completions \\
+    -H "Authorization: Bearer {customer_key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  python -c 'from openai import OpenAI; c = OpenAI(base_url="{base_url}/v1", api_key="{customer_key}");
+  print(c.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+
+Ctrl-C stops everything.
+"""
+
+
+def run_dev(*, port: int, keys_file: Path | None) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-dev-"))  # created 0700
+    children: list[subprocess.Popen[bytes]] = []
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        vault = start_dev_vault(workdir / "openbao.log")
+        children.append(vault.process)
+        standin_port = free_port()
+        standin = subprocess.Popen(  # nosec B603 - fixed argument list, no shell
+            [sys.executable, "-m", "gateway.devstack.fake_provider", "--port", str(standin_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        children.append(standin)
+        wait_http(f"http://127.0.0.1:{standin_port}/_standin/requests")
+
+        policy_file = workdir / "policy.yaml"
+        policy_file.write_text(dev_policy(f"http://127.0.0.1:{standin_port}/v1"), encoding="utf-8")
+        settings = Settings(
+            vault_addr=vault.addr,
+            vault_auth="approle",
+            vault_role_id_file=workdir / "role_id",
+            vault_secret_id_file=workdir / "secret_id",
+            database_url=f"sqlite:///{workdir / 'gateway.db'}",
+            policy_file=policy_file,
+            host="127.0.0.1",
+            port=port,
+        )
+        operator = vault_bootstrap.operator_client(settings, Secret(vault.root_token))
+        vault_bootstrap.bootstrap(
+            operator, settings,
+            provider_keys={"standin": Secret("standin-" + secrets.token_urlsafe(24))},
+            credentials_dir=workdir,
+        )
+        core = operator.secrets.kv.v2.read_secret_version(
+            path=f"{settings.vault_path}/core", mount_point=settings.vault_mount, raise_on_deleted_version=True
+        )["data"]["data"]
+        keys = KeyService(SqlKeyStore(open_store(settings.database_url)), KeyHasher(core["pepper"].encode("utf-8")))
+        del core
+        admin_key, _ = keys.issue(KeyKind.ADMIN, name="dev admin")
+        customer_key, _ = keys.issue(KeyKind.CUSTOMER, name="dev customer", models=[m for m, _ in DEV_MODELS])
+        base_url = f"http://127.0.0.1:{port}"
+        if keys_file is not None:
+            vault_bootstrap.write_private_file(
+                keys_file, json.dumps({"admin_key": admin_key, "customer_key": customer_key, "base_url": base_url})
+            )
+        print(_banner(base_url, admin_key, customer_key), flush=True)
+        del admin_key, customer_key, operator
+        boot_serve.logs.configure(settings.log_level)
+        return boot_serve.serve(settings)
+    except BootError as exc:
+        print(exc.line(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        shutil.rmtree(workdir, ignore_errors=True)

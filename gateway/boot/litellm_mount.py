@@ -1,0 +1,172 @@
+"""HAZMAT: configuring LiteLLM's proxy in memory and entering its lifespan from ours.
+
+This is the only module that imports ``litellm.proxy.proxy_server``. It
+
+* refuses to import LiteLLM at all unless the installed version is exactly the pin (compromised releases ran their
+  payload on ``import litellm.proxy``, so the check reads package metadata first);
+* refuses to run when environment variables that would reconfigure LiteLLM (or carry a secret) are set;
+* hands LiteLLM its config as a Python dict: LiteLLM's startup is pointed at a sentinel config path under
+  ``/proc/self`` (where no file can ever be created), and its config-file reader is swapped, for the duration of the
+  startup only, for one that returns our dict. No secret goes to ``os.environ`` or to disk;
+* after startup checks that LiteLLM holds our master key and our custom_auth bridge, and that it has no database.
+
+The master key stays in LiteLLM's module globals for the life of the process: threat-model TM-T1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hmac
+import importlib.metadata
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway import LITELLM_COMPROMISED, LITELLM_PIN
+from gateway.boot.errors import BootError
+from gateway.boot.secret import Secret
+from gateway.policy import Policy
+
+SENTINEL_CONFIG_PATH = "/proc/self/gateway-in-memory-config.yaml"
+BRIDGE = "gateway.pipeline.bridge.custom_auth"
+
+# Environment variables that LiteLLM's proxy reads at startup to find a config, a database, a master key, start-up
+# hooks, or weaker checks. Any of them set would mean a second, unreviewed source of configuration or a secret in the
+# environment.
+FORBIDDEN_ENV = (
+    "LITELLM_MASTER_KEY",
+    "LITELLM_SALT_KEY",
+    "DATABASE_URL",
+    "DIRECT_URL",
+    "CONFIG_FILE_PATH",
+    "WORKER_CONFIG",
+    "LITELLM_CONFIG_BUCKET_NAME",
+    "LITELLM_WORKER_STARTUP_HOOKS",
+    "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY",
+    "LITELLM_MIGRATE_FROM_MASTER_KEY",
+    "UI_USERNAME",
+    "UI_PASSWORD",
+)
+# Non-secret settings LiteLLM reads at import time: use the bundled cost map (no outbound fetch at boot), no
+# feedback box or banner noise on stdout, no telemetry.
+QUIET_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true",
+    "LITELLM_TELEMETRY": "False",
+}
+
+
+def check_litellm_version() -> str:
+    try:
+        installed = importlib.metadata.version("litellm")
+    except importlib.metadata.PackageNotFoundError:
+        raise BootError("litellm version", "litellm is not installed") from None
+    if installed in LITELLM_COMPROMISED:
+        raise BootError("litellm version", f"litellm {installed} is a known-compromised release; refusing to import it")
+    if installed != LITELLM_PIN:
+        raise BootError("litellm version", f"litellm {installed} is installed but this gateway is pinned to {LITELLM_PIN}")
+    return installed
+
+
+def check_environment() -> None:
+    present = [name for name in FORBIDDEN_ENV if name in os.environ]
+    if present:
+        raise BootError("environment", f"{present[0]} is set; it would reconfigure LiteLLM outside the policy. Unset it")
+
+
+def import_proxy() -> Any:
+    """Import LiteLLM's proxy module after the version and environment checks."""
+    check_litellm_version()
+    check_environment()
+    for name, value in QUIET_ENV.items():
+        os.environ[name] = value
+    from litellm.proxy import proxy_server
+
+    return proxy_server
+
+
+def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Secret]) -> dict[str, Any]:
+    """LiteLLM's config as a dict. It holds secrets: keep it local, drop it after startup."""
+    model_list = []
+    for model in policy.models:
+        provider = policy.providers[model.provider]
+        model_list.append(
+            {
+                "model_name": model.name,
+                "litellm_params": {
+                    # "openai/" speaks chat, text completions and embeddings to any OpenAI-compatible API.
+                    "model": f"openai/{model.upstream_model}",
+                    "api_base": provider.api_base,
+                    "api_key": provider_keys[model.provider].reveal(),
+                },
+                "model_info": {"mode": model.mode},
+            }
+        )
+    return {
+        "model_list": model_list,
+        "general_settings": {
+            "master_key": master_key.reveal(),
+            "custom_auth": BRIDGE,
+            "disable_spend_logs": True,
+            "disable_adding_master_key_hash_to_db": True,
+            "allow_requests_on_db_unavailable": False,
+            "store_model_in_db": False,
+        },
+        "litellm_settings": {
+            "telemetry": False,
+            "drop_params": False,
+            "request_timeout": 600,
+        },
+        "router_settings": {},
+    }
+
+
+def _verify_started(proxy_server: Any, master_key: Secret) -> None:
+    from gateway.pipeline import bridge
+
+    if proxy_server.user_custom_auth is not bridge.custom_auth:
+        raise BootError("litellm startup", "LiteLLM did not install the gateway's custom_auth bridge")
+    held = proxy_server.master_key
+    if not isinstance(held, str) or not hmac.compare_digest(held.encode(), master_key.reveal().encode()):
+        raise BootError("litellm startup", "LiteLLM does not hold the master key from Vault")
+    if proxy_server.llm_router is None:
+        raise BootError("litellm startup", "LiteLLM's router did not load the policy's models")
+    if proxy_server.prisma_client is not None:
+        raise BootError("litellm startup", "LiteLLM connected a database; the gateway allows none")
+
+
+@contextlib.asynccontextmanager
+async def litellm_lifespan(
+    proxy_server: Any, config: dict[str, Any], master_key: Secret, state: dict[str, Any]
+) -> AsyncIterator[None]:
+    """Enter LiteLLM's lifespan with ``config`` in memory; ``state`` receives LiteLLM's lifespan state.
+
+    ``config`` is emptied once LiteLLM has read it, so no copy of it outlives the startup.
+    """
+    proxy_config = proxy_server.proxy_config
+
+    async def in_memory_config(config_file_path: str | None = None) -> dict[str, Any]:
+        if config_file_path != SENTINEL_CONFIG_PATH:
+            raise RuntimeError("LiteLLM asked for a config file other than the gateway's in-memory config")
+        return copy.deepcopy(config)
+
+    llm_app = proxy_server.app
+    proxy_config._get_config_from_file = in_memory_config
+    os.environ["WORKER_CONFIG"] = json.dumps({"config": SENTINEL_CONFIG_PATH})
+    try:
+        async with llm_app.router.lifespan_context(llm_app) as llm_state:
+            _forget(proxy_config, config)
+            _verify_started(proxy_server, master_key)
+            state.update(llm_state or {})
+            yield
+    finally:
+        _forget(proxy_config, config)
+
+
+def _forget(proxy_config: Any, config: dict[str, Any]) -> None:
+    os.environ.pop("WORKER_CONFIG", None)
+    with contextlib.suppress(AttributeError):
+        del proxy_config._get_config_from_file
+    config.clear()

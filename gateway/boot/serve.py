@@ -1,0 +1,121 @@
+"""HAZMAT: the boot sequence, from settings to an open port.
+
+Each step either succeeds or raises :class:`BootError` naming itself; ``main`` prints that one line and exits non-zero
+before any port opens. ``check_only`` runs every check (settings, policy, litellm version, environment, Vault login
+and reads, database) and stops before LiteLLM is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sys
+from typing import Any
+
+import uvicorn
+
+from gateway import logs
+from gateway.admin.api import build_admin_app
+from gateway.app import GatewayApp
+from gateway.boot import litellm_mount, vault
+from gateway.boot.errors import BootError
+from gateway.boot.settings import Settings, load_settings
+from gateway.keys.hashing import KeyHasher
+from gateway.keys.service import KeyService
+from gateway.keys.store import SqlKeyStore
+from gateway.policy import Policy, PolicyError, load_policy
+from gateway.store.engine import open_store
+
+log = logging.getLogger("gateway.boot")
+
+
+@dataclasses.dataclass
+class Booted:
+    settings: Settings
+    policy: Policy
+    app: GatewayApp | None
+
+
+def _step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except BootError:
+        raise
+    except PolicyError as exc:
+        raise BootError(name, str(exc)) from None
+    except Exception as exc:
+        # Never the exception text: it may quote a value.
+        raise BootError(name, f"unexpected {type(exc).__name__}") from None
+
+
+def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
+    policy: Policy = _step("policy", load_policy, settings.policy_file)
+    _step("litellm version", litellm_mount.check_litellm_version)
+    _step("environment", litellm_mount.check_environment)
+    client = _step("vault login", vault.login, settings)
+    try:
+        providers = {m.provider for m in policy.models}
+        secrets = _step("vault read", vault.read_secrets, client, settings, providers)
+    finally:
+        # Give the token up as soon as the reads are done, whatever happened.
+        _step("vault revoke", vault.revoke_own_token, client)
+    engine = _step("database", open_store, settings.database_url)
+    if check_only:
+        engine.dispose()
+        return Booted(settings, policy, None)
+
+    proxy_server = _step("litellm import", litellm_mount.import_proxy)
+    config = litellm_mount.build_config(policy, secrets.master_key, secrets.provider_keys)
+    keys = KeyService(SqlKeyStore(engine), KeyHasher(secrets.pepper.reveal().encode("utf-8")))
+    llm_state: dict[str, Any] = {}
+    master_key = secrets.master_key
+    del secrets
+
+    def lifespan() -> Any:
+        return litellm_mount.litellm_lifespan(proxy_server, config, master_key, llm_state)
+
+    app = GatewayApp(
+        llm_app=proxy_server.app,
+        admin_app=build_admin_app(keys, frozenset(policy.model_names())),
+        keys=keys,
+        policy=policy,
+        lifespan=lifespan,
+        llm_state=llm_state,
+    )
+    return Booted(settings, policy, app)
+
+
+def serve(settings: Settings) -> int:
+    booted = prepare(settings)
+    assert booted.app is not None  # nosec B101 - prepare() without check_only always builds the app
+    config = uvicorn.Config(
+        booted.app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        ws="none",
+    )
+    server = uvicorn.Server(config)
+    asyncio.run(server.serve())
+    if not server.started:
+        raise BootError("litellm startup", "LiteLLM's lifespan did not start (see the log above)")
+    return 0
+
+
+def main(*, check: bool) -> int:
+    try:
+        settings = load_settings()
+        logs.configure(settings.log_level)
+        if check:
+            prepare(settings, check_only=True)
+            print("gateway: all boot checks passed (settings, policy, litellm version, environment, vault, database)")
+            return 0
+        return serve(settings)
+    except BootError as exc:
+        print(exc.line(), file=sys.stderr)
+        return 2

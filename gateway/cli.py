@@ -1,0 +1,138 @@
+"""The ``gateway`` command: serve, dev, keys, admin-key, secrets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Security-hardened LLM gateway.")
+keys_app = typer.Typer(no_args_is_help=True, help="Customer keys, on the store directly.")
+admin_key_app = typer.Typer(no_args_is_help=True, help="Admin keys (created on the host only).")
+secrets_app = typer.Typer(no_args_is_help=True, help="The Vault side: policy, AppRole, secrets.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(admin_key_app, name="admin-key")
+app.add_typer(secrets_app, name="secrets")
+
+
+def _fail(line: str) -> None:
+    typer.echo(line, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(check: Annotated[bool, typer.Option("--check", help="Run every boot check, then exit.")] = False) -> None:
+    """Boot from Vault and serve on GATEWAY_HOST:GATEWAY_PORT."""
+    from gateway.boot.serve import main
+
+    raise typer.Exit(main(check=check))
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Port for the gateway.")] = 8090,
+    keys_file: Annotated[Optional[Path], typer.Option("--keys-file", help="Also write the keys as JSON (mode 0600).")] = None,
+) -> None:
+    """Local stack: OpenBao dev server, provider stand-in, bootstrap, keys, and the gateway."""
+    from gateway.boot.devserver import run_dev
+
+    raise typer.Exit(run_dev(port=port, keys_file=keys_file))
+
+
+def _parse_expiry(value: Optional[str]) -> Optional[datetime]:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        _fail("gateway: --expires-at must be an ISO 8601 date-time with an offset, e.g. 2027-01-31T00:00:00+00:00")
+        raise
+    if parsed.tzinfo is None:
+        _fail("gateway: --expires-at needs a timezone offset")
+    if parsed <= datetime.now(UTC):
+        _fail("gateway: --expires-at is in the past")
+    return parsed
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key.")],
+    model: Annotated[list[str], typer.Option("--model", help="A model the key may use (repeat).")],
+    expires_at: Annotated[Optional[str], typer.Option(help="ISO 8601 with offset.")] = None,
+) -> None:
+    """Create a customer key (reads the pepper from Vault with the configured credentials)."""
+    from gateway.boot.cli_ops import create_key
+    from gateway.keys.format import KeyKind
+
+    plaintext, record = create_key(KeyKind.CUSTOMER, name=name, models=model, expires_at=_parse_expiry(expires_at))
+    typer.echo(json.dumps({**record, "key": plaintext}, indent=2))
+    typer.echo("Store the key now: it is not shown again.", err=True)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List customer keys (never the keys themselves)."""
+    from gateway.boot.cli_ops import list_keys
+
+    typer.echo(json.dumps(list_keys(), indent=2))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a customer or admin key by id."""
+    from gateway.boot.cli_ops import revoke_key
+
+    record = revoke_key(key_id)
+    if record is None:
+        _fail(f"gateway: no key with id {key_id}")
+    typer.echo(json.dumps(record, indent=2))
+
+
+@admin_key_app.command("create")
+def admin_key_create(name: Annotated[str, typer.Option(help="Who or what holds this admin key.")]) -> None:
+    """Create an admin key (valid on /admin only)."""
+    from gateway.boot.cli_ops import create_key
+    from gateway.keys.format import KeyKind
+
+    plaintext, record = create_key(KeyKind.ADMIN, name=name, models=[], expires_at=None)
+    typer.echo(json.dumps({**record, "key": plaintext}, indent=2))
+    typer.echo("Store the key now: it is not shown again.", err=True)
+
+
+@secrets_app.command("bootstrap")
+def secrets_bootstrap(
+    operator_token_file: Annotated[Path, typer.Option(help="File with an operator Vault token (mode 0600).")],
+    credentials_dir: Annotated[Path, typer.Option(help="Where to write role_id and secret_id (0600).")],
+    provider_key_file: Annotated[
+        Optional[list[str]], typer.Option(help="NAME=PATH: provider NAME's API key is in file PATH (repeat).")
+    ] = None,
+    rotate_core: Annotated[bool, typer.Option(help="Generate a new master key and pepper even if present.")] = False,
+) -> None:
+    """Apply the policy and AppRole role, generate master key and pepper, write provider keys and credentials."""
+    from gateway.boot.cli_ops import bootstrap
+
+    role_id_file, secret_id_file = bootstrap(operator_token_file, credentials_dir, provider_key_file or [], rotate_core)
+    typer.echo(f"role_id written to {role_id_file}\nsecret_id written to {secret_id_file} (single use)")
+
+
+@secrets_app.command("issue-secret-id")
+def secrets_issue_secret_id(
+    operator_token_file: Annotated[Path, typer.Option(help="File with an operator Vault token (mode 0600).")],
+    credentials_dir: Annotated[Path, typer.Option(help="Where to write role_id and secret_id (0600).")],
+) -> None:
+    """Write a fresh single-use secret_id (every gateway start needs one)."""
+    from gateway.boot.cli_ops import issue_secret_id
+
+    _, secret_id_file = issue_secret_id(operator_token_file, credentials_dir)
+    typer.echo(f"secret_id written to {secret_id_file} (single use)")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

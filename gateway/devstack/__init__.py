@@ -1,0 +1,1 @@
+"""Development stand-ins. Nothing here is used in production serving."""

@@ -1,0 +1,170 @@
+"""PROVIDER STAND-IN, NOT A REAL LLM: a tiny OpenAI-compatible server for `gateway dev` and the tests.
+
+It answers chat completions (plain and SSE streaming, with a final usage chunk when asked), text completions,
+embeddings and the model list with canned, deterministic content, and records every request it receives (method,
+path, query, headers, JSON body) so tests can assert on exactly what reached "the provider".
+
+Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``DELETE /_standin/requests``.
+An upstream model named ``standin-error-500`` answers 500.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+REPLY = "Hello from the provider stand-in."
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[dict[str, Any]] = []
+
+    def add(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._requests.append(entry)
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def build_app(recorder: Recorder | None = None) -> Starlette:
+    recorder = recorder or Recorder()
+
+    async def record(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        entry = {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+        }
+        recorder.add(entry)
+        return entry
+
+    async def chat(request: Request) -> Response:
+        entry = await record(request)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        model = body.get("model", "unknown")
+        if model == "standin-error-500":
+            return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}}, status_code=500)
+        created = int(time.time())
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+            async def events():  # type: ignore[no-untyped-def]
+                words = REPLY.split(" ")
+                for i, word in enumerate(words):
+                    chunk = {
+                        "id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [{"index": 0, "delta": {"content": word + (" " if i < len(words) - 1 else "")},
+                                     "finish_reason": None}],
+                    }
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                final = {
+                    "id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                }
+                yield f"data: {json.dumps(final)}\n\n"
+                if include_usage:
+                    usage = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created,
+                             "model": model, "choices": [], "usage": _usage(9, len(words))}
+                    yield f"data: {json.dumps(usage)}\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse(
+            {
+                "id": "chatcmpl-standin", "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
+                "usage": _usage(9, 7),
+            }
+        )
+
+    async def completions(request: Request) -> Response:
+        entry = await record(request)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        return JSONResponse(
+            {
+                "id": "cmpl-standin", "object": "text_completion", "created": int(time.time()),
+                "model": body.get("model", "unknown"),
+                "choices": [{"index": 0, "text": REPLY, "finish_reason": "stop", "logprobs": None}],
+                "usage": _usage(5, 7),
+            }
+        )
+
+    async def embeddings(request: Request) -> Response:
+        entry = await record(request)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        inputs = body.get("input", "")
+        count = len(inputs) if isinstance(inputs, list) else 1
+        return JSONResponse(
+            {
+                "object": "list", "model": body.get("model", "unknown"),
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(count)],
+                "usage": {"prompt_tokens": 3 * count, "total_tokens": 3 * count},
+            }
+        )
+
+    async def models(request: Request) -> Response:
+        await record(request)
+        return JSONResponse({"object": "list", "data": []})
+
+    async def recorded(request: Request) -> Response:
+        if request.method == "DELETE":
+            recorder.clear()
+            return JSONResponse({"cleared": True})
+        return JSONResponse(recorder.all())
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/completions", completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/_standin/requests", recorded, methods=["GET", "DELETE"]),
+        ]
+    )
+    app.state.recorder = recorder
+    return app
+
+
+def main() -> None:
+    """``python -m gateway.devstack.fake_provider --port N``: serve the stand-in on 127.0.0.1."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Provider stand-in (NOT a real LLM).")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(build_app(), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

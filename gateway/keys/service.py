@@ -1,0 +1,81 @@
+"""Issuing and verifying virtual keys.
+
+Denial reasons (go to logs and metrics, never to the client, who always sees ``401 invalid_api_key``)::
+
+    AuthDenied(reason)
+      ├── "missing"     no Authorization: Bearer header
+      ├── "malformed"   not our format, wrong kind for this surface, or bad checksum (no store lookup made)
+      ├── "unknown"     well-formed, but no such key
+      ├── "revoked"
+      └── "expired"
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+
+from gateway.keys import format as key_format
+from gateway.keys.format import KeyKind
+from gateway.keys.hashing import KeyHasher
+from gateway.keys.store import KeyRecord, KeyStore
+from gateway.principal import Principal
+
+
+class AuthDenied(Exception):
+    """Authentication failed; ``reason`` is for logs only."""
+
+    def __init__(self, reason: str, key_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key_id = key_id
+
+
+class KeyService:
+    def __init__(self, store: KeyStore, hasher: KeyHasher) -> None:
+        self.store = store
+        self._hasher = hasher
+
+    def issue(
+        self, kind: KeyKind, *, name: str, models: list[str] | None = None, expires_at: datetime | None = None
+    ) -> tuple[str, KeyRecord]:
+        """Create a key; returns (plaintext, record). The plaintext is not kept anywhere."""
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise ValueError("expires_at must carry a timezone")
+        plaintext = key_format.generate(kind)
+        record = self.store.insert(
+            kind=kind.value,
+            name=name,
+            digest=self._hasher.digest(plaintext),
+            models=sorted(set(models or [])),
+            expires_at=expires_at,
+        )
+        return plaintext, record
+
+    def verify(self, presented: str | None, kind: KeyKind) -> Principal:
+        """The principal for ``presented``, or :class:`AuthDenied`."""
+        if not presented:
+            raise AuthDenied("missing")
+        try:
+            key_format.check(presented, kind)
+        except key_format.MalformedKey:
+            raise AuthDenied("malformed") from None
+        digest = self._hasher.digest(presented)
+        found = self.store.find_by_digest(digest)
+        if found is None:
+            raise AuthDenied("unknown")
+        record, stored_digest = found
+        # The lookup was by digest already; compare again in constant time so correctness never rests on the
+        # database's collation or comparison semantics.
+        if not hmac.compare_digest(stored_digest, digest) or record.kind != kind.value:
+            raise AuthDenied("unknown")
+        state = record.state(datetime.now(UTC))
+        if state != "active":
+            raise AuthDenied(state, record.id)
+        return Principal(
+            key_id=record.id,
+            kind=record.kind,
+            name=record.name,
+            models=frozenset(record.models),
+            expires_at=record.expires_at,
+        )

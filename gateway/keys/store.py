@@ -1,0 +1,125 @@
+"""Where key records live: the ``KeyStore`` role and its SQL implementation."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from gateway.store.schema import api_keys
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str
+    kind: str
+    name: str
+    models: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def state(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def public(self, now: datetime) -> dict[str, object]:
+        """What the admin API and CLI may show: never the key or its digest."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "models": list(self.models),
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "state": self.state(now),
+        }
+
+
+class KeyStore(Protocol):
+    def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None) -> KeyRecord: ...
+    def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None: ...
+    def get(self, key_id: str) -> KeyRecord | None: ...
+    def list(self, kind: str | None = None) -> list[KeyRecord]: ...
+    def revoke(self, key_id: str, *, by: str) -> KeyRecord | None: ...
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite drops the offset; everything we write is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _record(row: sa.Row[tuple[object, ...]]) -> KeyRecord:
+    m = row._mapping
+    created = _utc(m["created_at"])
+    assert created is not None  # nosec B101 - NOT NULL column; narrows the type only
+    return KeyRecord(
+        id=m["id"],
+        kind=m["kind"],
+        name=m["name"],
+        models=tuple(m["models"]),
+        created_at=created,
+        expires_at=_utc(m["expires_at"]),
+        revoked_at=_utc(m["revoked_at"]),
+    )
+
+
+_COLUMNS = [c for c in api_keys.c if c.name != "key_digest"]
+
+
+class SqlKeyStore:
+    """Key records in SQLite or Postgres through SQLAlchemy Core."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None) -> KeyRecord:
+        key_id = "key_" + uuid.uuid4().hex[:24]
+        now = datetime.now(UTC)
+        with self._engine.begin() as conn:
+            conn.execute(
+                api_keys.insert().values(
+                    id=key_id, kind=kind, name=name, key_digest=digest, models=list(models),
+                    created_at=now, expires_at=expires_at, revoked_at=None,
+                )
+            )
+        return KeyRecord(key_id, kind, name, tuple(models), now, expires_at, None)
+
+    def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(*_COLUMNS, api_keys.c.key_digest).where(api_keys.c.key_digest == digest)).first()
+        if row is None:
+            return None
+        return _record(row), row._mapping["key_digest"]
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(*_COLUMNS).where(api_keys.c.id == key_id)).first()
+        return None if row is None else _record(row)
+
+    def list(self, kind: str | None = None) -> list[KeyRecord]:
+        query = sa.select(*_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id)
+        if kind is not None:
+            query = query.where(api_keys.c.kind == kind)
+        with self._engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def revoke(self, key_id: str, *, by: str) -> KeyRecord | None:
+        """Mark revoked (idempotent: the first revocation time is kept). None if there is no such key."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC), revoked_by=by)
+            )
+            row = conn.execute(sa.select(*_COLUMNS).where(api_keys.c.id == key_id)).first()
+        return None if row is None else _record(row)

@@ -1,0 +1,87 @@
+"""The customer request path (``/v1``): the pre-flight steps in order, then the handoff to LiteLLM.
+
+One ordered list, one comment per step. Later steps (rate limits, guardrails, credit reservation) slot in where
+marked; each is a plain function that raises :class:`Denial` or returns what the next step needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from gateway.keys.format import KeyKind
+from gateway.keys.service import KeyService
+from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send
+from gateway.pipeline.authn import authenticate
+from gateway.pipeline.authz import check_model
+from gateway.pipeline.body import ClientGone, parse_json_object, read_body
+from gateway.pipeline.errors import Denial, internal_error, send_denial
+from gateway.pipeline.handoff import hand_off
+from gateway.pipeline.steering import refuse_steering
+
+log = logging.getLogger("gateway.pipeline")
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+class CustomerPipeline:
+    """Handles POST /v1/chat/completions, /v1/completions and /v1/embeddings."""
+
+    def __init__(
+        self,
+        *,
+        llm_app: ASGIApp,
+        keys: KeyService,
+        exposed_models: frozenset[str],
+        max_body_bytes: int,
+        llm_state: dict[str, Any],
+    ) -> None:
+        self._llm_app = llm_app
+        self._keys = keys
+        self._exposed = exposed_models
+        self._max_body = max_body_bytes
+        # LiteLLM's lifespan state (filled when its lifespan starts); its handlers read it from scope["state"].
+        self._llm_state = llm_state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = new_request_id()
+        try:
+            # 1. Authenticate: Authorization: Bearer with a customer key, nothing else.
+            principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id)
+            # 2. Read the body once, bounded by the policy's size limit; it must be a JSON object.
+            raw = await read_body(scope, receive, self._max_body)
+            body = parse_json_object(raw)
+            # 3. Refuse fields that would steer LiteLLM's destination, credential, cost or callbacks.
+            refuse_steering(body)
+            # 4. Authorize the model against the policy and the key's allow-list.
+            check_model(body, principal, self._exposed, request_id)
+            # 5. (rate limits, guardrails, credit reservation go here)
+        except Denial as denial:
+            await send_denial(send, denial, request_id)
+            return
+        except ClientGone:
+            return
+        except Exception:
+            log.exception("pre-flight failed", extra={"request_id": request_id})
+            await send_denial(send, internal_error(), request_id)
+            return
+        # 6. Hand off in-process to LiteLLM with the principal in the scope.
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await hand_off(self._llm_app, scope, receive, tracking_send, principal=principal, raw_body=raw,
+                           request_id=request_id, llm_state=self._llm_state)
+        except Exception:
+            # LiteLLM's own error middleware re-raises after answering; answer only if nothing was sent yet.
+            log.exception("handoff failed", extra={"request_id": request_id, "key_id": principal.key_id})
+            if not started:
+                await send_denial(send, internal_error(), request_id)

@@ -1,0 +1,59 @@
+"""Client-facing errors: the OpenAI error shape with a stable code, and nothing else.
+
+Denials raised by pipeline steps::
+
+    Denial(status, code)
+      ├── 401 invalid_api_key        every authentication failure, whatever the reason (reason goes to logs)
+      ├── 403 model_not_allowed      the key may not use this model (or the model is not exposed)
+      ├── 400 invalid_request        body is not a JSON object, or a required field is missing or of the wrong type
+      ├── 413 request_too_large      body over the policy's max_body_bytes
+      ├── 404 not_found              path/method not on the allow-list
+      └── 500 internal_error         anything unexpected (details in logs only)
+"""
+
+from __future__ import annotations
+
+import json
+
+from gateway.pipeline.asgi import Send
+
+
+class Denial(Exception):
+    def __init__(self, status: int, code: str, message: str, *, error_type: str = "invalid_request_error") -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.error_type = error_type
+
+
+def invalid_api_key() -> Denial:
+    return Denial(401, "invalid_api_key", "Invalid API key.", error_type="authentication_error")
+
+
+def not_found() -> Denial:
+    return Denial(404, "not_found", "Not found.")
+
+
+def internal_error() -> Denial:
+    return Denial(500, "internal_error", "Internal error.", error_type="server_error")
+
+
+def error_body(denial: Denial) -> bytes:
+    return json.dumps(
+        {"error": {"message": denial.message, "type": denial.error_type, "param": None, "code": denial.code}}
+    ).encode()
+
+
+async def send_denial(send: Send, denial: Denial, request_id: str) -> None:
+    body = error_body(denial)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if denial.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="gateway"'))
+    await send({"type": "http.response.start", "status": denial.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

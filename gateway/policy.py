@@ -1,0 +1,98 @@
+"""The gateway policy (policy/*.yaml): which models are exposed, through which provider, and request limits.
+
+Validated at boot; any error names the file and the offending field. The policy holds no secret: provider API keys are
+referenced by provider name and resolved from Vault at boot.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+
+
+class PolicyError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provider(_Strict):
+    # Where this provider's OpenAI-compatible API lives. Only the policy decides this, never a request.
+    api_base: str
+
+    @field_validator("api_base")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+class Model(_Strict):
+    name: str  # the name clients send as "model"
+    provider: str
+    upstream_model: str
+    mode: Literal["chat", "completion", "embedding"] = "chat"
+
+    @field_validator("name", "upstream_model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must match " + _NAME.pattern)
+        return value
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+
+class Policy(_Strict):
+    version: Literal[1]
+    providers: dict[str, Provider]
+    models: list[Model] = Field(min_length=1)
+    limits: Limits = Limits()
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, value: dict[str, Provider]) -> dict[str, Provider]:
+        for name in value:
+            if not re.match(r"^[a-z][a-z0-9_]{0,63}$", name):
+                raise ValueError(f"provider name {name!r} must match ^[a-z][a-z0-9_]{{0,63}}$")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Policy:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.provider not in self.providers:
+                raise ValueError(f"model {model.name!r} names unknown provider {model.provider!r}")
+            if model.name in seen:
+                raise ValueError(f"model {model.name!r} is listed twice")
+            seen.add(model.name)
+        return self
+
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolicyError(f"policy file {path} cannot be read as YAML ({type(exc).__name__})") from None
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise PolicyError(f"policy file {path}: {where}: {first['msg']}") from None

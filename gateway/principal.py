@@ -1,0 +1,15 @@
+"""The verified identity the request path works with. It carries no secret: no key, no digest."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    kind: str
+    name: str
+    models: frozenset[str]
+    expires_at: datetime | None
