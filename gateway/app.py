@@ -17,7 +17,7 @@ from gateway.keys.service import AuthDenied, KeyService
 from gateway.pipeline.asgi import ASGIApp, Receive, Scope, Send, bearer_token
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.customer import CustomerPipeline, new_request_id
-from gateway.pipeline.errors import Denial, not_found, send_denial
+from gateway.pipeline.errors import Denial, invalid_api_key, not_found, send_denial
 from gateway.policy import Policy
 
 log = logging.getLogger("gateway.app")
@@ -113,18 +113,24 @@ class GatewayApp:
         request_id = new_request_id()
         presented = bearer_token(scope)
         if presented is None:
-            await send_denial(send, Denial(401, "invalid_api_key", "Invalid API key.",
-                                           error_type="authentication_error"), request_id)
+            await send_denial(send, invalid_api_key(), request_id)
             return
         revoked_id = None
-        for kind in (KeyKind.CUSTOMER, KeyKind.ADMIN):
-            try:
-                principal = self._keys.verify(presented, kind)
-            except AuthDenied:
-                continue
-            self._keys.store.revoke(principal.key_id, by="self")
-            revoked_id = principal.key_id
-            break
+        try:
+            for kind in (KeyKind.CUSTOMER, KeyKind.ADMIN):
+                try:
+                    principal = self._keys.verify(presented, kind)
+                except AuthDenied:
+                    continue
+                self._keys.store.revoke(principal.key_id, by="self")
+                revoked_id = principal.key_id
+                break
+        except Exception:
+            # Fail closed and say so: the caller must not believe a leaked key is dead when it may not be.
+            log.exception("self-revocation failed", extra={"request_id": request_id})
+            await send_denial(send, Denial(503, "service_unavailable", "Service temporarily unavailable.",
+                                           error_type="server_error"), request_id)
+            return
         log.warning("self-revocation", extra={"key_id": revoked_id, "request_id": request_id,
                                               "outcome": "revoked" if revoked_id else "no_live_key"})
         await send_json(send, 200, {"object": "key.revocation", "revoked": True}, request_id)

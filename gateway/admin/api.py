@@ -19,7 +19,7 @@ from gateway.keys.format import KeyKind
 from gateway.keys.service import KeyService
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.customer import new_request_id
-from gateway.pipeline.errors import Denial, error_body
+from gateway.pipeline.errors import Denial, error_body, internal_error
 from gateway.principal import Principal
 
 log = logging.getLogger("gateway.admin")
@@ -75,6 +75,12 @@ def build_admin_app(keys: KeyService, exposed_models: frozenset[str]) -> FastAPI
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         return _denial_response(Denial(400, "invalid_request", f"Invalid value for {where[:80]}."),
                                 getattr(request.state, "request_id", new_request_id()))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("admin request failed", extra={"request_id": getattr(request.state, "request_id", None),
+                                                 "reason": type(exc).__name__})
+        return _denial_response(internal_error(), getattr(request.state, "request_id", new_request_id()))
 
     @app.post("/admin/keys", status_code=201)
     def create_key(payload: CreateKey, who: Admin) -> dict[str, object]:

@@ -43,6 +43,10 @@ class KeyRecord:
         }
 
 
+class StoreUnavailable(Exception):
+    """The key store cannot be reached or answered with an error: callers fail closed (503)."""
+
+
 class KeyStore(Protocol):
     def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None) -> KeyRecord: ...
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None: ...
@@ -95,8 +99,13 @@ class SqlKeyStore:
         return KeyRecord(key_id, kind, name, tuple(models), now, expires_at, None)
 
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(sa.select(*_COLUMNS, api_keys.c.key_digest).where(api_keys.c.key_digest == digest)).first()
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(*_COLUMNS, api_keys.c.key_digest).where(api_keys.c.key_digest == digest)
+                ).first()
+        except sa.exc.SQLAlchemyError:
+            raise StoreUnavailable() from None
         if row is None:
             return None
         return _record(row), row._mapping["key_digest"]

@@ -8,6 +8,7 @@ Denials raised by pipeline steps::
       ├── 400 invalid_request        body is not a JSON object, or a required field is missing or of the wrong type
       ├── 413 request_too_large      body over the policy's max_body_bytes
       ├── 404 not_found              path/method not on the allow-list
+      ├── 503 service_unavailable    the key store is unreachable (fail closed)
       └── 500 internal_error         anything unexpected (details in logs only)
 """
 

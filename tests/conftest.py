@@ -1,0 +1,129 @@
+"""Session fixtures: one real OpenBao, one provider stand-in, one bootstrapped Vault, one gateway process."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.boot.bootstrap import bootstrap, write_private_file
+from gateway.boot.secret import Secret
+from gateway.boot.settings import Settings
+from gateway.devstack.openbao import DevVault, free_port, start_dev_vault
+from gateway.keys.format import KeyKind
+from gateway.keys.hashing import KeyHasher
+from gateway.keys.service import KeyService
+from gateway.keys.store import SqlKeyStore
+from gateway.store.engine import open_store
+from tests.support import GatewayProcess, Stack, StandIn, port_open, services_required, write_policy
+
+POSTGRES = ("127.0.0.1", 5432)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("gw")
+    path.chmod(0o700)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dev_vault(workdir: Path) -> Iterator[DevVault]:
+    vault = start_dev_vault(workdir / "openbao.log")
+    yield vault
+    vault.stop()
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[StandIn]:
+    server = StandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(dev_vault: DevVault, standin: StandIn, workdir: Path) -> Stack:
+    provider_key = "provider-canary-" + secrets.token_urlsafe(24)
+    policy_file = write_policy(workdir / "policy.yaml", standin.base_url)
+    result = Stack(dev_vault.addr, dev_vault.root_token, workdir, policy_file, provider_key)
+    settings = Settings(vault_addr=dev_vault.addr)
+    bootstrap(result.root(), settings, provider_keys={"standin": Secret(provider_key)}, credentials_dir=workdir / "boot")
+    core = result.root().secrets.kv.v2.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
+    result.master_key = core["data"]["data"]["master_key"]
+    result.pepper = core["data"]["data"]["pepper"]
+    result.canaries += [result.master_key, result.pepper, provider_key, dev_vault.root_token]
+    return result
+
+
+class Keys:
+    """Issues keys straight into a gateway's store (the test holds the pepper, as the host CLI would)."""
+
+    def __init__(self, stack: Stack, database_url: str) -> None:
+        self.stack = stack
+        self.service = KeyService(SqlKeyStore(open_store(database_url)), KeyHasher(stack.pepper.encode()))
+
+    def customer(self, models: list[str] | None = None, **kwargs: object) -> tuple[str, str]:
+        plaintext, record = self.service.issue(
+            KeyKind.CUSTOMER, name="test", models=models or ["chat-model", "text-model", "embed-model"], **kwargs
+        )
+        self.stack.canaries += [plaintext, self.service._hasher.digest(plaintext)]
+        return plaintext, record.id
+
+    def admin(self) -> tuple[str, str]:
+        plaintext, record = self.service.issue(KeyKind.ADMIN, name="test admin")
+        self.stack.canaries += [plaintext, self.service._hasher.digest(plaintext)]
+        return plaintext, record.id
+
+
+class RunningGateway:
+    def __init__(self, process: GatewayProcess, keys: Keys) -> None:
+        self.process = process
+        self.keys = keys
+        self.base_url = process.base_url
+        self.admin_key, _ = keys.admin()
+        self.customer_key, self.customer_key_id = keys.customer()
+
+
+def _start_gateway(stack: Stack, workdir: Path, name: str, database_url: str, **env: str) -> RunningGateway:
+    port = free_port()
+    folder = workdir / name
+    environment = stack.env(folder, database_url, port, GATEWAY_LOG_LEVEL="DEBUG", LITELLM_LOG="DEBUG", **env)
+    process = GatewayProcess(environment, folder / "gateway.log", port).start()
+    return RunningGateway(process, Keys(stack, database_url))
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: Stack, workdir: Path) -> Iterator[RunningGateway]:
+    running = _start_gateway(stack, workdir, "gw-sqlite", f"sqlite:///{workdir / 'gateway.db'}")
+    yield running
+    running.process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the machine's Postgres; fails (not skips) under CI when Postgres is missing."""
+    if not port_open(*POSTGRES):
+        if services_required():
+            pytest.fail("Postgres at 127.0.0.1:5432 is required (GATEWAY_REQUIRE_SERVICES=1) but not reachable")
+        pytest.skip("Postgres at 127.0.0.1:5432 is not reachable on this machine")
+    import psycopg
+
+    name = "gw_test_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(host=POSTGRES[0], port=POSTGRES[1], dbname="test", user="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(host=POSTGRES[0], port=POSTGRES[1], dbname="test", user="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_gateway(stack: Stack, workdir: Path, postgres_url: str) -> Iterator[RunningGateway]:
+    running = _start_gateway(stack, workdir, "gw-postgres", postgres_url)
+    yield running
+    running.process.stop()
+
+
+__all__ = ["Keys", "RunningGateway", "write_private_file"]

@@ -1,0 +1,104 @@
+"""The admin API and the revocation endpoints, on SQLite and on the machine's Postgres."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import RunningGateway
+
+CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_gateway(request: pytest.FixtureRequest) -> RunningGateway:
+    return request.getfixturevalue("gateway" if request.param == "sqlite" else "pg_gateway")
+
+
+def _admin(gw: RunningGateway) -> httpx.Client:
+    return httpx.Client(base_url=gw.base_url, headers={"Authorization": f"Bearer {gw.admin_key}"}, timeout=30)
+
+
+def _chat(gw: RunningGateway, key: str) -> httpx.Response:
+    return httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30)
+
+
+def test_create_use_list_show_revoke(any_gateway: RunningGateway) -> None:
+    admin = _admin(any_gateway)
+    created = admin.post("/admin/keys", json={"name": "team-a", "models": ["chat-model"]})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    key, key_id = body["key"], body["id"]
+    any_gateway.keys.stack.canaries.append(key)
+    assert body["state"] == "active" and body["models"] == ["chat-model"]
+    assert "digest" not in repr(body).lower()
+
+    client = openai.OpenAI(base_url=any_gateway.base_url + "/v1", api_key=key, max_retries=0)
+    assert client.chat.completions.create(**CHAT).choices[0].message.content
+
+    listed = admin.get("/admin/keys").json()["data"]
+    entry = next(item for item in listed if item["id"] == key_id)
+    assert "key" not in entry and key not in repr(listed)
+    shown = admin.get(f"/admin/keys/{key_id}").json()
+    assert shown["id"] == key_id and "key" not in shown
+
+    revoked = admin.post(f"/admin/keys/{key_id}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["state"] == "revoked"
+    # Once the revocation endpoint has answered, the very next request with that key is refused.
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client.chat.completions.create(**CHAT)
+    assert caught.value.body["code"] == "invalid_api_key"
+    # Revoking twice is harmless and keeps the first time.
+    again = admin.post(f"/admin/keys/{key_id}/revoke").json()
+    assert again["revoked_at"] == revoked.json()["revoked_at"]
+
+
+def test_expiry_is_enforced(any_gateway: RunningGateway) -> None:
+    import time
+
+    admin = _admin(any_gateway)
+    expires = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    body = admin.post("/admin/keys", json={"name": "short", "models": ["chat-model"], "expires_at": expires}).json()
+    assert _chat(any_gateway, body["key"]).status_code == 200
+    time.sleep(2.2)
+    assert _chat(any_gateway, body["key"]).status_code == 401
+    assert admin.get(f"/admin/keys/{body['id']}").json()["state"] == "expired"
+
+
+def test_self_revocation_answers_the_same_whatever_the_key(any_gateway: RunningGateway) -> None:
+    key, _ = any_gateway.keys.customer()
+    assert _chat(any_gateway, key).status_code == 200
+    answers = []
+    for presented in (key, key, "lgw_ck_not-even-well-formed", "garbage"):
+        response = httpx.post(any_gateway.base_url + "/v1/keys/revoke",
+                              headers={"Authorization": f"Bearer {presented}"}, timeout=30)
+        answers.append((response.status_code, response.json()))
+    assert len(set(map(repr, answers))) == 1 and answers[0][0] == 200
+    assert _chat(any_gateway, key).status_code == 401
+
+
+def test_admin_input_is_validated(gateway: RunningGateway) -> None:
+    admin = _admin(gateway)
+    cases = [
+        {"name": "x", "models": ["not-exposed"]},
+        {"name": "x", "models": []},
+        {"name": "", "models": ["chat-model"]},
+        {"name": "x", "models": ["chat-model"], "expires_at": "2001-01-01T00:00:00+00:00"},
+        {"name": "x", "models": ["chat-model"], "expires_at": "2099-01-01T00:00:00"},
+        {"name": "x", "models": ["chat-model"], "api_key": "smuggled"},
+    ]
+    for payload in cases:
+        response = admin.post("/admin/keys", json=payload)
+        assert response.status_code == 400, (payload, response.text)
+        assert response.json()["error"]["code"] == "invalid_request"
+        assert "smuggled" not in response.text
+    assert admin.get("/admin/keys/key_does_not_exist").status_code == 404
+    assert admin.post("/admin/keys/key_does_not_exist/revoke").status_code == 404
+    assert admin.get("/admin/nothing-here").json()["error"]["code"] == "not_found"
+    # Admin keys are not listed or revocable through the customer-key endpoints.
+    admin_id = gateway.keys.service.store.list("ak")[0].id
+    assert admin.get(f"/admin/keys/{admin_id}").status_code == 404

@@ -1,0 +1,193 @@
+"""Shared test helpers: real OpenBao, the provider stand-in in a thread, and gateway processes.
+
+The only fake is the LLM provider (gateway.devstack.fake_provider). Vault is the real OpenBao binary; Postgres and
+Redis are the machine's services; clients are the openai SDK and httpx over real sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hvac
+import uvicorn
+
+from gateway.devstack import fake_provider
+from gateway.devstack.openbao import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def services_required() -> bool:
+    return os.environ.get("GATEWAY_REQUIRE_SERVICES") == "1"
+
+
+def port_open(host: str, port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class StandIn:
+    """The provider stand-in served from a thread of the test process; ``recorder`` sees every request."""
+
+    def __init__(self) -> None:
+        self.recorder = fake_provider.Recorder()
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        config = uvicorn.Config(fake_provider.build_app(self.recorder), host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> StandIn:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("provider stand-in did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+def write_policy(path: Path, standin_base: str, extra_models: str = "") -> Path:
+    path.write_text(
+        f"""version: 1
+providers:
+  standin:
+    api_base: {standin_base}
+models:
+  - name: chat-model
+    provider: standin
+    upstream_model: upstream-chat
+    mode: chat
+  - name: other-chat-model
+    provider: standin
+    upstream_model: upstream-other
+    mode: chat
+  - name: text-model
+    provider: standin
+    upstream_model: upstream-text
+    mode: completion
+  - name: embed-model
+    provider: standin
+    upstream_model: upstream-embed
+    mode: embedding
+{extra_models}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@dataclass
+class Stack:
+    """A bootstrapped Vault plus the canary secrets the suite must never see leak."""
+
+    vault_addr: str
+    root_token: str
+    workdir: Path
+    policy_file: Path
+    provider_key: str
+    master_key: str = ""
+    pepper: str = ""
+    canaries: list[str] = field(default_factory=list)
+
+    def root(self) -> hvac.Client:
+        return hvac.Client(url=self.vault_addr, token=self.root_token)
+
+    def fresh_credentials(self, folder: Path) -> tuple[Path, Path]:
+        from gateway.boot.bootstrap import issue_credentials
+        from gateway.boot.settings import Settings
+
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        role_id_file, secret_id_file = issue_credentials(self.root(), Settings(vault_addr=self.vault_addr), folder)
+        self.canaries.append(secret_id_file.read_text())
+        return role_id_file, secret_id_file
+
+    def env(self, folder: Path, database_url: str, port: int, **overrides: str) -> dict[str, str]:
+        role_id_file, secret_id_file = self.fresh_credentials(folder)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "LITELLM_", "VAULT_", "BAO_"))}
+        env.pop("DATABASE_URL", None)
+        env.update(
+            {
+                "GATEWAY_VAULT_ADDR": self.vault_addr,
+                "GATEWAY_VAULT_AUTH": "approle",
+                "GATEWAY_VAULT_ROLE_ID_FILE": str(role_id_file),
+                "GATEWAY_VAULT_SECRET_ID_FILE": str(secret_id_file),
+                "GATEWAY_DATABASE_URL": database_url,
+                "GATEWAY_POLICY_FILE": str(self.policy_file),
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_HOST": "127.0.0.1",
+            }
+        )
+        env.update(overrides)
+        return env
+
+
+class GatewayProcess:
+    """``gateway serve`` in a child process, its output captured to a file for the canary scan."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int) -> None:
+        self.env = env
+        self.port = port
+        self.log_path = log_path
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> GatewayProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [str(BIN / "gateway"), "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open("127.0.0.1", self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"gateway did not open its port:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def run_gateway(args: list[str], env: dict[str, str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "gateway"), *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, check=False)
+
+
+def random_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def any_listed(haystack: str, needles: list[str]) -> list[str]:
+    """The needles (by index, never the value) found in haystack, for assertion messages that do not leak."""
+    return [f"canary #{i}" for i, needle in enumerate(needles) if needle and needle in haystack]
+
+
+Json = dict[str, Any]
