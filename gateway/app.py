@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.keys.format import KeyKind
 from gateway.keys.service import AuthDenied, KeyService
-from gateway.pipeline.asgi import ASGIApp, Receive, Scope, Send, bearer_token
+from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send, bearer_token
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.customer import CustomerPipeline, new_request_id
 from gateway.pipeline.errors import Denial, invalid_api_key, not_found, send_denial
@@ -85,9 +85,24 @@ class GatewayApp:
         elif (method, path) == ("POST", "/v1/keys/revoke"):
             await self._self_revoke(scope, send)
         elif path.startswith("/admin/"):
-            await self._admin(scope, receive, send)
+            await self._admin_call(scope, receive, send)
         else:
             await send_denial(send, not_found(), new_request_id())
+
+    async def _admin_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every admin response gets a request id and ``Cache-Control: no-store`` (one of them carries a new key)."""
+        request_id = new_request_id()
+        scope = dict(scope)
+        scope["state"] = {**(scope.get("state") or {}), "request_id": request_id}
+
+        async def marked_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
+                headers += [(b"x-request-id", request_id.encode()), (b"cache-control", b"no-store")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self._admin(scope, receive, marked_send)
 
     async def _models(self, scope: Scope, send: Send) -> None:
         request_id = new_request_id()

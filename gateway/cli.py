@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Security-hardened LLM gateway.")
-keys_app = typer.Typer(no_args_is_help=True, help="Customer keys, on the store directly.")
+keys_app = typer.Typer(no_args_is_help=True, help="Keys on the store directly: create customer keys; list and revoke any key.")
 admin_key_app = typer.Typer(no_args_is_help=True, help="Admin keys (created on the host only).")
 secrets_app = typer.Typer(no_args_is_help=True, help="The Vault side: policy, AppRole, secrets.")
 app.add_typer(keys_app, name="keys")
@@ -75,7 +75,7 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List customer keys (never the keys themselves)."""
+    """List customer and admin keys (ids and states, never the keys or their digests)."""
     from gateway.boot.cli_ops import list_keys
 
     typer.echo(json.dumps(list_keys(), indent=2))

@@ -67,7 +67,7 @@ class Keys:
 
     def customer(self, models: list[str] | None = None, **kwargs: object) -> tuple[str, str]:
         plaintext, record = self.service.issue(
-            KeyKind.CUSTOMER, name="test", models=models or ["chat-model", "text-model", "embed-model"], **kwargs
+            KeyKind.CUSTOMER, name="test", models=models or ["chat-model", "text-model", "embed-model", "failing-model"], **kwargs
         )
         self.stack.canaries += [plaintext, self.service._hasher.digest(plaintext)]
         return plaintext, record.id

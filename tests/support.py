@@ -87,6 +87,10 @@ models:
     provider: standin
     upstream_model: upstream-embed
     mode: embedding
+  - name: failing-model
+    provider: standin
+    upstream_model: standin-error-500
+    mode: chat
 {extra_models}""",
         encoding="utf-8",
     )

@@ -40,33 +40,34 @@ class CreateKey(BaseModel):
 
 
 def _denial_response(denial: Denial, request_id: str) -> JSONResponse:
-    return JSONResponse(
-        status_code=denial.status,
-        content=json.loads(error_body(denial)),
-        headers={"x-request-id": request_id, "cache-control": "no-store"},
-    )
+    headers = {"www-authenticate": 'Bearer realm="gateway"'} if denial.status == 401 else {}
+    return JSONResponse(status_code=denial.status, content=json.loads(error_body(denial)), headers=headers)
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", None) or new_request_id())
 
 
 def build_admin_app(keys: KeyService, exposed_models: frozenset[str]) -> FastAPI:
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="gateway admin")
+    # redirect_slashes=False: no 307 to a Location built from the client's Host header; unknown paths are 404.
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="gateway admin", redirect_slashes=False)
 
     def admin(request: Request) -> Principal:
-        request_id = new_request_id()
-        request.state.request_id = request_id
-        return authenticate(request.scope, keys, KeyKind.ADMIN, request_id)
+        # The request id is set by gateway.app before the admin app runs.
+        return authenticate(request.scope, keys, KeyKind.ADMIN, _request_id(request))
 
     Admin = Annotated[Principal, Depends(admin)]
 
     @app.exception_handler(Denial)
     async def _denial(request: Request, exc: Denial) -> JSONResponse:
-        return _denial_response(exc, getattr(request.state, "request_id", new_request_id()))
+        return _denial_response(exc, _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "not_found"}.get(exc.status_code, "invalid_request")
         status = 404 if exc.status_code in (404, 405) else exc.status_code
         return _denial_response(Denial(status, code, "Not found." if status == 404 else "Invalid request."),
-                                new_request_id())
+                                _request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -74,13 +75,13 @@ def build_admin_app(keys: KeyService, exposed_models: frozenset[str]) -> FastAPI
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         return _denial_response(Denial(400, "invalid_request", f"Invalid value for {where[:80]}."),
-                                getattr(request.state, "request_id", new_request_id()))
+                                _request_id(request))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("admin request failed", extra={"request_id": getattr(request.state, "request_id", None),
+        log.error("admin request failed", extra={"request_id": _request_id(request),
                                                  "reason": type(exc).__name__})
-        return _denial_response(internal_error(), getattr(request.state, "request_id", new_request_id()))
+        return _denial_response(internal_error(), _request_id(request))
 
     @app.post("/admin/keys", status_code=201)
     def create_key(payload: CreateKey, who: Admin) -> dict[str, object]:

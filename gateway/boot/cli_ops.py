@@ -16,6 +16,7 @@ from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
 from gateway.keys.store import SqlKeyStore
+from gateway.policy import PolicyError, load_policy
 from gateway.store.engine import open_store
 
 
@@ -50,6 +51,14 @@ def create_key(
     kind: KeyKind, *, name: str, models: list[str], expires_at: datetime | None
 ) -> tuple[str, dict[str, Any]]:
     settings = _settings()
+    if kind is KeyKind.CUSTOMER:
+        try:
+            exposed = set(load_policy(settings.policy_file).model_names())
+        except PolicyError as exc:
+            _die(BootError("policy", str(exc)))
+        unknown = sorted(set(models) - exposed)
+        if unknown:
+            _die(BootError("keys create", f"model {unknown[0]!r} is not exposed by {settings.policy_file}"))
     try:
         pepper = pepper_from_vault(settings)
     except BootError as exc:

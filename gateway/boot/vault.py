@@ -76,10 +76,11 @@ def login(settings: Settings) -> hvac.Client:
             raise BootError("vault login", f"Vault answered an error ({type(exc).__name__})") from None
         finally:
             del secret_id
-    else:
-        token = read_credential_file(settings.vault_token_file, "GATEWAY_VAULT_TOKEN_FILE")
-        client = hvac.Client(url=settings.vault_addr, token=token, timeout=settings.vault_timeout_seconds)
-        del token
+        # A successful login is proof enough; a lookup-self here would spend one of the token's few uses.
+        return client
+    token = read_credential_file(settings.vault_token_file, "GATEWAY_VAULT_TOKEN_FILE")
+    client = hvac.Client(url=settings.vault_addr, token=token, timeout=settings.vault_timeout_seconds)
+    del token
     try:
         authenticated = client.is_authenticated()
     except requests.exceptions.RequestException:
@@ -118,6 +119,9 @@ def _field(data: dict[str, object], where: str, name: str) -> Secret:
         raise BootError("vault read", f"{where} has no field {name!r}")
     if not isinstance(value, str) or not value.strip():
         raise BootError("vault read", f"{where} field {name!r} is empty or not a string")
+    if value.startswith("os.environ/"):
+        # LiteLLM would resolve this as a reference to an environment variable.
+        raise BootError("vault read", f"{where} field {name!r} is an environment reference, not a value")
     return Secret(value)
 
 
@@ -141,9 +145,10 @@ def check_strong(secret: Secret, where: str, *, prefix: str = "") -> None:
     # 32 random bytes encode to 43 base64url characters or 64 hex characters; anything shorter cannot hold them.
     if len(body) < 43:
         raise BootError("vault secrets", f"{where} is too short: it must carry at least {MIN_SECRET_BYTES} random bytes")
-    # A generous floor: 32 random bytes as hex score ~250 bits here, as base64url ~230; repeated or patterned text
-    # scores far lower.
-    if _entropy_bits(body) < 160:
+    # Generous floors that random text clears easily: 32 random bytes as hex or base64url score well over 200 bits
+    # of Shannon estimate, and almost all their character pairs differ; repeated or patterned text fails one or both.
+    bigrams = [body[i : i + 2] for i in range(len(body) - 1)]
+    if _entropy_bits(body) < 160 or len(set(bigrams)) < 0.5 * len(bigrams):
         raise BootError("vault secrets", f"{where} does not look random; generate it from a CSPRNG")
     del value, body
 

@@ -6,10 +6,12 @@ Denials raised by pipeline steps::
       ├── 401 invalid_api_key        every authentication failure, whatever the reason (reason goes to logs)
       ├── 403 model_not_allowed      the key may not use this model (or the model is not exposed)
       ├── 400 invalid_request        body is not a JSON object, or a required field is missing or of the wrong type
+      ├── 400 unsupported_parameter  a body field that would steer LiteLLM (destination, credential, cost, callbacks)
       ├── 413 request_too_large      body over the policy's max_body_bytes
       ├── 404 not_found              path/method not on the allow-list
       ├── 503 service_unavailable    the key store is unreachable (fail closed)
-      └── 500 internal_error         anything unexpected (details in logs only)
+      ├── 500 internal_error         anything unexpected (details in logs only)
+      └── 502/504 upstream_error, upstream_timeout   LiteLLM or the provider failed (their text is never relayed)
 """
 
 from __future__ import annotations

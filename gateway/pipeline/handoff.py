@@ -2,17 +2,38 @@
 
 LiteLLM gets a copy of the scope with: the verified principal under ``PRINCIPAL_SCOPE_KEY`` (the only thing our
 custom_auth bridge accepts), allow-listed request headers with a placeholder Authorization, no query string, and the
-body we already read. Its response headers are filtered through the response allow-list on the way out.
+body we already read. On the way back its headers pass the response allow-list, and an error answer is replaced by
+ours: LiteLLM's error bodies carry exception text, upstream messages and sometimes internal URLs.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gateway.pipeline.asgi import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
 from gateway.pipeline.body import replay
+from gateway.pipeline.errors import Denial, error_body
 from gateway.pipeline.headers import scrub_request, scrub_response
 from gateway.principal import Principal
+
+log = logging.getLogger("gateway.handoff")
+
+
+def client_error_for(status: int) -> Denial:
+    """Our stable answer for an error status coming back from LiteLLM."""
+    if status in (400, 422):
+        return Denial(400, "invalid_request", "The request was rejected by the model backend.")
+    if status == 404:
+        return Denial(404, "not_found", "Not found.")
+    if status == 413:
+        return Denial(413, "request_too_large", "Request too large for the model backend.")
+    if status == 429:
+        return Denial(429, "upstream_rate_limited", "The model provider is rate limiting; retry later.",
+                      error_type="rate_limit_error")
+    if status in (408, 504):
+        return Denial(504, "upstream_timeout", "The model provider did not answer in time.", error_type="server_error")
+    return Denial(502, "upstream_error", "The model provider failed.", error_type="server_error")
 
 
 async def hand_off(
@@ -31,11 +52,29 @@ async def hand_off(
     inner["query_string"] = b""
     inner["state"] = {**(scope.get("state") or {}), **llm_state}
     inner[PRINCIPAL_SCOPE_KEY] = principal
+    failed_status: int | None = None
 
     async def scrubbed_send(message: Message) -> None:
+        nonlocal failed_status
         if message["type"] == "http.response.start":
+            status = int(message["status"])
+            if status >= 400:
+                failed_status = status
+                return
             message = dict(message)
             message["headers"] = scrub_response(list(message.get("headers", ())), request_id)
+        elif failed_status is not None:
+            # Swallow LiteLLM's error body; answer with ours once it is complete.
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                denial = client_error_for(failed_status)
+                log.warning("model backend error", extra={"request_id": request_id, "key_id": principal.key_id,
+                                                          "reason": f"litellm_status_{failed_status}"})
+                body = error_body(denial)
+                headers = scrub_response([(b"content-type", b"application/json"),
+                                          (b"content-length", str(len(body)).encode())], request_id)
+                await send({"type": "http.response.start", "status": denial.status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+            return
         await send(message)
 
     await llm_app(inner, replay(raw_body, receive), scrubbed_send)

@@ -21,7 +21,8 @@ def make_engine(url: str) -> sa.Engine:
             folder.mkdir(mode=0o700, parents=True)
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    # hide_parameters: SQL logging (sqlalchemy.engine at INFO/DEBUG) must never print key digests.
+    return sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
 
 
 def migrate(engine: sa.Engine) -> None:

@@ -1,0 +1,74 @@
+"""Only gateway/boot/ imports hvac and litellm.proxy.proxy_server; the import-linter contract holds and can fail.
+
+threat-model: TM-T1
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.support import BIN, REPO
+
+PACKAGE = REPO / "gateway"
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_hazmat_imports_live_in_boot_only() -> None:
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(REPO).as_posix()
+        in_boot = relative.startswith("gateway/boot/")
+        for name in _imports(path):
+            hazmat = name == "hvac" or name.startswith("hvac.") or name.startswith("litellm.proxy.proxy_server")
+            any_litellm = name == "litellm" or name.startswith("litellm.")
+            if hazmat and not in_boot:
+                offenders.append((relative, name))
+            elif any_litellm and not in_boot and relative != "gateway/pipeline/bridge.py":
+                offenders.append((relative, name))
+    assert offenders == []
+
+
+def test_bridge_imports_only_litellm_types() -> None:
+    litellm_imports = {n for n in _imports(PACKAGE / "pipeline/bridge.py") if n.startswith("litellm")}
+    assert litellm_imports == {"litellm.proxy._types", "litellm.proxy._types.UserAPIKeyAuth"}
+
+
+def test_import_linter_contract_is_kept() -> None:
+    result = subprocess.run([str(BIN / "lint-imports")], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_import_linter_contract_catches_a_violation(tmp_path: Path) -> None:
+    shutil.copytree(PACKAGE, tmp_path / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    store = tmp_path / "gateway/keys/store.py"
+    store.write_text(store.read_text() + "\nimport hvac  # injected by the test\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([str(BIN / "lint-imports")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode != 0
+    assert "gateway.keys.store -> hvac" in result.stdout
+
+
+def test_stdlib_secrets_is_not_shadowed() -> None:
+    import secrets
+
+    assert secrets.__file__ is not None and "site-packages" not in secrets.__file__
+    assert Path(secrets.__file__).parent != REPO / "secrets"
+    assert not (REPO / "secrets/__init__.py").exists()
+    assert hasattr(secrets, "token_urlsafe")

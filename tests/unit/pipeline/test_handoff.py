@@ -1,0 +1,83 @@
+"""The handoff as LiteLLM sees it, with a recording ASGI app in LiteLLM's place.
+
+threat-model: TM-T3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from gateway.pipeline.asgi import PRINCIPAL_SCOPE_KEY
+from gateway.pipeline.handoff import hand_off
+from gateway.pipeline.headers import PLACEHOLDER_AUTHORIZATION
+from gateway.principal import Principal
+
+PRINCIPAL = Principal(key_id="key_1", kind="ck", name="n", models=frozenset({"m"}), expires_at=None)
+BODY = json.dumps({"model": "m", "messages": []}).encode()
+CUSTOMER_KEY = b"lgw_ck_presented-by-the-client"
+
+
+def _run(status: int, response_headers: list[tuple[bytes, bytes]], body: bytes = b"{}") -> tuple[dict, list, bytes]:
+    seen: dict[str, Any] = {}
+    sent: list[dict[str, Any]] = []
+
+    async def llm_app(scope: dict, receive: Any, send: Any) -> None:
+        seen["scope"] = scope
+        seen["body"] = (await receive())["body"]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"key=lgw_ck_in_query",
+        "headers": [(b"host", b"gw"), (b"content-type", b"application/json"), (b"authorization", b"Bearer " + CUSTOMER_KEY),
+                    (b"x-litellm-api-key", CUSTOMER_KEY), (b"api-key", CUSTOMER_KEY), (b"x-api-key", CUSTOMER_KEY),
+                    (b"x-goog-api-key", CUSTOMER_KEY), (b"ocp-apim-subscription-key", CUSTOMER_KEY),
+                    (b"x-litellm-tags", b"t"), (b"x-forwarded-for", b"1.2.3.4"), (b"cookie", b"c=1")],
+    }
+    asyncio.run(hand_off(llm_app, scope, receive, send, principal=PRINCIPAL, raw_body=BODY, request_id="req_1",
+                         llm_state={"tracing_receiver": None}))
+    return seen, sent, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_litellm_sees_the_principal_and_no_client_credential() -> None:
+    seen, _, _ = _run(200, [(b"content-type", b"application/json")])
+    scope = seen["scope"]
+    assert scope[PRINCIPAL_SCOPE_KEY] is PRINCIPAL
+    assert scope["query_string"] == b""
+    assert seen["body"] == BODY
+    headers = dict(scope["headers"])
+    assert headers[b"authorization"] == PLACEHOLDER_AUTHORIZATION
+    assert set(headers) == {b"host", b"content-type", b"authorization", b"content-length"}
+    assert CUSTOMER_KEY.decode() not in repr(scope["headers"])
+    assert scope["state"] == {"tracing_receiver": None}
+
+
+def test_response_headers_pass_an_allow_list() -> None:
+    upstream = [(b"content-type", b"application/json"), (b"x-litellm-model-api-base", b"http://10.0.0.5/v1"),
+                (b"llm_provider-openai-organization", b"org-1"), (b"x-litellm-key-spend", b"0.1"),
+                (b"x-litellm-response-cost", b"0.01"), (b"x-ratelimit-remaining-requests", b"9"),
+                (b"set-cookie", b"s=1"), (b"server", b"uvicorn")]
+    _, sent, _ = _run(200, upstream)
+    start = sent[0]
+    assert start["status"] == 200
+    assert dict(start["headers"]) == {b"content-type": b"application/json", b"x-request-id": b"req_1"}
+
+
+def test_litellm_errors_are_replaced_by_ours() -> None:
+    leaky = json.dumps({"error": {"message": "litellm.APIConnectionError: http://10.0.0.5/v1 Bearer sk-upstream"}})
+    for status, expected_status, code in [(500, 502, "upstream_error"), (401, 502, "upstream_error"),
+                                          (400, 400, "invalid_request"), (429, 429, "upstream_rate_limited"),
+                                          (408, 504, "upstream_timeout")]:
+        _, sent, body = _run(status, [(b"x-litellm-model-api-base", b"http://10.0.0.5/v1")], leaky.encode())
+        assert sent[0]["status"] == expected_status
+        assert json.loads(body)["error"]["code"] == code
+        assert b"10.0.0.5" not in body and b"sk-upstream" not in body
+        assert b"10.0.0.5" not in repr(sent[0]["headers"]).encode()
