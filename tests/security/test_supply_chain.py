@@ -1,0 +1,61 @@
+"""Every dependency is pinned exactly and hash-locked; LiteLLM is the one exact release the code is written for.
+
+threat-model: TM-T2
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway import LITELLM_COMPROMISED, LITELLM_PIN
+from tests.support import REPO
+
+LOCKS = [REPO / "requirements/runtime.txt", REPO / "requirements/dev.txt"]
+
+
+def _requirements(path: Path) -> dict[str, tuple[str, list[str]]]:
+    text = path.read_text().replace("\\\n", " ")
+    found: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, *rest = line.split()
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]+\])?==([^\s;]+)", spec)
+        assert match, f"{path.name}: not an exact pin: {spec}"
+        hashes = [item for item in rest if item.startswith("--hash=sha256:")]
+        found[match.group(1).lower()] = (match.group(3), hashes)
+    return found
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.name)
+def test_every_requirement_is_hash_locked(lock: Path) -> None:
+    requirements = _requirements(lock)
+    assert len(requirements) > 50
+    unhashed = [name for name, (_, hashes) in requirements.items() if not hashes]
+    assert unhashed == []
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.name)
+def test_litellm_is_pinned_exactly(lock: Path) -> None:
+    version, _ = _requirements(lock)["litellm"]
+    assert version == LITELLM_PIN == "1.106.12"
+    assert version not in LITELLM_COMPROMISED
+    assert "litellm[proxy]==1.106.12" in (REPO / "requirements/runtime.in").read_text()
+
+
+def test_installed_versions_match_the_lock() -> None:
+    mismatched = []
+    for name, (version, _) in _requirements(REPO / "requirements/dev.txt").items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            mismatched.append((name, version, None))
+            continue
+        if installed != version:
+            mismatched.append((name, version, installed))
+    assert mismatched == []
