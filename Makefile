@@ -21,6 +21,7 @@ dev: install
 	$(BIN)/gateway dev
 
 test: install
+	$(BIN)/ruff check gateway tests
 	$(BIN)/python -m pytest -q
 	$(BIN)/bandit -q -c pyproject.toml -r gateway --severity-level medium
 	$(BIN)/lint-imports

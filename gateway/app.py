@@ -152,7 +152,8 @@ class GatewayApp:
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
-        assert message["type"] == "lifespan.startup"  # nosec B101 - ASGI protocol guarantee
+        if message["type"] != "lifespan.startup":
+            return
         stack = contextlib.AsyncExitStack()
         try:
             if self._lifespan is not None:

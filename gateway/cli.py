@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,7 +35,7 @@ def serve(check: Annotated[bool, typer.Option("--check", help="Run every boot ch
 @app.command()
 def dev(
     port: Annotated[int, typer.Option(help="Port for the gateway.")] = 8090,
-    keys_file: Annotated[Optional[Path], typer.Option("--keys-file", help="Also write the keys as JSON (mode 0600).")] = None,
+    keys_file: Annotated[Path | None, typer.Option("--keys-file", help="Also write the keys as JSON (mode 0600).")] = None,
 ) -> None:
     """Local stack: OpenBao dev server, provider stand-in, bootstrap, keys, and the gateway."""
     from gateway.boot.devserver import run_dev
@@ -43,7 +43,7 @@ def dev(
     raise typer.Exit(run_dev(port=port, keys_file=keys_file))
 
 
-def _parse_expiry(value: Optional[str]) -> Optional[datetime]:
+def _parse_expiry(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
@@ -62,7 +62,7 @@ def _parse_expiry(value: Optional[str]) -> Optional[datetime]:
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")],
     model: Annotated[list[str], typer.Option("--model", help="A model the key may use (repeat).")],
-    expires_at: Annotated[Optional[str], typer.Option(help="ISO 8601 with offset.")] = None,
+    expires_at: Annotated[str | None, typer.Option(help="ISO 8601 with offset.")] = None,
 ) -> None:
     """Create a customer key (reads the pepper from Vault with the configured credentials)."""
     from gateway.boot.cli_ops import create_key
@@ -108,7 +108,7 @@ def secrets_bootstrap(
     operator_token_file: Annotated[Path, typer.Option(help="File with an operator Vault token (mode 0600).")],
     credentials_dir: Annotated[Path, typer.Option(help="Where to write role_id and secret_id (0600).")],
     provider_key_file: Annotated[
-        Optional[list[str]], typer.Option(help="NAME=PATH: provider NAME's API key is in file PATH (repeat).")
+        list[str] | None, typer.Option(help="NAME=PATH: provider NAME's API key is in file PATH (repeat).")
     ] = None,
     rotate_core: Annotated[bool, typer.Option(help="Generate a new master key and pepper even if present.")] = False,
 ) -> None:

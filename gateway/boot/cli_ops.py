@@ -35,7 +35,7 @@ def _settings() -> Settings:
 def _store(settings: Settings) -> SqlKeyStore:
     try:
         return SqlKeyStore(open_store(settings.database_url))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure opening the store becomes one boot line
         _die(BootError("database", f"cannot open the store ({type(exc).__name__})"))
 
 

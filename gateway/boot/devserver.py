@@ -11,7 +11,9 @@ import json
 import secrets
 import shutil
 import signal
-import subprocess  # nosec B404 - starts our own stand-in with fixed arguments
+
+# Starts our own stand-in with a fixed argument list, no shell.
+import subprocess  # nosec B404
 import sys
 import tempfile
 from pathlib import Path
@@ -74,7 +76,7 @@ def run_dev(*, port: int, keys_file: Path | None) -> int:
         vault = start_dev_vault(workdir / "openbao.log")
         children.append(vault.process)
         standin_port = free_port()
-        standin = subprocess.Popen(  # nosec B603 - fixed argument list, no shell
+        standin = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "gateway.devstack.fake_provider", "--port", str(standin_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )

@@ -44,7 +44,7 @@ def _step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise
     except PolicyError as exc:
         raise BootError(name, str(exc)) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of a step becomes one line naming it
         # Never the exception text: it may quote a value.
         raise BootError(name, f"unexpected {type(exc).__name__}") from None
 
@@ -88,7 +88,8 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
 
 def serve(settings: Settings) -> int:
     booted = prepare(settings)
-    assert booted.app is not None  # nosec B101 - prepare() without check_only always builds the app
+    if booted.app is None:
+        raise BootError("startup", "the application was not built")
     config = uvicorn.Config(
         booted.app,
         host=settings.host,

