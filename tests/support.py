@@ -22,7 +22,7 @@ import hvac
 import uvicorn
 
 from gateway.devstack import fake_provider
-from gateway.devstack.openbao import free_port
+from gateway.devstack.openbao import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -168,13 +168,8 @@ class GatewayProcess:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=15)
 
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")

@@ -24,7 +24,7 @@ from gateway.boot import serve as boot_serve
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
-from gateway.devstack.openbao import free_port, start_dev_vault, wait_http
+from gateway.devstack.openbao import free_port, start_dev_vault, stop_process, wait_http
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
@@ -125,11 +125,5 @@ def run_dev(*, port: int, keys_file: Path | None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            stop_process(child)
         shutil.rmtree(workdir, ignore_errors=True)
