@@ -6,16 +6,22 @@ slashes, no path parameters on the customer surface. Everything not listed answe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from gateway.credits.ledger import SqlLedger
+from gateway.credits.pricing import Price
+from gateway.credits.sweeper import sweep_forever
 from gateway.keys.format import KeyKind
 from gateway.keys.service import AuthDenied, KeyService
 from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send, bearer_token
 from gateway.pipeline.authn import authenticate
+from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.customer import CustomerPipeline, new_request_id
 from gateway.pipeline.errors import Denial, invalid_api_key, not_found, send_denial
 from gateway.policy import Policy
@@ -54,6 +60,8 @@ class GatewayApp:
         admin_app: ASGIApp,
         keys: KeyService,
         policy: Policy,
+        ledger: SqlLedger,
+        prices: dict[str, Price],
         lifespan: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
         llm_state: dict[str, Any] | None = None,
     ) -> None:
@@ -61,12 +69,14 @@ class GatewayApp:
         self._policy = policy
         self._admin = admin_app
         self._lifespan = lifespan
+        self._ledger = ledger
         self._customer = CustomerPipeline(
             llm_app=llm_app,
             keys=keys,
             exposed_models=frozenset(policy.model_names()),
             max_body_bytes=policy.limits.max_body_bytes,
             llm_state=llm_state if llm_state is not None else {},
+            credits=CreditStep(ledger, prices, policy),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,6 +168,10 @@ class GatewayApp:
         try:
             if self._lifespan is not None:
                 await stack.enter_async_context(self._lifespan())
+            credits = self._policy.credits
+            sweeper = asyncio.create_task(sweep_forever(
+                self._ledger, timedelta(seconds=credits.reservation_ttl_seconds), credits.sweep_interval_seconds))
+            stack.callback(sweeper.cancel)
         except BaseException:
             log.exception("startup failed")
             await send({"type": "lifespan.startup.failed", "message": "startup failed"})

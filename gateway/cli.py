@@ -14,6 +14,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Security-har
 keys_app = typer.Typer(no_args_is_help=True, help="Keys on the store directly: create customer keys; list and revoke any key.")
 admin_key_app = typer.Typer(no_args_is_help=True, help="Admin keys (created on the host only).")
 secrets_app = typer.Typer(no_args_is_help=True, help="The Vault side: policy, AppRole, secrets.")
+accounts_app = typer.Typer(no_args_is_help=True, help="Credit accounts (integer micro-USD), on the store directly.")
+ledger_app = typer.Typer(no_args_is_help=True, help="Ledger parity check and the reservation sweeper.")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(keys_app, name="keys")
 app.add_typer(admin_key_app, name="admin-key")
 app.add_typer(secrets_app, name="secrets")
@@ -62,13 +66,22 @@ def _parse_expiry(value: str | None) -> datetime | None:
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")],
     model: Annotated[list[str], typer.Option("--model", help="A model the key may use (repeat).")],
+    account_id: Annotated[str, typer.Option(help="The credit account the key spends from.")],
     expires_at: Annotated[str | None, typer.Option(help="ISO 8601 with offset.")] = None,
+    spend_cap_micro_usd: Annotated[int | None, typer.Option(help="Most this key may spend per period.")] = None,
+    spend_cap_period: Annotated[str, typer.Option(help="none, daily or monthly.")] = "none",
 ) -> None:
     """Create a customer key (reads the pepper from Vault with the configured credentials)."""
     from gateway.boot.cli_ops import create_key
     from gateway.keys.format import KeyKind
 
-    plaintext, record = create_key(KeyKind.CUSTOMER, name=name, models=model, expires_at=_parse_expiry(expires_at))
+    if spend_cap_period not in ("none", "daily", "monthly"):
+        _fail("gateway: --spend-cap-period must be none, daily or monthly")
+    if spend_cap_micro_usd is not None and spend_cap_micro_usd < 0:
+        _fail("gateway: --spend-cap-micro-usd cannot be negative")
+    plaintext, record = create_key(KeyKind.CUSTOMER, name=name, models=model, expires_at=_parse_expiry(expires_at),
+                                   account_id=account_id, spend_cap_micro_usd=spend_cap_micro_usd,
+                                   spend_cap_period=spend_cap_period)
     typer.echo(json.dumps({**record, "key": plaintext}, indent=2))
     typer.echo("Store the key now: it is not shown again.", err=True)
 
@@ -98,7 +111,7 @@ def admin_key_create(name: Annotated[str, typer.Option(help="Who or what holds t
     from gateway.boot.cli_ops import create_key
     from gateway.keys.format import KeyKind
 
-    plaintext, record = create_key(KeyKind.ADMIN, name=name, models=[], expires_at=None)
+    plaintext, record = create_key(KeyKind.ADMIN, name=name, models=[], expires_at=None, account_id=None)
     typer.echo(json.dumps({**record, "key": plaintext}, indent=2))
     typer.echo("Store the key now: it is not shown again.", err=True)
 
@@ -129,6 +142,62 @@ def secrets_issue_secret_id(
 
     _, secret_id_file = issue_secret_id(operator_token_file, credentials_dir)
     typer.echo(f"secret_id written to {secret_id_file} (single use)")
+
+
+@accounts_app.command("create")
+def accounts_create(name: Annotated[str, typer.Option(help="A label for the account.")]) -> None:
+    """Create an account with a zero balance."""
+    from gateway.boot.cli_ops import create_account
+
+    typer.echo(json.dumps(create_account(name), indent=2))
+
+
+@accounts_app.command("credit")
+def accounts_credit(
+    account_id: str,
+    amount_micro_usd: Annotated[int, typer.Option(help="Positive integer micro-USD (1 USD = 1000000).")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
+) -> None:
+    """Add credit to an account (a top-up ledger entry)."""
+    from gateway.boot.cli_ops import credit_account
+
+    if amount_micro_usd <= 0:
+        _fail("gateway: --amount-micro-usd must be positive")
+    typer.echo(json.dumps(credit_account(account_id, amount_micro_usd, reason), indent=2))
+
+
+@accounts_app.command("show")
+def accounts_show(account_id: str) -> None:
+    """Balance, reservations and the recent ledger of an account."""
+    from gateway.boot.cli_ops import show_account
+
+    typer.echo(json.dumps(show_account(account_id), indent=2))
+
+
+@ledger_app.command("check")
+def ledger_check() -> None:
+    """Verify balance == Σ entries and reserved == Σ open reservations for every account; exit 1 on drift."""
+    from gateway.boot.cli_ops import check_ledger
+
+    drifts = check_ledger()
+    for drift in drifts:
+        typer.echo(f"drift: account {drift.account_id} {drift.field}: stored {drift.stored}, ledger says "
+                   f"{drift.expected}", err=True)
+    if drifts:
+        raise typer.Exit(1)
+    typer.echo("ledger parity holds for every account")
+
+
+@ledger_app.command("sweep")
+def ledger_sweep(
+    ttl_seconds: Annotated[int | None, typer.Option(help="Expire reservations open longer than this "
+                                                            "(default: the policy's reservation_ttl_seconds).")] = None,
+) -> None:
+    """Expire reservations left open by requests that can no longer finish."""
+    from gateway.boot.cli_ops import sweep_ledger
+
+    expired, still_open = sweep_ledger(ttl_seconds)
+    typer.echo(json.dumps({"expired": expired, "open": still_open}))
 
 
 def main() -> None:

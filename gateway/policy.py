@@ -36,11 +36,28 @@ class Provider(_Strict):
         return value.rstrip("/")
 
 
+class Price(_Strict):
+    # USD per million tokens, as decimal strings ("0.15"); at most 6 decimals (whole micro-USD per million).
+    input_usd_per_million_tokens: str
+    output_usd_per_million_tokens: str = "0"
+
+    @field_validator("input_usd_per_million_tokens", "output_usd_per_million_tokens")
+    @classmethod
+    def _decimal(cls, value: str) -> str:
+        if not re.match(r"^\d{1,7}(\.\d{1,6})?$", value):
+            raise ValueError("must be a decimal string such as '0.15' (at most 6 decimals)")
+        return value
+
+
 class Model(_Strict):
     name: str  # the name clients send as "model"
     provider: str
     upstream_model: str
     mode: Literal["chat", "completion", "embedding"] = "chat"
+    # Overrides the price from LiteLLM's bundled cost map; required when the upstream model is not in that map.
+    price: Price | None = None
+    # The output cap: forwarded as max_tokens when the client omits it, and the most a client may ask for.
+    max_output_tokens: int = Field(default=4096, ge=1, le=1_000_000)
 
     @field_validator("name", "upstream_model")
     @classmethod
@@ -52,6 +69,14 @@ class Model(_Strict):
 
 class Limits(_Strict):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_n: int = Field(default=4, ge=1, le=128)
+
+
+class Credits(_Strict):
+    # A reservation still open after this long belongs to a request that can no longer finish (its process died):
+    # the sweeper releases it. Keep it above LiteLLM's request timeout (600 s).
+    reservation_ttl_seconds: int = Field(default=900, ge=1, le=86_400)
+    sweep_interval_seconds: int = Field(default=60, ge=1, le=3_600)
 
 
 class Policy(_Strict):
@@ -59,6 +84,7 @@ class Policy(_Strict):
     providers: dict[str, Provider]
     models: list[Model] = Field(min_length=1)
     limits: Limits = Limits()
+    credits: Credits = Credits()
 
     @field_validator("providers")
     @classmethod
@@ -81,6 +107,12 @@ class Policy(_Strict):
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
+
+    def model(self, name: str) -> Model:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
 
 
 def load_policy(path: Path) -> Policy:

@@ -13,3 +13,6 @@ class Principal:
     name: str
     models: frozenset[str]
     expires_at: datetime | None
+    account_id: str | None = None
+    spend_cap_micro_usd: int | None = None
+    spend_cap_period: str = "none"

@@ -13,6 +13,7 @@ from gateway.boot.bootstrap import bootstrap, write_private_file
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
 from gateway.devstack.openbao import DevVault, free_port, start_dev_vault
+from gateway.credits.ledger import SqlLedger
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
@@ -63,11 +64,24 @@ class Keys:
 
     def __init__(self, stack: Stack, database_url: str) -> None:
         self.stack = stack
-        self.service = KeyService(SqlKeyStore(open_store(database_url)), KeyHasher(stack.pepper.encode()))
+        engine = open_store(database_url)
+        self.service = KeyService(SqlKeyStore(engine), KeyHasher(stack.pepper.encode()))
+        self.ledger = SqlLedger(engine)
+        # One well-funded account for keys whose tests are not about credit.
+        self.rich_account = self.account(10**12)
 
-    def customer(self, models: list[str] | None = None, **kwargs: object) -> tuple[str, str]:
+    def account(self, credit: int) -> str:
+        account = self.ledger.create_account("test")
+        if credit:
+            self.ledger.top_up(account.id, credit, "test credit")
+        return account.id
+
+    def customer(self, models: list[str] | None = None, account_id: str | None = None,
+                 **kwargs: object) -> tuple[str, str]:
         plaintext, record = self.service.issue(
-            KeyKind.CUSTOMER, name="test", models=models or ["chat-model", "text-model", "embed-model", "failing-model"], **kwargs
+            KeyKind.CUSTOMER, name="test",
+            models=models or ["chat-model", "text-model", "embed-model", "failing-model", "slow-model"],
+            account_id=account_id or self.rich_account, **kwargs,  # type: ignore[arg-type]
         )
         self.stack.canaries += [plaintext, self.service._hasher.digest(plaintext)]
         return plaintext, record.id

@@ -75,23 +75,37 @@ models:
     provider: standin
     upstream_model: upstream-chat
     mode: chat
+    price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
+    max_output_tokens: 1000
   - name: other-chat-model
     provider: standin
     upstream_model: upstream-other
     mode: chat
+    price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
   - name: text-model
     provider: standin
     upstream_model: upstream-text
     mode: completion
+    price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
   - name: embed-model
     provider: standin
     upstream_model: upstream-embed
     mode: embedding
+    price: {{input_usd_per_million_tokens: "0.02"}}
   - name: failing-model
     provider: standin
     upstream_model: standin-error-500
     mode: chat
-{extra_models}""",
+    price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
+  - name: slow-model
+    provider: standin
+    upstream_model: standin-slow-300
+    mode: chat
+    price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
+{extra_models}credits:
+  reservation_ttl_seconds: 900
+  sweep_interval_seconds: 60
+""",
         encoding="utf-8",
     )
     return path

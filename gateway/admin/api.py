@@ -7,7 +7,7 @@ No ``from __future__ import annotations`` here: FastAPI resolves the ``Annotated
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.credits.ledger import Account, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
 from gateway.keys.service import KeyService
 from gateway.pipeline.authn import authenticate
@@ -29,7 +30,10 @@ class CreateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     models: list[str] = Field(min_length=1, max_length=200)
+    account_id: str = Field(min_length=1, max_length=32)
     expires_at: datetime | None = None
+    spend_cap_micro_usd: int | None = Field(default=None, ge=0, le=10**15, strict=True)
+    spend_cap_period: Literal["none", "daily", "monthly"] = "none"
 
     @field_validator("expires_at")
     @classmethod
@@ -37,6 +41,17 @@ class CreateKey(BaseModel):
         if value is not None and value.tzinfo is None:
             raise ValueError("must include a timezone offset")
         return value
+
+
+class CreateAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class AddCredits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount_micro_usd: int = Field(gt=0, le=10**15, strict=True)
+    reason: str = Field(min_length=1, max_length=200)
 
 
 def _denial_response(denial: Denial, request_id: str) -> JSONResponse:
@@ -48,7 +63,18 @@ def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", None) or new_request_id())
 
 
-def build_admin_app(keys: KeyService, exposed_models: frozenset[str]) -> FastAPI:
+def _account_view(account: Account) -> dict[str, object]:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "balance_micro_usd": account.balance_micro_usd,
+        "reserved_micro_usd": account.reserved_micro_usd,
+        "available_micro_usd": account.available_micro_usd,
+        "created_at": account.created_at.isoformat(),
+    }
+
+
+def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozenset[str]) -> FastAPI:
     # redirect_slashes=False: no 307 to a Location built from the client's Host header; unknown paths are 404.
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="gateway admin", redirect_slashes=False)
 
@@ -90,8 +116,12 @@ def build_admin_app(keys: KeyService, exposed_models: frozenset[str]) -> FastAPI
             raise Denial(400, "invalid_request", "Unknown model in 'models' (not exposed by the policy).")
         if payload.expires_at is not None and payload.expires_at <= datetime.now(UTC):
             raise Denial(400, "invalid_request", "'expires_at' is in the past.")
+        if ledger.get_account(payload.account_id) is None:
+            raise Denial(400, "invalid_request", "Unknown 'account_id'.")
         plaintext, record = keys.issue(KeyKind.CUSTOMER, name=payload.name, models=payload.models,
-                                       expires_at=payload.expires_at)
+                                       expires_at=payload.expires_at, account_id=payload.account_id,
+                                       spend_cap_micro_usd=payload.spend_cap_micro_usd,
+                                       spend_cap_period=payload.spend_cap_period)
         log.info("key created", extra={"key_id": record.id, "by": who.key_id})
         return {**record.public(datetime.now(UTC)), "key": plaintext}
 
@@ -117,5 +147,27 @@ def build_admin_app(keys: KeyService, exposed_models: frozenset[str]) -> FastAPI
             raise Denial(404, "not_found", "No such key.")
         log.warning("key revoked", extra={"key_id": key_id, "by": who.key_id})
         return revoked.public(datetime.now(UTC))
+
+    @app.post("/admin/accounts", status_code=201)
+    def create_account(payload: CreateAccount, who: Admin) -> dict[str, object]:
+        account = ledger.create_account(payload.name)
+        log.info("account created", extra={"by": who.key_id, "outcome": account.id})
+        return _account_view(account)
+
+    @app.post("/admin/accounts/{account_id}/credits")
+    def add_credits(account_id: str, payload: AddCredits, who: Admin) -> dict[str, object]:
+        try:
+            account = ledger.top_up(account_id, payload.amount_micro_usd, payload.reason)
+        except UnknownAccount:
+            raise Denial(404, "not_found", "No such account.") from None
+        log.info("credits added", extra={"by": who.key_id, "outcome": account_id})
+        return _account_view(account)
+
+    @app.get("/admin/accounts/{account_id}")
+    def show_account(account_id: str, who: Admin) -> dict[str, object]:
+        account = ledger.get_account(account_id)
+        if account is None:
+            raise Denial(404, "not_found", "No such account.")
+        return {**_account_view(account), "recent_ledger": ledger.recent_entries(account_id)}
 
     return app

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
+
+import sqlalchemy as sa
 
 from gateway.boot import bootstrap as vault_bootstrap
 from gateway.boot import vault
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings, load_settings, read_credential_file
+from gateway.credits.ledger import Account, Drift, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
@@ -32,11 +35,55 @@ def _settings() -> Settings:
         _die(exc)
 
 
-def _store(settings: Settings) -> SqlKeyStore:
+def _engine(settings: Settings) -> sa.Engine:
     try:
-        return SqlKeyStore(open_store(settings.database_url))
+        return open_store(settings.database_url)
     except Exception as exc:  # noqa: BLE001 - any failure opening the store becomes one boot line
         _die(BootError("database", f"cannot open the store ({type(exc).__name__})"))
+
+
+def _store(settings: Settings) -> SqlKeyStore:
+    return SqlKeyStore(_engine(settings))
+
+
+def _account_view(account: Account) -> dict[str, Any]:
+    return {"id": account.id, "name": account.name, "balance_micro_usd": account.balance_micro_usd,
+            "reserved_micro_usd": account.reserved_micro_usd, "available_micro_usd": account.available_micro_usd}
+
+
+def create_account(name: str) -> dict[str, Any]:
+    return _account_view(SqlLedger(_engine(_settings())).create_account(name))
+
+
+def credit_account(account_id: str, amount: int, reason: str) -> dict[str, Any]:
+    try:
+        return _account_view(SqlLedger(_engine(_settings())).top_up(account_id, amount, reason))
+    except UnknownAccount:
+        _die(BootError("accounts credit", f"no account with id {account_id}"))
+
+
+def show_account(account_id: str) -> dict[str, Any]:
+    ledger = SqlLedger(_engine(_settings()))
+    account = ledger.get_account(account_id)
+    if account is None:
+        _die(BootError("accounts show", f"no account with id {account_id}"))
+    return {**_account_view(account), "recent_ledger": ledger.recent_entries(account_id)}
+
+
+def check_ledger() -> list[Drift]:
+    return SqlLedger(_engine(_settings())).check()
+
+
+def sweep_ledger(ttl_seconds: int | None) -> tuple[int, int]:
+    settings = _settings()
+    if ttl_seconds is None:
+        try:
+            ttl_seconds = load_policy(settings.policy_file).credits.reservation_ttl_seconds
+        except PolicyError as exc:
+            _die(BootError("policy", str(exc)))
+    ledger = SqlLedger(_engine(settings))
+    expired = ledger.sweep(timedelta(seconds=ttl_seconds))
+    return expired, ledger.open_reservations()
 
 
 def pepper_from_vault(settings: Settings) -> Secret:
@@ -48,9 +95,20 @@ def pepper_from_vault(settings: Settings) -> Secret:
 
 
 def create_key(
-    kind: KeyKind, *, name: str, models: list[str], expires_at: datetime | None
+    kind: KeyKind,
+    *,
+    name: str,
+    models: list[str],
+    expires_at: datetime | None,
+    account_id: str | None,
+    spend_cap_micro_usd: int | None = None,
+    spend_cap_period: str = "none",
 ) -> tuple[str, dict[str, Any]]:
     settings = _settings()
+    if kind is KeyKind.CUSTOMER:
+        engine = _engine(settings)
+        if account_id is None or SqlLedger(engine).get_account(account_id) is None:
+            _die(BootError("keys create", f"no account with id {account_id}"))
     if kind is KeyKind.CUSTOMER:
         try:
             exposed = set(load_policy(settings.policy_file).model_names())
@@ -64,7 +122,8 @@ def create_key(
     except BootError as exc:
         _die(exc)
     service = KeyService(_store(settings), KeyHasher(pepper.reveal().encode("utf-8")))
-    plaintext, record = service.issue(kind, name=name, models=models, expires_at=expires_at)
+    plaintext, record = service.issue(kind, name=name, models=models, expires_at=expires_at, account_id=account_id,
+                                      spend_cap_micro_usd=spend_cap_micro_usd, spend_cap_period=spend_cap_period)
     return plaintext, record.public(datetime.now(UTC))
 
 

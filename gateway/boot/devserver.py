@@ -25,12 +25,14 @@ from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
 from gateway.devstack.openbao import free_port, start_dev_vault, stop_process, wait_http
+from gateway.credits.ledger import SqlLedger
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
 from gateway.keys.store import SqlKeyStore
 from gateway.store.engine import open_store
 
+DEV_CREDIT_MICRO_USD = 10_000_000  # 10 USD for the demo account
 DEV_MODELS = [
     ("gpt-4o-mini", "chat"),
     ("gpt-3.5-turbo-instruct", "completion"),
@@ -51,7 +53,7 @@ gateway dev is up (OpenBao dev server and a provider STAND-IN, not a real LLM).
 
   base URL       {base_url}
   admin key      {admin_key}
-  customer key   {customer_key}
+  customer key   {customer_key}  (account with 10 USD of credit)
 
   curl {base_url}/v1/chat/completions \\
     -H "Authorization: Bearer {customer_key}" -H "Content-Type: application/json" \\
@@ -104,10 +106,15 @@ def run_dev(*, port: int, keys_file: Path | None) -> int:
         core = operator.secrets.kv.v2.read_secret_version(
             path=f"{settings.vault_path}/core", mount_point=settings.vault_mount, raise_on_deleted_version=True
         )["data"]["data"]
-        keys = KeyService(SqlKeyStore(open_store(settings.database_url)), KeyHasher(core["pepper"].encode("utf-8")))
+        engine = open_store(settings.database_url)
+        keys = KeyService(SqlKeyStore(engine), KeyHasher(core["pepper"].encode("utf-8")))
         del core
+        ledger = SqlLedger(engine)
+        account = ledger.create_account("dev account")
+        ledger.top_up(account.id, DEV_CREDIT_MICRO_USD, "gateway dev starting credit")
         admin_key, _ = keys.issue(KeyKind.ADMIN, name="dev admin")
-        customer_key, _ = keys.issue(KeyKind.CUSTOMER, name="dev customer", models=[m for m, _ in DEV_MODELS])
+        customer_key, _ = keys.issue(KeyKind.CUSTOMER, name="dev customer", models=[m for m, _ in DEV_MODELS],
+                                     account_id=account.id)
         base_url = f"http://127.0.0.1:{port}"
         if keys_file is not None:
             vault_bootstrap.write_private_file(

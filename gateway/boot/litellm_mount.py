@@ -27,6 +27,7 @@ from typing import Any
 from gateway import LITELLM_COMPROMISED, LITELLM_PIN
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
+from gateway.credits.pricing import Price, per_million_from_usd_per_million, per_million_from_usd_per_token
 from gateway.policy import Policy
 
 SENTINEL_CONFIG_PATH = "/proc/self/gateway-in-memory-config.yaml"
@@ -170,3 +171,30 @@ def _forget(proxy_config: Any, config: dict[str, Any]) -> None:
     with contextlib.suppress(AttributeError):
         del proxy_config._get_config_from_file
     config.clear()
+
+
+def resolve_prices(policy: Policy) -> dict[str, Price]:
+    """Each exposed model's price: the policy's, else LiteLLM's bundled cost map. A model without one is refused:
+    the gateway cannot reserve credit for a request it cannot price."""
+    import litellm
+
+    prices: dict[str, Price] = {}
+    for model in policy.models:
+        if model.price is not None:
+            prices[model.name] = Price(
+                per_million_from_usd_per_million(model.price.input_usd_per_million_tokens),
+                per_million_from_usd_per_million(model.price.output_usd_per_million_tokens),
+            )
+            continue
+        entry = litellm.model_cost.get(model.upstream_model) or litellm.model_cost.get(f"openai/{model.upstream_model}")
+        if not entry or entry.get("input_cost_per_token") is None:
+            raise BootError("prices", f"model {model.name!r}: no price in the policy and none in LiteLLM's cost map")
+        try:
+            prices[model.name] = Price(
+                per_million_from_usd_per_token(entry["input_cost_per_token"]),
+                per_million_from_usd_per_token(entry.get("output_cost_per_token") or 0),
+            )
+        except ValueError:
+            raise BootError("prices", f"model {model.name!r}: LiteLLM's price cannot be represented exactly; "
+                                      "set price in the policy") from None
+    return prices

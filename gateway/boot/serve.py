@@ -2,7 +2,7 @@
 
 Each step either succeeds or raises :class:`BootError` naming itself; ``main`` prints that one line and exits non-zero
 before any port opens. ``check_only`` runs every check (settings, policy, litellm version, environment, Vault login
-and reads, database) and stops before LiteLLM is imported.
+and reads, database, prices) and stops before LiteLLM's proxy is imported.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from gateway.app import GatewayApp
 from gateway.boot import litellm_mount, vault
 from gateway.boot.errors import BootError
 from gateway.boot.settings import Settings, load_settings
+from gateway.credits.ledger import SqlLedger
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
 from gateway.keys.store import SqlKeyStore
@@ -61,6 +62,8 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
         # Give the token up as soon as the reads are done, whatever happened.
         _step("vault revoke", vault.revoke_own_token, client)
     engine = _step("database", open_store, settings.database_url)
+    # Importing litellm (not its proxy) is safe now that the installed version is the pin.
+    prices = _step("prices", litellm_mount.resolve_prices, policy)
     if check_only:
         engine.dispose()
         return Booted(settings, policy, None)
@@ -75,11 +78,14 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     def lifespan() -> Any:
         return litellm_mount.litellm_lifespan(proxy_server, config, master_key, llm_state)
 
+    ledger = SqlLedger(engine)
     app = GatewayApp(
         llm_app=proxy_server.app,
-        admin_app=build_admin_app(keys, frozenset(policy.model_names())),
+        admin_app=build_admin_app(keys, ledger, frozenset(policy.model_names())),
         keys=keys,
         policy=policy,
+        ledger=ledger,
+        prices=prices,
         lifespan=lifespan,
         llm_state=llm_state,
     )
@@ -114,7 +120,8 @@ def main(*, check: bool) -> int:
         logs.configure(settings.log_level)
         if check:
             prepare(settings, check_only=True)
-            print("gateway: all boot checks passed (settings, policy, litellm version, environment, vault, database)")
+            print("gateway: all boot checks passed (settings, policy, litellm version, environment, vault, database, "
+                  "prices)")
             return 0
         return serve(settings)
     except BootError as exc:

@@ -5,12 +5,15 @@ embeddings and the model list with canned, deterministic content, and records ev
 path, query, headers, JSON body) so tests can assert on exactly what reached "the provider".
 
 Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``DELETE /_standin/requests``.
-An upstream model named ``standin-error-500`` answers 500.
+An upstream model named ``standin-error-500`` answers 500; ``standin-slow-<ms>`` waits that many milliseconds before
+answering (and between stream chunks).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -71,12 +74,16 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
         if model == "standin-error-500":
             return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}}, status_code=500)
         created = int(time.time())
+        slow = re.fullmatch(r"standin-slow-(\d+)", str(model))
+        delay = int(slow.group(1)) / 1000 if slow else 0.0
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
             async def events():  # type: ignore[no-untyped-def]
                 words = REPLY.split(" ")
                 for i, word in enumerate(words):
+                    if delay:
+                        await asyncio.sleep(delay)
                     chunk = {
                         "id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created, "model": model,
                         "choices": [{"index": 0, "delta": {"content": word + (" " if i < len(words) - 1 else "")},
@@ -95,6 +102,8 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
+        if delay:
+            await asyncio.sleep(delay)
         return JSONResponse(
             {
                 "id": "chatcmpl-standin", "object": "chat.completion", "created": created, "model": model,

@@ -37,11 +37,25 @@ class KeyService:
         self._hasher = hasher
 
     def issue(
-        self, kind: KeyKind, *, name: str, models: list[str] | None = None, expires_at: datetime | None = None
+        self,
+        kind: KeyKind,
+        *,
+        name: str,
+        models: list[str] | None = None,
+        expires_at: datetime | None = None,
+        account_id: str | None = None,
+        spend_cap_micro_usd: int | None = None,
+        spend_cap_period: str = "none",
     ) -> tuple[str, KeyRecord]:
         """Create a key; returns (plaintext, record). The plaintext is not kept anywhere."""
         if expires_at is not None and expires_at.tzinfo is None:
             raise ValueError("expires_at must carry a timezone")
+        if kind is KeyKind.CUSTOMER and not account_id:
+            raise ValueError("a customer key needs an account")
+        if spend_cap_period not in ("none", "daily", "monthly"):
+            raise ValueError("spend_cap_period must be none, daily or monthly")
+        if spend_cap_micro_usd is not None and spend_cap_micro_usd < 0:
+            raise ValueError("spend_cap_micro_usd cannot be negative")
         plaintext = key_format.generate(kind)
         record = self.store.insert(
             kind=kind.value,
@@ -49,6 +63,9 @@ class KeyService:
             digest=self._hasher.digest(plaintext),
             models=sorted(set(models or [])),
             expires_at=expires_at,
+            account_id=account_id if kind is KeyKind.CUSTOMER else None,
+            spend_cap_micro_usd=spend_cap_micro_usd,
+            spend_cap_period=spend_cap_period,
         )
         return plaintext, record
 
@@ -78,4 +95,7 @@ class KeyService:
             name=record.name,
             models=frozenset(record.models),
             expires_at=record.expires_at,
+            account_id=record.account_id,
+            spend_cap_micro_usd=record.spend_cap_micro_usd,
+            spend_cap_period=record.spend_cap_period,
         )

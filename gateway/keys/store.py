@@ -21,6 +21,9 @@ class KeyRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    account_id: str | None = None
+    spend_cap_micro_usd: int | None = None
+    spend_cap_period: str = "none"
 
     def state(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -40,6 +43,9 @@ class KeyRecord:
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "state": self.state(now),
+            "account_id": self.account_id,
+            "spend_cap_micro_usd": self.spend_cap_micro_usd,
+            "spend_cap_period": self.spend_cap_period,
         }
 
 
@@ -48,7 +54,9 @@ class StoreUnavailable(Exception):
 
 
 class KeyStore(Protocol):
-    def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None) -> KeyRecord: ...
+    def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None,
+               account_id: str | None = None, spend_cap_micro_usd: int | None = None,
+               spend_cap_period: str = "none") -> KeyRecord: ...
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None: ...
     def get(self, key_id: str) -> KeyRecord | None: ...
     def list(self, kind: str | None = None) -> list[KeyRecord]: ...
@@ -75,6 +83,9 @@ def _record(row: sa.Row[tuple[object, ...]]) -> KeyRecord:
         created_at=created,
         expires_at=_utc(m["expires_at"]),
         revoked_at=_utc(m["revoked_at"]),
+        account_id=m["account_id"],
+        spend_cap_micro_usd=m["spend_cap_micro_usd"],
+        spend_cap_period=m["spend_cap_period"],
     )
 
 
@@ -87,17 +98,21 @@ class SqlKeyStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None) -> KeyRecord:
+    def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None,
+               account_id: str | None = None, spend_cap_micro_usd: int | None = None,
+               spend_cap_period: str = "none") -> KeyRecord:
         key_id = "key_" + uuid.uuid4().hex[:24]
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
             conn.execute(
                 api_keys.insert().values(
                     id=key_id, kind=kind, name=name, key_digest=digest, models=list(models),
-                    created_at=now, expires_at=expires_at, revoked_at=None,
+                    created_at=now, expires_at=expires_at, revoked_at=None, account_id=account_id,
+                    spend_cap_micro_usd=spend_cap_micro_usd, spend_cap_period=spend_cap_period,
                 )
             )
-        return KeyRecord(key_id, kind, name, tuple(models), now, expires_at, None)
+        return KeyRecord(key_id, kind, name, tuple(models), now, expires_at, None, account_id, spend_cap_micro_usd,
+                         spend_cap_period)
 
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None:
         try:

@@ -16,6 +16,7 @@ from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.authz import check_model
 from gateway.pipeline.body import ClientGone, parse_json_object, read_body
+from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.errors import Denial, internal_error, send_denial
 from gateway.pipeline.handoff import hand_off
 from gateway.pipeline.steering import refuse_steering
@@ -38,6 +39,7 @@ class CustomerPipeline:
         exposed_models: frozenset[str],
         max_body_bytes: int,
         llm_state: dict[str, Any],
+        credits: CreditStep,
     ) -> None:
         self._llm_app = llm_app
         self._keys = keys
@@ -45,6 +47,7 @@ class CustomerPipeline:
         self._max_body = max_body_bytes
         # LiteLLM's lifespan state (filled when its lifespan starts); its handlers read it from scope["state"].
         self._llm_state = llm_state
+        self._credits = credits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
@@ -57,8 +60,10 @@ class CustomerPipeline:
             # 3. Refuse fields that would steer LiteLLM's destination, credential, cost or callbacks.
             refuse_steering(body)
             # 4. Authorize the model against the policy and the key's allow-list.
-            check_model(body, principal, self._exposed, request_id)
-            # 5. (rate limits, guardrails, credit reservation go here)
+            model = check_model(body, principal, self._exposed, request_id)
+            # 5. (rate limits and guardrails go here)
+            # 6. Reserve the worst-case cost; the meter settles the real cost when the response is done.
+            meter, raw = self._credits.reserve(body, len(raw), principal, model, request_id)
         except Denial as denial:
             await send_denial(send, denial, request_id)
             return
@@ -68,7 +73,7 @@ class CustomerPipeline:
             log.exception("pre-flight failed", extra={"request_id": request_id})
             await send_denial(send, internal_error(), request_id)
             return
-        # 6. Hand off in-process to LiteLLM with the principal in the scope.
+        # 7. Hand off in-process to LiteLLM with the principal in the scope; settle when it is done.
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -79,9 +84,11 @@ class CustomerPipeline:
 
         try:
             await hand_off(self._llm_app, scope, receive, tracking_send, principal=principal, raw_body=raw,
-                           request_id=request_id, llm_state=self._llm_state)
+                           request_id=request_id, llm_state=self._llm_state, meter=meter)
         except Exception:
             # LiteLLM's own error middleware re-raises after answering; answer only if nothing was sent yet.
             log.exception("handoff failed", extra={"request_id": request_id, "key_id": principal.key_id})
             if not started:
                 await send_denial(send, internal_error(), request_id)
+        finally:
+            meter.finish()

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.pipeline.asgi import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
 from gateway.pipeline.body import replay
+from gateway.pipeline.credits import REMAINING_HEADER, Meter
 from gateway.pipeline.errors import Denial, error_body
 from gateway.pipeline.headers import scrub_request, scrub_response
 from gateway.principal import Principal
@@ -46,6 +47,7 @@ async def hand_off(
     raw_body: bytes,
     request_id: str,
     llm_state: dict[str, Any],
+    meter: Meter | None = None,
 ) -> None:
     inner = dict(scope)
     inner["headers"] = scrub_request(scope, len(raw_body))
@@ -53,16 +55,32 @@ async def hand_off(
     inner["state"] = {**(scope.get("state") or {}), **llm_state}
     inner[PRINCIPAL_SCOPE_KEY] = principal
     failed_status: int | None = None
+    streaming = False
+    held_start: Message | None = None
+    held_body: list[bytes] = []
 
     async def scrubbed_send(message: Message) -> None:
-        nonlocal failed_status
+        nonlocal failed_status, streaming, held_start
         if message["type"] == "http.response.start":
             status = int(message["status"])
             if status >= 400:
                 failed_status = status
+                if meter is not None:
+                    meter.failed()
                 return
             message = dict(message)
             message["headers"] = scrub_response(list(message.get("headers", ())), request_id)
+            if meter is not None:
+                meter.started()
+                if dict(message["headers"]).get(b"content-type", b"").startswith(b"text/event-stream"):
+                    # A stream's headers go out before its cost is known: report the credit left after the
+                    # worst-case reservation (a lower bound of what will be left).
+                    streaming = True
+                    message["headers"].append((REMAINING_HEADER, str(meter.available).encode()))
+                else:
+                    # A plain response is held until its usage has been settled, so its header is exact.
+                    held_start = message
+                    return
         elif failed_status is not None:
             # Swallow LiteLLM's error body; answer with ours once it is complete.
             if message["type"] == "http.response.body" and not message.get("more_body", False):
@@ -75,6 +93,23 @@ async def hand_off(
                 await send({"type": "http.response.start", "status": denial.status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
             return
+        elif message["type"] == "http.response.body" and meter is not None:
+            more = bool(message.get("more_body", False))
+            if streaming:
+                meter.observe_stream(message.get("body", b""), more)
+            elif held_start is not None:
+                held_body.append(message.get("body", b""))
+                if more:
+                    return
+                body = b"".join(held_body)
+                meter.observe_json(body)
+                remaining = meter.finish()
+                start = dict(held_start)
+                start["headers"] = [*held_start["headers"], (REMAINING_HEADER, str(
+                    remaining if remaining is not None else meter.available).encode())]
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+                return
         await send(message)
 
     await llm_app(inner, replay(raw_body, receive), scrubbed_send)

@@ -22,7 +22,20 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     # hide_parameters: SQL logging (sqlalchemy.engine at INFO/DEBUG) must never print key digests.
-    return sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    engine = sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    if parsed.get_backend_name() == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # WAL lets readers run beside the one writer; NORMAL keeps commits durable across a process crash (the ledger's
+    # concern) without an fsync per transaction; busy_timeout makes a second process (the CLI) wait, not fail.
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
 
 
 def migrate(engine: sa.Engine) -> None:

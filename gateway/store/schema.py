@@ -21,4 +21,64 @@ api_keys = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("revoked_by", sa.String(64), nullable=True),
+    # Customer keys spend from an account; an optional cap limits the key per period (none, daily, monthly).
+    sa.Column("account_id", sa.String(32), nullable=True),
+    sa.Column("spend_cap_micro_usd", sa.BigInteger, nullable=True),
+    sa.Column("spend_cap_period", sa.String(8), nullable=False, server_default="none"),
+)
+
+# --- credits (integer micro-USD everywhere) -------------------------------------------------------------------
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    # balance == Σ top-ups − Σ settled charges; reserved == Σ open reservations. Both never negative.
+    sa.Column("balance_micro_usd", sa.BigInteger, nullable=False),
+    sa.Column("reserved_micro_usd", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("balance_micro_usd >= 0", name="ck_accounts_balance_nonnegative"),
+    sa.CheckConstraint("reserved_micro_usd >= 0", name="ck_accounts_reserved_nonnegative"),
+    sa.CheckConstraint("reserved_micro_usd <= balance_micro_usd", name="ck_accounts_reserved_covered"),
+)
+
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    sa.Column("request_id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.String(32), nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    # The key-cap period the reservation counts against ("" when the key has no cap).
+    sa.Column("period", sa.String(10), nullable=False),
+    sa.Column("amount_micro_usd", sa.BigInteger, nullable=False),
+    # open → settled | released | expired, exactly once (conditional update on state = 'open').
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_reservations_state_created", "state", "created_at"),
+)
+
+ledger_entries = sa.Table(
+    "ledger_entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), nullable=False, index=True),
+    sa.Column("key_id", sa.String(32), nullable=True),
+    sa.Column("request_id", sa.String(40), nullable=True),
+    # topup (+balance), reserve (+reserved), settle (−balance, −reserved), release and expire (−reserved).
+    sa.Column("kind", sa.String(10), nullable=False),
+    sa.Column("amount_micro_usd", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.String(200), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("amount_micro_usd >= 0", name="ck_ledger_amount_nonnegative"),
+)
+
+key_spend = sa.Table(
+    "key_spend",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("period", sa.String(10), primary_key=True),
+    sa.Column("spent_micro_usd", sa.BigInteger, nullable=False),
+    sa.Column("reserved_micro_usd", sa.BigInteger, nullable=False),
 )

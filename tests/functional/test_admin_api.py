@@ -29,7 +29,8 @@ def _chat(gw: RunningGateway, key: str) -> httpx.Response:
 
 def test_create_use_list_show_revoke(any_gateway: RunningGateway) -> None:
     admin = _admin(any_gateway)
-    created = admin.post("/admin/keys", json={"name": "team-a", "models": ["chat-model"]})
+    created = admin.post("/admin/keys", json={"name": "team-a", "models": ["chat-model"],
+                                               "account_id": any_gateway.keys.rich_account})
     assert created.status_code == 201, created.text
     body = created.json()
     key, key_id = body["key"], body["id"]
@@ -62,7 +63,8 @@ def test_expiry_is_enforced(any_gateway: RunningGateway) -> None:
 
     admin = _admin(any_gateway)
     expires = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
-    body = admin.post("/admin/keys", json={"name": "short", "models": ["chat-model"], "expires_at": expires}).json()
+    body = admin.post("/admin/keys", json={"name": "short", "models": ["chat-model"], "expires_at": expires,
+                                           "account_id": any_gateway.keys.rich_account}).json()
     assert _chat(any_gateway, body["key"]).status_code == 200
     time.sleep(2.2)
     assert _chat(any_gateway, body["key"]).status_code == 401
@@ -83,13 +85,19 @@ def test_self_revocation_answers_the_same_whatever_the_key(any_gateway: RunningG
 
 def test_admin_input_is_validated(gateway: RunningGateway) -> None:
     admin = _admin(gateway)
+    account = gateway.keys.rich_account
     cases = [
-        {"name": "x", "models": ["not-exposed"]},
-        {"name": "x", "models": []},
-        {"name": "", "models": ["chat-model"]},
-        {"name": "x", "models": ["chat-model"], "expires_at": "2001-01-01T00:00:00+00:00"},
-        {"name": "x", "models": ["chat-model"], "expires_at": "2099-01-01T00:00:00"},
-        {"name": "x", "models": ["chat-model"], "api_key": "smuggled"},
+        {"name": "x", "models": ["not-exposed"], "account_id": account},
+        {"name": "x", "models": [], "account_id": account},
+        {"name": "", "models": ["chat-model"], "account_id": account},
+        {"name": "x", "models": ["chat-model"], "account_id": account, "expires_at": "2001-01-01T00:00:00+00:00"},
+        {"name": "x", "models": ["chat-model"], "account_id": account, "expires_at": "2099-01-01T00:00:00"},
+        {"name": "x", "models": ["chat-model"], "account_id": account, "api_key": "smuggled"},
+        {"name": "x", "models": ["chat-model"]},
+        {"name": "x", "models": ["chat-model"], "account_id": "acct_missing"},
+        {"name": "x", "models": ["chat-model"], "account_id": account, "spend_cap_micro_usd": -1},
+        {"name": "x", "models": ["chat-model"], "account_id": account, "spend_cap_micro_usd": "5"},
+        {"name": "x", "models": ["chat-model"], "account_id": account, "spend_cap_period": "weekly"},
     ]
     for payload in cases:
         response = admin.post("/admin/keys", json=payload)

@@ -23,7 +23,8 @@ def _env(stack: Stack, gateway: RunningGateway, folder: Path) -> dict[str, str]:
 
 
 def test_keys_create_list_revoke_against_a_running_gateway(stack: Stack, gateway: RunningGateway, tmp_path: Path) -> None:
-    created = run_gateway(["keys", "create", "--name", "cli", "--model", "chat-model"], _env(stack, gateway, tmp_path))
+    created = run_gateway(["keys", "create", "--name", "cli", "--model", "chat-model", "--account-id",
+                           gateway.keys.rich_account], _env(stack, gateway, tmp_path))
     assert created.returncode == 0, created.stderr
     record = json.loads(created.stdout)
     key = record["key"]
@@ -48,7 +49,8 @@ def test_keys_create_list_revoke_against_a_running_gateway(stack: Stack, gateway
 
 
 def test_keys_create_refuses_models_outside_the_policy(stack: Stack, gateway: RunningGateway, tmp_path: Path) -> None:
-    result = run_gateway(["keys", "create", "--name", "x", "--model", "gpt-unknown"], _env(stack, gateway, tmp_path))
+    result = run_gateway(["keys", "create", "--name", "x", "--model", "gpt-unknown", "--account-id",
+                          gateway.keys.rich_account], _env(stack, gateway, tmp_path))
     assert result.returncode != 0 and "not exposed" in result.stderr
 
 

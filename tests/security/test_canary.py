@@ -37,7 +37,8 @@ def _exercise(gateway: RunningGateway, stack: Stack) -> list[str]:
         ("POST", "/v1/chat/completions", admin, CHAT),
         ("GET", "/admin/keys", admin, None),
         ("GET", "/admin/keys", customer, None),
-        ("POST", "/admin/keys", admin, {"name": "canary", "models": ["chat-model"]}),
+        ("POST", "/admin/keys", admin, {"name": "canary", "models": ["chat-model"],
+                                         "account_id": gateway.keys.rich_account}),
         ("POST", "/key/generate", {"Authorization": f"Bearer {stack.master_key}"}, {}),
         ("GET", "/config/yaml", {"Authorization": f"Bearer {stack.master_key}"}, None),
     ]

@@ -42,7 +42,7 @@ def test_no_secret_in_environment_after_litellm_started(stack: Stack, tmp_path: 
     # LiteLLM really started with our bridge and models...
     assert report["custom_auth"] == "gateway.pipeline.bridge"
     assert report["router_models"] == ["chat-model", "embed-model", "failing-model", "other-chat-model",
-                                       "text-model"]
+                                       "slow-model", "text-model"]
     # ...and no secret is left in the environment (names or values), nor the sentinel we used to start it.
     assert not report["worker_config_left"]
     assert any_listed(json.dumps(report["environ"]), stack.canaries) == []

@@ -36,14 +36,14 @@ def _reason(service: KeyService, presented: str | None, kind: KeyKind = KeyKind.
 
 
 def test_ok(service: KeyService) -> None:
-    key, record = service.issue(KeyKind.CUSTOMER, name="a", models=["m2", "m1", "m1"])
+    key, record = service.issue(KeyKind.CUSTOMER, name="a", account_id="acct_t", models=["m2", "m1", "m1"])
     principal = service.verify(key, KeyKind.CUSTOMER)
     assert principal.key_id == record.id and principal.models == frozenset({"m1", "m2"})
     assert record.models == ("m1", "m2")
 
 
 def test_only_the_digest_is_stored(service: KeyService) -> None:
-    key, record = service.issue(KeyKind.CUSTOMER, name="a", models=["m"])
+    key, record = service.issue(KeyKind.CUSTOMER, name="a", account_id="acct_t", models=["m"])
     engine = service.store._engine  # type: ignore[attr-defined]
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM api_keys WHERE id = :id"), {"id": record.id}).one()
@@ -72,13 +72,13 @@ def test_unknown(service: KeyService) -> None:
 
 
 def test_other_pepper_means_unknown(service: KeyService) -> None:
-    key, _ = service.issue(KeyKind.CUSTOMER, name="a", models=["m"])
+    key, _ = service.issue(KeyKind.CUSTOMER, name="a", account_id="acct_t", models=["m"])
     other = KeyService(service.store, KeyHasher(b"another-pepper-of-32-bytes-or-more!!"))
     assert _reason(other, key) == "unknown"
 
 
 def test_revoked(service: KeyService) -> None:
-    key, record = service.issue(KeyKind.CUSTOMER, name="a", models=["m"])
+    key, record = service.issue(KeyKind.CUSTOMER, name="a", account_id="acct_t", models=["m"])
     first = service.store.revoke(record.id, by="t")
     assert first is not None and first.revoked_at is not None
     second = service.store.revoke(record.id, by="t2")
@@ -88,7 +88,7 @@ def test_revoked(service: KeyService) -> None:
 
 
 def test_expired(service: KeyService) -> None:
-    key, _ = service.issue(KeyKind.CUSTOMER, name="a", models=["m"],
+    key, _ = service.issue(KeyKind.CUSTOMER, name="a", account_id="acct_t", models=["m"],
                            expires_at=datetime.now(UTC) + timedelta(milliseconds=300))
     service.verify(key, KeyKind.CUSTOMER)
     time.sleep(0.4)
@@ -97,7 +97,7 @@ def test_expired(service: KeyService) -> None:
 
 def test_admin_and_customer_keys_do_not_cross(service: KeyService) -> None:
     admin, _ = service.issue(KeyKind.ADMIN, name="ops")
-    customer, _ = service.issue(KeyKind.CUSTOMER, name="c", models=["m"])
+    customer, _ = service.issue(KeyKind.CUSTOMER, name="c", account_id="acct_t", models=["m"])
     assert service.verify(admin, KeyKind.ADMIN).kind == "ak"
     assert _reason(service, admin, KeyKind.CUSTOMER) == "malformed"
     assert _reason(service, customer, KeyKind.ADMIN) == "malformed"
@@ -105,7 +105,7 @@ def test_admin_and_customer_keys_do_not_cross(service: KeyService) -> None:
 
 def test_listing(service: KeyService) -> None:
     service.issue(KeyKind.ADMIN, name="ops")
-    service.issue(KeyKind.CUSTOMER, name="c", models=["m"])
+    service.issue(KeyKind.CUSTOMER, name="c", account_id="acct_t", models=["m"])
     assert [r.kind for r in service.store.list("ck")] == ["ck"]
     assert sorted(r.kind for r in service.store.list()) == ["ak", "ck"]
 
@@ -117,6 +117,11 @@ def test_unreachable_store_is_reported_not_hidden(tmp_path: Path) -> None:
         service.verify(key_format.generate(KeyKind.CUSTOMER), KeyKind.CUSTOMER)
 
 
+def test_customer_keys_need_an_account(service: KeyService) -> None:
+    with pytest.raises(ValueError):
+        service.issue(KeyKind.CUSTOMER, name="a", models=["m"])
+
+
 def test_naive_expiry_is_refused(service: KeyService) -> None:
     with pytest.raises(ValueError):
-        service.issue(KeyKind.CUSTOMER, name="a", models=["m"], expires_at=datetime(2099, 1, 1))
+        service.issue(KeyKind.CUSTOMER, name="a", account_id="acct_t", models=["m"], expires_at=datetime(2099, 1, 1))

@@ -1,0 +1,320 @@
+"""The ledger: accounts, reservations and append-only entries, in integer micro-USD.
+
+Invariants (``gateway ledger check`` verifies them for every account)::
+
+    balance  == Σ topup − Σ settle
+    reserved == Σ reserve − Σ settle − Σ release − Σ expire == Σ amount of open reservations
+    0 <= reserved <= balance
+
+Every state change is one transaction. Reservation is a single conditional UPDATE (``... WHERE balance − reserved >=
+amount``), so two concurrent requests can never both take the last credit, on SQLite (one writer at a time) or
+Postgres (the row lock re-checks the condition). A reservation closes exactly once: settle, release and expire all
+start with ``UPDATE reservations SET state = … WHERE state = 'open'`` and do nothing if another closer won.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from gateway.store.schema import accounts, key_spend, ledger_entries, reservations
+
+log = logging.getLogger("gateway.credits")
+
+
+class InsufficientCredit(Exception):
+    """The account (or the key's cap for this period) cannot cover the reservation."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(scope)
+        self.scope = scope  # "account" or "key_cap"
+
+
+class LedgerUnavailable(Exception):
+    """The ledger's store failed: callers fail closed (503)."""
+
+
+class UnknownAccount(Exception):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    name: str
+    balance_micro_usd: int
+    reserved_micro_usd: int
+    created_at: datetime
+
+    @property
+    def available_micro_usd(self) -> int:
+        return self.balance_micro_usd - self.reserved_micro_usd
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyCap:
+    amount_micro_usd: int
+    period: str  # "none" | "daily" | "monthly"
+
+    def period_label(self, now: datetime) -> str:
+        if self.period == "daily":
+            return now.strftime("%Y-%m-%d")
+        if self.period == "monthly":
+            return now.strftime("%Y-%m")
+        return "all"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Drift:
+    account_id: str
+    field: str
+    stored: int
+    expected: int
+
+
+class Ledger(Protocol):
+    def reserve(self, *, request_id: str, account_id: str, key_id: str, amount: int, cap: KeyCap | None) -> int: ...
+    def settle(self, request_id: str, charge: int) -> int | None: ...
+    def release(self, request_id: str, reason: str) -> None: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _entry(conn: sa.Connection, *, account_id: str, kind: str, amount: int, key_id: str | None = None,
+           request_id: str | None = None, reason: str | None = None, at: datetime) -> None:
+    conn.execute(ledger_entries.insert().values(
+        account_id=account_id, key_id=key_id, request_id=request_id, kind=kind, amount_micro_usd=amount,
+        reason=reason, created_at=at))
+
+
+class SqlLedger:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    # --- accounts -----------------------------------------------------------------------------------------------
+
+    def create_account(self, name: str) -> Account:
+        account = Account("acct_" + uuid.uuid4().hex[:24], name, 0, 0, _now())
+        with self._engine.begin() as conn:
+            conn.execute(accounts.insert().values(
+                id=account.id, name=name, balance_micro_usd=0, reserved_micro_usd=0, created_at=account.created_at))
+        return account
+
+    def get_account(self, account_id: str) -> Account | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(accounts).where(accounts.c.id == account_id)).first()
+        if row is None:
+            return None
+        m = row._mapping
+        created = m["created_at"] if m["created_at"].tzinfo else m["created_at"].replace(tzinfo=UTC)
+        return Account(m["id"], m["name"], m["balance_micro_usd"], m["reserved_micro_usd"], created)
+
+    def top_up(self, account_id: str, amount: int, reason: str) -> Account:
+        if amount <= 0:
+            raise ValueError("amount must be a positive number of micro-USD")
+        at = _now()
+        with self._engine.begin() as conn:
+            updated = conn.execute(accounts.update().where(accounts.c.id == account_id)
+                                   .values(balance_micro_usd=accounts.c.balance_micro_usd + amount)).rowcount
+            if updated != 1:
+                raise UnknownAccount(account_id)
+            _entry(conn, account_id=account_id, kind="topup", amount=amount, reason=reason[:200], at=at)
+        account = self.get_account(account_id)
+        if account is None:
+            raise UnknownAccount(account_id)
+        return account
+
+    def recent_entries(self, account_id: str, limit: int = 50) -> list[dict[str, object]]:
+        query = (sa.select(ledger_entries).where(ledger_entries.c.account_id == account_id)
+                 .order_by(ledger_entries.c.id.desc()).limit(limit))
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {"kind": r.kind, "amount_micro_usd": r.amount_micro_usd, "request_id": r.request_id, "key_id": r.key_id,
+             "reason": r.reason, "created_at": (r.created_at if r.created_at.tzinfo else r.created_at.replace(
+                 tzinfo=UTC)).isoformat()}
+            for r in rows
+        ]
+
+    # --- the request path ---------------------------------------------------------------------------------------
+
+    def reserve(self, *, request_id: str, account_id: str, key_id: str, amount: int, cap: KeyCap | None) -> int:
+        """Reserve ``amount`` for this request; returns the account's available credit after it.
+
+        Raises :class:`InsufficientCredit` (nothing written) or :class:`LedgerUnavailable`.
+        """
+        if amount <= 0:
+            raise ValueError("a reservation must be positive")
+        at = _now()
+        period = cap.period_label(at) if cap else ""
+        try:
+            with self._engine.begin() as conn:
+                taken = conn.execute(
+                    accounts.update()
+                    .where(accounts.c.id == account_id,
+                           accounts.c.balance_micro_usd - accounts.c.reserved_micro_usd >= amount)
+                    .values(reserved_micro_usd=accounts.c.reserved_micro_usd + amount)
+                    .returning(accounts.c.balance_micro_usd, accounts.c.reserved_micro_usd)
+                ).first()
+                if taken is None:
+                    raise InsufficientCredit("account")
+                if cap is not None:
+                    self._take_cap(conn, key_id, period, amount, cap)
+                conn.execute(reservations.insert().values(
+                    request_id=request_id, account_id=account_id, key_id=key_id, period=period,
+                    amount_micro_usd=amount, state="open", created_at=at))
+                _entry(conn, account_id=account_id, kind="reserve", amount=amount, key_id=key_id,
+                       request_id=request_id, at=at)
+        except InsufficientCredit:
+            raise
+        except sa.exc.SQLAlchemyError:
+            log.exception("ledger reserve failed", extra={"request_id": request_id})
+            raise LedgerUnavailable() from None
+        return int(taken.balance_micro_usd - taken.reserved_micro_usd)
+
+    def _take_cap(self, conn: sa.Connection, key_id: str, period: str, amount: int, cap: KeyCap) -> None:
+        exists = conn.execute(sa.select(key_spend.c.key_id).where(
+            key_spend.c.key_id == key_id, key_spend.c.period == period)).first()
+        if exists is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(key_spend.insert().values(key_id=key_id, period=period, spent_micro_usd=0,
+                                                           reserved_micro_usd=0))
+            except sa.exc.IntegrityError:
+                pass  # another request created the row first
+        taken = conn.execute(
+            key_spend.update()
+            .where(key_spend.c.key_id == key_id, key_spend.c.period == period,
+                   cap.amount_micro_usd - key_spend.c.spent_micro_usd - key_spend.c.reserved_micro_usd >= amount)
+            .values(reserved_micro_usd=key_spend.c.reserved_micro_usd + amount)
+        ).rowcount
+        if taken != 1:
+            raise InsufficientCredit("key_cap")
+
+    def _close(self, request_id: str, state: str, charge: int, reason: str | None) -> int | None:
+        """Close an open reservation, charging ``charge`` (capped at the reservation). Returns available credit
+        after, or None if the reservation was not open (already closed by someone else)."""
+        at = _now()
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                reservations.update()
+                .where(reservations.c.request_id == request_id, reservations.c.state == "open")
+                .values(state=state, closed_at=at)
+                .returning(reservations.c.account_id, reservations.c.key_id, reservations.c.period,
+                           reservations.c.amount_micro_usd)
+            ).first()
+            if row is None:
+                return None
+            reserved = int(row.amount_micro_usd)
+            if charge > reserved:
+                # Should not happen (max_tokens bounds the output and the prompt estimate is an upper bound). Never
+                # charge past the reservation: the balance could go negative, and the budget would be overspent.
+                log.error("charge above reservation", extra={"request_id": request_id, "reason": "charge_capped"})
+                charge = reserved
+            left = conn.execute(
+                accounts.update().where(accounts.c.id == row.account_id)
+                .values(balance_micro_usd=accounts.c.balance_micro_usd - charge,
+                        reserved_micro_usd=accounts.c.reserved_micro_usd - reserved)
+                .returning(accounts.c.balance_micro_usd, accounts.c.reserved_micro_usd)
+            ).first()
+            if row.period:
+                conn.execute(
+                    key_spend.update().where(key_spend.c.key_id == row.key_id, key_spend.c.period == row.period)
+                    .values(spent_micro_usd=key_spend.c.spent_micro_usd + charge,
+                            reserved_micro_usd=key_spend.c.reserved_micro_usd - reserved))
+            common = {"account_id": row.account_id, "key_id": row.key_id, "request_id": request_id, "at": at}
+            if charge:
+                _entry(conn, kind="settle", amount=charge, **common)
+            rest_kind = "expire" if state == "expired" else "release"
+            if reserved - charge:
+                _entry(conn, kind=rest_kind, amount=reserved - charge, reason=reason, **common)
+        return None if left is None else int(left.balance_micro_usd - left.reserved_micro_usd)
+
+    def settle(self, request_id: str, charge: int) -> int | None:
+        """Charge the real cost and release the rest of the reservation. Returns available credit after."""
+        if charge < 0:
+            raise ValueError("a charge cannot be negative")
+        try:
+            return self._close(request_id, "settled", charge, None)
+        except sa.exc.SQLAlchemyError:
+            log.exception("ledger settle failed", extra={"request_id": request_id})
+            raise LedgerUnavailable() from None
+
+    def release(self, request_id: str, reason: str) -> None:
+        """Release the whole reservation (nothing was billed)."""
+        try:
+            self._close(request_id, "released", 0, reason)
+        except sa.exc.SQLAlchemyError:
+            log.exception("ledger release failed", extra={"request_id": request_id})
+            raise LedgerUnavailable() from None
+
+    # --- maintenance ------------------------------------------------------------------------------------------
+
+    def sweep(self, older_than: timedelta) -> int:
+        """Expire reservations open for longer than ``older_than`` (a process killed mid-request leaves them open).
+        Each expiry is a ledger entry. Returns how many were expired."""
+        cutoff = _now() - older_than
+        with self._engine.connect() as conn:
+            stale = conn.execute(sa.select(reservations.c.request_id).where(
+                reservations.c.state == "open", reservations.c.created_at <= cutoff)).scalars().all()
+        expired = 0
+        for request_id in stale:
+            if self._close(request_id, "expired", 0, "sweeper") is not None:
+                expired += 1
+                log.warning("reservation expired", extra={"request_id": request_id, "reason": "sweeper"})
+        return expired
+
+    def open_reservations(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(reservations)
+                                    .where(reservations.c.state == "open")).scalar_one())
+
+    def check(self) -> list[Drift]:
+        """Compare every account's stored balance and reservation with what the ledger and reservations imply."""
+        sums = (sa.select(
+            ledger_entries.c.account_id,
+            sa.func.coalesce(sa.func.sum(sa.case((ledger_entries.c.kind == "topup", ledger_entries.c.amount_micro_usd),
+                                                 else_=0)), 0).label("topups"),
+            sa.func.coalesce(sa.func.sum(sa.case((ledger_entries.c.kind == "settle", ledger_entries.c.amount_micro_usd),
+                                                 else_=0)), 0).label("settled"),
+            sa.func.coalesce(sa.func.sum(sa.case((ledger_entries.c.kind == "reserve", ledger_entries.c.amount_micro_usd),
+                                                 else_=0)), 0).label("reserves"),
+            sa.func.coalesce(sa.func.sum(sa.case((ledger_entries.c.kind.in_(("release", "expire")),
+                                                  ledger_entries.c.amount_micro_usd), else_=0)), 0).label("freed"),
+        ).group_by(ledger_entries.c.account_id))
+        open_sums = (sa.select(reservations.c.account_id, sa.func.sum(reservations.c.amount_micro_usd).label("open"))
+                     .where(reservations.c.state == "open").group_by(reservations.c.account_id))
+        drifts: list[Drift] = []
+        with self._engine.begin() as conn:
+            # One snapshot, so the sums and the stored balances agree even while traffic runs (SQLite: the read
+            # transaction already sees one snapshot in WAL mode).
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            else:
+                # pysqlite opens transactions only before writes; open one so the three reads share a snapshot.
+                conn.exec_driver_sql("BEGIN")
+            ledger = {r.account_id: r for r in conn.execute(sums)}
+            open_by = {r.account_id: int(r.open or 0) for r in conn.execute(open_sums)}
+            for account in conn.execute(sa.select(accounts)):
+                sums_row = ledger.get(account.id)
+                topups, settled, reserves, freed = (
+                    (int(sums_row.topups), int(sums_row.settled), int(sums_row.reserves), int(sums_row.freed))
+                    if sums_row else (0, 0, 0, 0))
+                expected = {
+                    "balance_micro_usd": topups - settled,
+                    "reserved_micro_usd": reserves - settled - freed,
+                }
+                for field_name, value in expected.items():
+                    if int(getattr(account, field_name)) != value:
+                        drifts.append(Drift(account.id, field_name, int(getattr(account, field_name)), value))
+                if int(account.reserved_micro_usd) != open_by.get(account.id, 0):
+                    drifts.append(Drift(account.id, "open_reservations", int(account.reserved_micro_usd),
+                                        open_by.get(account.id, 0)))
+        return drifts

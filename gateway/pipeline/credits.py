@@ -1,0 +1,147 @@
+"""Step: reserve the worst-case cost before the handoff, and settle the real cost after.
+
+Settlement rules (threat-model TM-T9, TM-T10):
+
+* complete response with the provider's usage → charge usage × price, release the rest;
+* complete response without usage → charge the whole reservation (never under-charge);
+* LiteLLM or the provider answered an error → release everything (providers do not bill failed calls);
+* the client went away mid-stream → charge the whole reservation unless the usage chunk already arrived. The
+  provider may keep generating (and billing) after we stop reading, up to max_tokens; the reservation is exactly that
+  bound, so charging it cannot fall below what the provider bills;
+* the process dies → the reservation stays open until the sweeper expires it (released, not charged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from gateway.credits.ledger import InsufficientCredit, KeyCap, Ledger, LedgerUnavailable
+from gateway.credits.pricing import Price, estimate
+from gateway.pipeline.errors import Denial
+from gateway.policy import Policy
+from gateway.principal import Principal
+
+log = logging.getLogger("gateway.credits")
+
+REMAINING_HEADER = b"x-credit-remaining-micro-usd"
+
+
+def unavailable() -> Denial:
+    return Denial(503, "service_unavailable", "Service temporarily unavailable.", error_type="server_error")
+
+
+class Meter:
+    """Watches one response from LiteLLM and closes the request's reservation exactly once."""
+
+    def __init__(self, ledger: Ledger, request_id: str, key_id: str, price: Price, amount: int, available: int,
+                 mode: str) -> None:
+        self._ledger = ledger
+        self.request_id = request_id
+        self._key_id = key_id
+        self._price = price
+        self.amount = amount
+        self.available = available  # the account's available credit after the reservation
+        self._mode = mode
+        self._failed = False
+        self._completed = False
+        self._usage: dict[str, Any] | None = None
+        self._tail = b""
+        self._started = False
+        self._closed = False
+
+    # --- observations --------------------------------------------------------------------------------------------
+
+    def started(self) -> None:
+        """LiteLLM began a successful response (status < 400)."""
+        self._started = True
+
+    def failed(self) -> None:
+        """LiteLLM answered an error status."""
+        self._failed = True
+
+    def observe_json(self, body: bytes) -> None:
+        self._completed = True
+        try:
+            usage = json.loads(body).get("usage")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(usage, dict):
+            self._usage = usage
+
+    def observe_stream(self, chunk: bytes, more_body: bool) -> None:
+        data = self._tail + chunk
+        lines = data.split(b"\n")
+        self._tail = lines.pop() if more_body else b""
+        for line in lines:
+            if line.startswith(b"data: {") and b'"usage"' in line:
+                try:
+                    usage = json.loads(line[6:]).get("usage")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+                    self._usage = usage
+        if not more_body:
+            self._completed = True
+
+    # --- closing -------------------------------------------------------------------------------------------------
+
+    def _charge(self) -> tuple[int, str]:
+        if self._usage is not None:
+            prompt = int(self._usage.get("prompt_tokens") or 0)
+            completion = 0 if self._mode == "embedding" else int(self._usage.get("completion_tokens") or 0)
+            return self._price.cost(max(prompt, 0), max(completion, 0)), "usage"
+        if self._completed:
+            return self.amount, "no_usage"
+        return self.amount, "client_gone"
+
+    def finish(self) -> int | None:
+        """Settle or release; returns the available credit after, when known. Safe to call more than once."""
+        if self._closed:
+            return None
+        self._closed = True
+        try:
+            if self._failed or not self._started:
+                self._ledger.release(self.request_id, "upstream_error" if self._failed else "no_response")
+                return None
+            charge, basis = self._charge()
+            if basis != "usage":
+                log.warning("charged the full reservation", extra={"request_id": self.request_id,
+                                                                   "key_id": self._key_id, "reason": basis})
+            return self._ledger.settle(self.request_id, charge)
+        except LedgerUnavailable:
+            # The reservation stays open; the sweeper closes it after the TTL (released, not charged).
+            log.error("settlement failed; left to the sweeper", extra={"request_id": self.request_id})
+            return None
+
+
+class CreditStep:
+    def __init__(self, ledger: Ledger, prices: dict[str, Price], policy: Policy) -> None:
+        self._ledger = ledger
+        self._prices = prices
+        self._policy = policy
+
+    def reserve(self, body: dict[str, Any], raw_length: int, principal: Principal, model_name: str,
+                request_id: str) -> tuple[Meter, bytes]:
+        """Reserve the worst case; returns the meter that will settle it and the body to forward."""
+        model = self._policy.model(model_name)
+        price = self._prices[model_name]
+        worst = estimate(model.mode, body, raw_length, price, model.max_output_tokens, self._policy.limits.max_n)
+        if principal.account_id is None:
+            raise Denial(402, "budget_exhausted", "This key has no credit account.", error_type="insufficient_quota")
+        amount = max(worst.amount, 1)
+        cap = KeyCap(principal.spend_cap_micro_usd, principal.spend_cap_period) \
+            if principal.spend_cap_micro_usd is not None else None
+        try:
+            available = self._ledger.reserve(request_id=request_id, account_id=principal.account_id,
+                                             key_id=principal.key_id, amount=amount, cap=cap)
+        except InsufficientCredit as short:
+            log.info("budget exhausted", extra={"request_id": request_id, "key_id": principal.key_id,
+                                                "reason": f"budget_{short.scope}"})
+            raise Denial(402, "budget_exhausted", "Not enough credit for this request.",
+                         error_type="insufficient_quota") from None
+        except LedgerUnavailable:
+            raise unavailable() from None
+        meter = Meter(self._ledger, request_id, principal.key_id, price, amount, available, model.mode)
+        return meter, json.dumps(worst.body, separators=(",", ":")).encode()
