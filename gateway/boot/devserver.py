@@ -24,8 +24,8 @@ from gateway.boot import serve as boot_serve
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
-from gateway.devstack.openbao import free_port, start_dev_vault, stop_process, wait_http
 from gateway.credits.ledger import SqlLedger
+from gateway.devstack.openbao import free_port, start_dev_vault, stop_process, wait_http
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService

@@ -119,8 +119,11 @@ def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Se
             "telemetry": False,
             "drop_params": False,
             "request_timeout": 600,
+            "num_retries": 0,
         },
-        "router_settings": {},
+        # No retries and no fallbacks: one customer request is at most one provider call, so the worst-case
+        # reservation bounds what the provider can bill for it (threat-model TM-T10).
+        "router_settings": {"num_retries": 0, "fallbacks": []},
     }
 
 

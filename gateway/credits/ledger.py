@@ -87,11 +87,40 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# The hot path (reserve and close, twice per request) uses fixed, prebuilt statements: the same SQL on SQLite and
+# Postgres, no per-call statement construction or cache-key work.
+_RESERVE_ACCOUNT = sa.text(
+    "UPDATE accounts SET reserved_micro_usd = reserved_micro_usd + :amount "
+    "WHERE id = :account_id AND balance_micro_usd - reserved_micro_usd >= :amount "
+    "RETURNING balance_micro_usd, reserved_micro_usd")
+_RESERVE_CAP = sa.text(
+    "UPDATE key_spend SET reserved_micro_usd = reserved_micro_usd + :amount "
+    "WHERE key_id = :key_id AND period = :period AND :cap - spent_micro_usd - reserved_micro_usd >= :amount")
+_INSERT_RESERVATION = sa.text(
+    "INSERT INTO reservations (request_id, account_id, key_id, period, amount_micro_usd, state, created_at) "
+    "VALUES (:request_id, :account_id, :key_id, :period, :amount, 'open', :at)").bindparams(
+    sa.bindparam("at", type_=sa.DateTime(timezone=True)))
+_INSERT_ENTRY = sa.text(
+    "INSERT INTO ledger_entries (account_id, key_id, request_id, kind, amount_micro_usd, reason, created_at) "
+    "VALUES (:account_id, :key_id, :request_id, :kind, :amount, :reason, :at)").bindparams(
+    sa.bindparam("at", type_=sa.DateTime(timezone=True)))
+_CLOSE_RESERVATION = sa.text(
+    "UPDATE reservations SET state = :state, closed_at = :at WHERE request_id = :request_id AND state = 'open' "
+    "RETURNING account_id, key_id, period, amount_micro_usd").bindparams(
+    sa.bindparam("at", type_=sa.DateTime(timezone=True)))
+_CLOSE_ACCOUNT = sa.text(
+    "UPDATE accounts SET balance_micro_usd = balance_micro_usd - :charge, "
+    "reserved_micro_usd = reserved_micro_usd - :reserved WHERE id = :account_id "
+    "RETURNING balance_micro_usd, reserved_micro_usd")
+_CLOSE_CAP = sa.text(
+    "UPDATE key_spend SET spent_micro_usd = spent_micro_usd + :charge, "
+    "reserved_micro_usd = reserved_micro_usd - :reserved WHERE key_id = :key_id AND period = :period")
+
+
 def _entry(conn: sa.Connection, *, account_id: str, kind: str, amount: int, key_id: str | None = None,
            request_id: str | None = None, reason: str | None = None, at: datetime) -> None:
-    conn.execute(ledger_entries.insert().values(
-        account_id=account_id, key_id=key_id, request_id=request_id, kind=kind, amount_micro_usd=amount,
-        reason=reason, created_at=at))
+    conn.execute(_INSERT_ENTRY, {"account_id": account_id, "key_id": key_id, "request_id": request_id, "kind": kind,
+                                 "amount": amount, "reason": reason, "at": at})
 
 
 class SqlLedger:
@@ -156,20 +185,13 @@ class SqlLedger:
         period = cap.period_label(at) if cap else ""
         try:
             with self._engine.begin() as conn:
-                taken = conn.execute(
-                    accounts.update()
-                    .where(accounts.c.id == account_id,
-                           accounts.c.balance_micro_usd - accounts.c.reserved_micro_usd >= amount)
-                    .values(reserved_micro_usd=accounts.c.reserved_micro_usd + amount)
-                    .returning(accounts.c.balance_micro_usd, accounts.c.reserved_micro_usd)
-                ).first()
+                taken = conn.execute(_RESERVE_ACCOUNT, {"amount": amount, "account_id": account_id}).first()
                 if taken is None:
                     raise InsufficientCredit("account")
                 if cap is not None:
                     self._take_cap(conn, key_id, period, amount, cap)
-                conn.execute(reservations.insert().values(
-                    request_id=request_id, account_id=account_id, key_id=key_id, period=period,
-                    amount_micro_usd=amount, state="open", created_at=at))
+                conn.execute(_INSERT_RESERVATION, {"request_id": request_id, "account_id": account_id,
+                                                   "key_id": key_id, "period": period, "amount": amount, "at": at})
                 _entry(conn, account_id=account_id, kind="reserve", amount=amount, key_id=key_id,
                        request_id=request_id, at=at)
         except InsufficientCredit:
@@ -189,12 +211,8 @@ class SqlLedger:
                                                            reserved_micro_usd=0))
             except sa.exc.IntegrityError:
                 pass  # another request created the row first
-        taken = conn.execute(
-            key_spend.update()
-            .where(key_spend.c.key_id == key_id, key_spend.c.period == period,
-                   cap.amount_micro_usd - key_spend.c.spent_micro_usd - key_spend.c.reserved_micro_usd >= amount)
-            .values(reserved_micro_usd=key_spend.c.reserved_micro_usd + amount)
-        ).rowcount
+        taken = conn.execute(_RESERVE_CAP, {"amount": amount, "key_id": key_id, "period": period,
+                                            "cap": cap.amount_micro_usd}).rowcount
         if taken != 1:
             raise InsufficientCredit("key_cap")
 
@@ -203,13 +221,7 @@ class SqlLedger:
         after, or None if the reservation was not open (already closed by someone else)."""
         at = _now()
         with self._engine.begin() as conn:
-            row = conn.execute(
-                reservations.update()
-                .where(reservations.c.request_id == request_id, reservations.c.state == "open")
-                .values(state=state, closed_at=at)
-                .returning(reservations.c.account_id, reservations.c.key_id, reservations.c.period,
-                           reservations.c.amount_micro_usd)
-            ).first()
+            row = conn.execute(_CLOSE_RESERVATION, {"state": state, "at": at, "request_id": request_id}).first()
             if row is None:
                 return None
             reserved = int(row.amount_micro_usd)
@@ -218,17 +230,11 @@ class SqlLedger:
                 # charge past the reservation: the balance could go negative, and the budget would be overspent.
                 log.error("charge above reservation", extra={"request_id": request_id, "reason": "charge_capped"})
                 charge = reserved
-            left = conn.execute(
-                accounts.update().where(accounts.c.id == row.account_id)
-                .values(balance_micro_usd=accounts.c.balance_micro_usd - charge,
-                        reserved_micro_usd=accounts.c.reserved_micro_usd - reserved)
-                .returning(accounts.c.balance_micro_usd, accounts.c.reserved_micro_usd)
-            ).first()
+            left = conn.execute(_CLOSE_ACCOUNT, {"charge": charge, "reserved": reserved,
+                                                 "account_id": row.account_id}).first()
             if row.period:
-                conn.execute(
-                    key_spend.update().where(key_spend.c.key_id == row.key_id, key_spend.c.period == row.period)
-                    .values(spent_micro_usd=key_spend.c.spent_micro_usd + charge,
-                            reserved_micro_usd=key_spend.c.reserved_micro_usd - reserved))
+                conn.execute(_CLOSE_CAP, {"charge": charge, "reserved": reserved, "key_id": row.key_id,
+                                          "period": row.period})
             common = {"account_id": row.account_id, "key_id": row.key_id, "request_id": request_id, "at": at}
             if charge:
                 _entry(conn, kind="settle", amount=charge, **common)

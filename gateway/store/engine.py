@@ -22,7 +22,9 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     # hide_parameters: SQL logging (sqlalchemy.engine at INFO/DEBUG) must never print key digests.
-    engine = sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    # pool_pre_ping (one round trip per checkout) lets a pooled Postgres connection survive a server restart; a
+    # SQLite file has no connection to lose.
+    engine = sa.create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite", hide_parameters=True)
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine

@@ -18,6 +18,7 @@ def _post(gateway: RunningGateway, payload: object, **kwargs: object) -> httpx.R
 
 
 def test_upstream_failure_is_a_generic_502(gateway: RunningGateway, standin: StandIn) -> None:
+    standin.recorder.clear()
     client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=gateway.customer_key, max_retries=0)
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="failing-model", messages=[{"role": "user", "content": "Hi"}])
@@ -26,6 +27,8 @@ def test_upstream_failure_is_a_generic_502(gateway: RunningGateway, standin: Sta
                                  "code": "upstream_error"}
     assert "stand-in failure" not in caught.value.response.text
     assert str(standin.port) not in caught.value.response.text
+    # No retries: one customer request is one provider call (the reservation bounds one call's bill).
+    assert len(standin.recorder.all()) == 1
 
 
 @pytest.mark.parametrize("field", ["api_base", "base_url", "api_key", "user_config", "extra_headers", "headers",
