@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test install lint lock clean
+.PHONY: dev test install lint lock clean bench-ledger
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check gateway tests
+
+# Not part of `make test`: throughput of reserve+settle on SQLite and the machine's Postgres.
+bench-ledger: install
+	$(BIN)/python bench/ledger_bench.py --seconds 8
 
 # Re-lock after editing requirements/*.in (needs network access to the package index).
 lock:

@@ -12,8 +12,8 @@ import pytest
 from gateway.boot.bootstrap import bootstrap, write_private_file
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
-from gateway.devstack.openbao import DevVault, free_port, start_dev_vault
 from gateway.credits.ledger import SqlLedger
+from gateway.devstack.openbao import DevVault, free_port, start_dev_vault
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService

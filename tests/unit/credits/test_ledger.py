@@ -20,7 +20,7 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> SqlLedger:
     if request.param == "postgres":
         with engine.begin() as conn:
             for table in ("ledger_entries", "reservations", "key_spend", "accounts"):
-                conn.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
+                conn.execute(sa.text(f"DELETE FROM {table}"))
     return SqlLedger(engine)
 
 
