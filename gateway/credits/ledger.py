@@ -79,6 +79,17 @@ class Drift:
 
 class Ledger(Protocol):
     def reserve(self, *, request_id: str, account_id: str, key_id: str, amount: int, cap: KeyCap | None) -> int: ...
+    def _pg_close(self, request_id: str, state: str, charge: int, reason: str | None, at: datetime) -> int | None:
+        with self._autocommit.connect() as conn:
+            row = conn.execute(_PG_CLOSE, {
+                "state": state, "at": at, "request_id": request_id, "charge": charge, "reason": reason,
+                "rest_kind": "expire" if state == "expired" else "release"}).first()
+        if row is None:
+            return None
+        if row.charge < charge:
+            log.error("charge above reservation", extra={"request_id": request_id, "reason": "charge_capped"})
+        return int(row.balance_micro_usd - row.reserved_micro_usd)
+
     def settle(self, request_id: str, charge: int) -> int | None: ...
     def release(self, request_id: str, reason: str) -> None: ...
 
@@ -117,6 +128,53 @@ _CLOSE_CAP = sa.text(
     "reserved_micro_usd = reserved_micro_usd - :reserved WHERE key_id = :key_id AND period = :period")
 
 
+# On Postgres each hot-path transaction is one statement (data-modifying CTEs) run in autocommit: a single statement
+# is atomic on its own, and one round trip replaces about seven. Same effects, same ledger entries as the portable path.
+_PG_RESERVE = sa.text("""
+WITH acc AS (
+    UPDATE accounts SET reserved_micro_usd = reserved_micro_usd + :amount
+    WHERE id = :account_id AND balance_micro_usd - reserved_micro_usd >= :amount
+    RETURNING balance_micro_usd, reserved_micro_usd
+), res AS (
+    INSERT INTO reservations (request_id, account_id, key_id, period, amount_micro_usd, state, created_at)
+    SELECT :request_id, :account_id, :key_id, '', :amount, 'open', :at FROM acc
+), entry AS (
+    INSERT INTO ledger_entries (account_id, key_id, request_id, kind, amount_micro_usd, reason, created_at)
+    SELECT :account_id, :key_id, :request_id, 'reserve', :amount, NULL, :at FROM acc
+)
+SELECT balance_micro_usd, reserved_micro_usd FROM acc
+""").bindparams(sa.bindparam("at", type_=sa.DateTime(timezone=True)))
+_PG_CLOSE = sa.text("""
+WITH res AS (
+    UPDATE reservations SET state = :state, closed_at = :at
+    WHERE request_id = :request_id AND state = 'open'
+    RETURNING account_id, key_id, period, amount_micro_usd
+), amt AS (
+    SELECT account_id, key_id, period, amount_micro_usd AS reserved,
+           LEAST(CAST(:charge AS BIGINT), amount_micro_usd) AS charge
+    FROM res
+), acc AS (
+    UPDATE accounts a SET balance_micro_usd = a.balance_micro_usd - amt.charge,
+                          reserved_micro_usd = a.reserved_micro_usd - amt.reserved
+    FROM amt WHERE a.id = amt.account_id
+    RETURNING a.balance_micro_usd, a.reserved_micro_usd
+), cap AS (
+    UPDATE key_spend k SET spent_micro_usd = k.spent_micro_usd + amt.charge,
+                           reserved_micro_usd = k.reserved_micro_usd - amt.reserved
+    FROM amt WHERE amt.period <> '' AND k.key_id = amt.key_id AND k.period = amt.period
+), entries AS (
+    INSERT INTO ledger_entries (account_id, key_id, request_id, kind, amount_micro_usd, reason, created_at)
+    SELECT account_id, key_id, :request_id, kind, amount, reason, :at FROM (
+        SELECT account_id, key_id, 'settle' AS kind, charge AS amount, CAST(NULL AS VARCHAR) AS reason, 1 AS ord
+        FROM amt WHERE charge > 0
+        UNION ALL
+        SELECT account_id, key_id, :rest_kind, reserved - charge, :reason, 2 FROM amt WHERE reserved - charge > 0
+    ) AS rows ORDER BY ord
+)
+SELECT acc.balance_micro_usd, acc.reserved_micro_usd, amt.reserved, amt.charge FROM acc, amt
+""").bindparams(sa.bindparam("at", type_=sa.DateTime(timezone=True)))
+
+
 def _entry(conn: sa.Connection, *, account_id: str, kind: str, amount: int, key_id: str | None = None,
            request_id: str | None = None, reason: str | None = None, at: datetime) -> None:
     conn.execute(_INSERT_ENTRY, {"account_id": account_id, "key_id": key_id, "request_id": request_id, "kind": kind,
@@ -126,6 +184,8 @@ def _entry(conn: sa.Connection, *, account_id: str, kind: str, amount: int, key_
 class SqlLedger:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
 
     # --- accounts -----------------------------------------------------------------------------------------------
 
@@ -183,6 +243,8 @@ class SqlLedger:
             raise ValueError("a reservation must be positive")
         at = _now()
         period = cap.period_label(at) if cap else ""
+        if self._postgres and cap is None:
+            return self._pg_reserve(request_id, account_id, key_id, amount, at)
         try:
             with self._engine.begin() as conn:
                 taken = conn.execute(_RESERVE_ACCOUNT, {"amount": amount, "account_id": account_id}).first()
@@ -199,6 +261,18 @@ class SqlLedger:
         except sa.exc.SQLAlchemyError:
             log.exception("ledger reserve failed", extra={"request_id": request_id})
             raise LedgerUnavailable() from None
+        return int(taken.balance_micro_usd - taken.reserved_micro_usd)
+
+    def _pg_reserve(self, request_id: str, account_id: str, key_id: str, amount: int, at: datetime) -> int:
+        try:
+            with self._autocommit.connect() as conn:
+                taken = conn.execute(_PG_RESERVE, {"amount": amount, "account_id": account_id, "key_id": key_id,
+                                                   "request_id": request_id, "at": at}).first()
+        except sa.exc.SQLAlchemyError:
+            log.exception("ledger reserve failed", extra={"request_id": request_id})
+            raise LedgerUnavailable() from None
+        if taken is None:
+            raise InsufficientCredit("account")
         return int(taken.balance_micro_usd - taken.reserved_micro_usd)
 
     def _take_cap(self, conn: sa.Connection, key_id: str, period: str, amount: int, cap: KeyCap) -> None:
@@ -220,6 +294,8 @@ class SqlLedger:
         """Close an open reservation, charging ``charge`` (capped at the reservation). Returns available credit
         after, or None if the reservation was not open (already closed by someone else)."""
         at = _now()
+        if self._postgres:
+            return self._pg_close(request_id, state, charge, reason, at)
         with self._engine.begin() as conn:
             row = conn.execute(_CLOSE_RESERVATION, {"state": state, "at": at, "request_id": request_id}).first()
             if row is None:
@@ -242,6 +318,17 @@ class SqlLedger:
             if reserved - charge:
                 _entry(conn, kind=rest_kind, amount=reserved - charge, reason=reason, **common)
         return None if left is None else int(left.balance_micro_usd - left.reserved_micro_usd)
+
+    def _pg_close(self, request_id: str, state: str, charge: int, reason: str | None, at: datetime) -> int | None:
+        with self._autocommit.connect() as conn:
+            row = conn.execute(_PG_CLOSE, {
+                "state": state, "at": at, "request_id": request_id, "charge": charge, "reason": reason,
+                "rest_kind": "expire" if state == "expired" else "release"}).first()
+        if row is None:
+            return None
+        if row.charge < charge:
+            log.error("charge above reservation", extra={"request_id": request_id, "reason": "charge_capped"})
+        return int(row.balance_micro_usd - row.reserved_micro_usd)
 
     def settle(self, request_id: str, charge: int) -> int | None:
         """Charge the real cost and release the rest of the reservation. Returns available credit after."""
