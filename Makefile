@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test install lint lock clean bench-ledger
+.PHONY: dev test install lint lock clean bench-ledger fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check gateway tests
+
+# A longer fuzzing run than the one in `make test` (ten times the cases).
+fuzz: install
+	GATEWAY_FUZZ_SCALE=10 $(BIN)/python -m pytest -q tests/security/test_fuzz.py
 
 # Not part of `make test`: throughput of reserve+settle on SQLite and the machine's Postgres.
 bench-ledger: install

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,8 @@ from gateway.pipeline.authn import authenticate
 from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.customer import CustomerPipeline, new_request_id
 from gateway.pipeline.errors import Denial, invalid_api_key, not_found, send_denial
+from gateway.pipeline.guardrails import Guardrails
+from gateway.pipeline.security_headers import allowed_origin, send_preflight, with_security_headers
 from gateway.policy import Policy
 
 log = logging.getLogger("gateway.app")
@@ -70,11 +73,17 @@ class GatewayApp:
         self._admin = admin_app
         self._lifespan = lifespan
         self._ledger = ledger
+        self._cors_origins = frozenset(policy.cors.allow_origins)
         self._customer = CustomerPipeline(
             llm_app=llm_app,
             keys=keys,
             exposed_models=frozenset(policy.model_names()),
-            max_body_bytes=policy.limits.max_body_bytes,
+            model_modes={m.name: m.mode for m in policy.models},
+            limits=policy.limits,
+            guardrails=Guardrails(
+                secret_scan=policy.guardrails.secret_scan,
+                deny_patterns=[(rule.name, re.compile(rule.pattern)) for rule in policy.guardrails.deny_patterns],
+            ),
             llm_state=llm_state if llm_state is not None else {},
             credits=CreditStep(ledger, prices, policy),
         )
@@ -88,6 +97,12 @@ class GatewayApp:
             await send({"type": "websocket.close", "code": 1008})
             return
         method, path = scope["method"], scope["path"]
+        cors_origin = allowed_origin(scope, self._cors_origins) if path.startswith("/v1/") else None
+        if method == "OPTIONS" and cors_origin is not None and (
+                ("POST", path) in HANDOFF_ROUTES or ("POST", path) in OWN_ROUTES or ("GET", path) in OWN_ROUTES):
+            await send_preflight(with_security_headers(send, None), cors_origin)
+            return
+        send = with_security_headers(send, cors_origin)
         if (method, path) in HANDOFF_ROUTES:
             await self._customer(scope, receive, send)
         elif (method, path) == ("GET", "/v1/models"):

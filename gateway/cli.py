@@ -144,6 +144,16 @@ def secrets_issue_secret_id(
     typer.echo(f"secret_id written to {secret_id_file} (single use)")
 
 
+@app.command()
+def openapi() -> None:
+    """Print the gateway's OpenAPI description (customer surface and admin API) as JSON."""
+    from gateway.admin.api import build_admin_app
+    from gateway.openapi import gateway_openapi
+
+    admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type] - schema only, never served
+    typer.echo(json.dumps(gateway_openapi(admin.openapi()), indent=2))
+
+
 @accounts_app.command("create")
 def accounts_create(name: Annotated[str, typer.Option(help="A label for the account.")]) -> None:
     """Create an account with a zero balance."""

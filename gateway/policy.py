@@ -70,6 +70,40 @@ class Model(_Strict):
 class Limits(_Strict):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_n: int = Field(default=4, ge=1, le=128)
+    max_json_depth: int = Field(default=32, ge=4, le=256)
+    max_messages: int = Field(default=256, ge=1, le=4096)
+
+
+class DenyPattern(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    pattern: str = Field(min_length=1, max_length=1000)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc.msg})") from None
+        return value
+
+
+class Guardrails(_Strict):
+    secret_scan: bool = True
+    deny_patterns: list[DenyPattern] = Field(default_factory=list, max_length=200)
+
+
+class Cors(_Strict):
+    # Browser origins allowed to call /v1 (exact matches, e.g. "https://app.example.com"). Empty: CORS off.
+    allow_origins: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.match(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+        return value
 
 
 class Credits(_Strict):
@@ -85,6 +119,8 @@ class Policy(_Strict):
     models: list[Model] = Field(min_length=1)
     limits: Limits = Limits()
     credits: Credits = Credits()
+    guardrails: Guardrails = Guardrails()
+    cors: Cors = Cors()
 
     @field_validator("providers")
     @classmethod

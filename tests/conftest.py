@@ -80,7 +80,8 @@ class Keys:
                  **kwargs: object) -> tuple[str, str]:
         plaintext, record = self.service.issue(
             KeyKind.CUSTOMER, name="test",
-            models=models or ["chat-model", "text-model", "embed-model", "failing-model", "slow-model"],
+            models=models or ["chat-model", "text-model", "embed-model", "failing-model", "slow-model",
+                              "echo-error-model"],
             account_id=account_id or self.rich_account, **kwargs,  # type: ignore[arg-type]
         )
         self.stack.canaries += [plaintext, self.service._hasher.digest(plaintext)]

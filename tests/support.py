@@ -97,12 +97,24 @@ models:
     upstream_model: standin-error-500
     mode: chat
     price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
+  - name: echo-error-model
+    provider: standin
+    upstream_model: standin-echo-error
+    mode: chat
+    price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
   - name: slow-model
     provider: standin
     upstream_model: standin-slow-300
     mode: chat
     price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
-{extra_models}credits:
+{extra_models}guardrails:
+  secret_scan: true
+  deny_patterns:
+    - name: no-project-falcon
+      pattern: '(?i)project\\s+falcon'
+cors:
+  allow_origins: ["https://app.example.com"]
+credits:
   reservation_ttl_seconds: 900
   sweep_interval_seconds: 60
 """,

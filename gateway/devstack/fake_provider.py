@@ -5,7 +5,8 @@ embeddings and the model list with canned, deterministic content, and records ev
 path, query, headers, JSON body) so tests can assert on exactly what reached "the provider".
 
 Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``DELETE /_standin/requests``.
-An upstream model named ``standin-error-500`` answers 500; ``standin-slow-<ms>`` waits that many milliseconds before
+An upstream model named ``standin-error-500`` answers 500, ``standin-echo-error`` answers 400 with an error that echoes
+the Authorization header and URL it received; ``standin-slow-<ms>`` waits that many milliseconds before
 answering (and between stream chunks).
 """
 
@@ -73,6 +74,10 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
         model = body.get("model", "unknown")
         if model == "standin-error-500":
             return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}}, status_code=500)
+        if model == "standin-echo-error":
+            # A hostile or careless provider: its error echoes the credential it received and its own URL.
+            echoed = f"bad request from {request.headers.get('authorization')} at {request.url}"
+            return JSONResponse({"error": {"message": echoed, "type": "invalid_request_error"}}, status_code=400)
         created = int(time.time())
         slow = re.fullmatch(r"standin-slow-(\d+)", str(model))
         delay = int(slow.group(1)) / 1000 if slow else 0.0

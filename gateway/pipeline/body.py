@@ -43,7 +43,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise Denial(400, "invalid_request", "Request body must be a JSON object.") from None
     if not isinstance(value, dict):
         raise Denial(400, "invalid_request", "Request body must be a JSON object.")

@@ -18,10 +18,15 @@ from gateway.pipeline.authz import check_model
 from gateway.pipeline.body import ClientGone, parse_json_object, read_body
 from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.errors import Denial, internal_error, send_denial
+from gateway.pipeline.fields import check_fields
+from gateway.pipeline.guardrails import Guardrails
 from gateway.pipeline.handoff import hand_off
-from gateway.pipeline.steering import refuse_steering
+from gateway.policy import Limits
 
 log = logging.getLogger("gateway.pipeline")
+
+
+ROUTE_MODES = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/embeddings": "embedding"}
 
 
 def new_request_id() -> str:
@@ -37,14 +42,19 @@ class CustomerPipeline:
         llm_app: ASGIApp,
         keys: KeyService,
         exposed_models: frozenset[str],
-        max_body_bytes: int,
+        model_modes: dict[str, str],
+        limits: Limits,
+        guardrails: Guardrails,
         llm_state: dict[str, Any],
         credits: CreditStep,
     ) -> None:
         self._llm_app = llm_app
         self._keys = keys
         self._exposed = exposed_models
-        self._max_body = max_body_bytes
+        self._max_body = limits.max_body_bytes
+        self._limits = limits
+        self._modes = model_modes
+        self._guardrails = guardrails
         # LiteLLM's lifespan state (filled when its lifespan starts); its handlers read it from scope["state"].
         self._llm_state = llm_state
         self._credits = credits
@@ -57,12 +67,17 @@ class CustomerPipeline:
             # 2. Read the body once, bounded by the policy's size limit; it must be a JSON object.
             raw = await read_body(scope, receive, self._max_body)
             body = parse_json_object(raw)
-            # 3. Refuse fields that would steer LiteLLM's destination, credential, cost or callbacks.
-            refuse_steering(body)
-            # 4. Authorize the model against the policy and the key's allow-list.
+            # 3. Only the OpenAI API's fields for this route, at every level; bounded depth and message count.
+            mode = ROUTE_MODES[scope["path"]]
+            check_fields(mode, body, max_depth=self._limits.max_json_depth, max_messages=self._limits.max_messages)
+            # 4. Authorize the model against the policy and the key's allow-list; it must serve this route.
             model = check_model(body, principal, self._exposed, request_id)
-            # 5. (rate limits and guardrails go here)
-            # 6. Reserve the worst-case cost; the meter settles the real cost when the response is done.
+            if self._modes[model] != mode:
+                raise Denial(400, "invalid_request", "This model does not serve this endpoint.")
+            # 5. (rate limits go here)
+            # 6. Guardrails: no credentials or operator-denied content sent to a provider.
+            self._guardrails.check(mode, body, principal.key_id, request_id)
+            # 7. Reserve the worst-case cost; the meter settles the real cost when the response is done.
             meter, raw = self._credits.reserve(body, len(raw), principal, model, request_id)
         except Denial as denial:
             await send_denial(send, denial, request_id)
@@ -73,7 +88,7 @@ class CustomerPipeline:
             log.exception("pre-flight failed", extra={"request_id": request_id})
             await send_denial(send, internal_error(), request_id)
             return
-        # 7. Hand off in-process to LiteLLM with the principal in the scope; settle when it is done.
+        # 8. Hand off in-process to LiteLLM with the principal in the scope; settle when it is done.
         started = False
 
         async def tracking_send(message: Message) -> None:

@@ -8,6 +8,7 @@ ours: LiteLLM's error bodies carry exception text, upstream messages and sometim
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -35,6 +36,26 @@ def client_error_for(status: int) -> Denial:
     if status in (408, 504):
         return Denial(504, "upstream_timeout", "The model provider did not answer in time.", error_type="server_error")
     return Denial(502, "upstream_error", "The model provider failed.", error_type="server_error")
+
+
+STREAM_ERROR = b"data: " + error_body(client_error_for(502))
+
+
+def sanitize_stream_chunk(chunk: bytes) -> bytes:
+    """Replace any error event inside an already-started stream with our generic one (LiteLLM's carries upstream
+    text). Events are written whole by LiteLLM, one per chunk, so line-level rewriting sees complete events."""
+    if b'"error"' not in chunk:
+        return chunk
+    lines = chunk.split(b"\n")
+    for i, line in enumerate(lines):
+        if line.startswith(b"data: {") and b'"error"' in line:
+            try:
+                event = json.loads(line[6:])
+            except ValueError:
+                event = None
+            if not isinstance(event, dict) or "error" in event:
+                lines[i] = STREAM_ERROR
+    return b"\n".join(lines)
 
 
 async def hand_off(
@@ -96,7 +117,8 @@ async def hand_off(
         elif message["type"] == "http.response.body" and meter is not None:
             more = bool(message.get("more_body", False))
             if streaming:
-                meter.observe_stream(message.get("body", b""), more)
+                message = {**message, "body": sanitize_stream_chunk(message.get("body", b""))}
+                meter.observe_stream(message["body"], more)
             elif held_start is not None:
                 held_body.append(message.get("body", b""))
                 if more:

@@ -1,4 +1,7 @@
-"""Authentication: only ``Authorization: Bearer`` with the right kind of key; every failure looks the same."""
+"""Authentication: only ``Authorization: Bearer`` with the right kind of key; every failure looks the same.
+
+threat-model: TM-S1
+"""
 
 from __future__ import annotations
 

@@ -78,8 +78,8 @@ def test_models_lists_only_what_the_key_may_use(gateway: RunningGateway) -> None
     listed = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0).models.list()
     assert [m.id for m in listed.data] == ["embed-model"]
     everything = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=gateway.customer_key, max_retries=0)
-    assert sorted(m.id for m in everything.models.list().data) == ["chat-model", "embed-model", "failing-model",
-                                                                   "slow-model", "text-model"]
+    assert sorted(m.id for m in everything.models.list().data) == ["chat-model", "echo-error-model", "embed-model",
+                                                                   "failing-model", "slow-model", "text-model"]
 
 
 def test_model_outside_the_keys_allow_list_is_403(client: openai.OpenAI, standin: StandIn) -> None:

@@ -1,6 +1,6 @@
 """Only the allow-listed routes are reachable: every route LiteLLM registers is checked through the gateway.
 
-threat-model: TM-T3
+threat-model: TM-T3, TM-E2
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ def test_no_secret_in_environment_after_litellm_started(stack: Stack, tmp_path: 
     report = json.loads(line.removeprefix("PROBE-REPORT "))
     # LiteLLM really started with our bridge and models...
     assert report["custom_auth"] == "gateway.pipeline.bridge"
-    assert report["router_models"] == ["chat-model", "embed-model", "failing-model", "other-chat-model",
-                                       "slow-model", "text-model"]
+    assert report["router_models"] == ["chat-model", "echo-error-model", "embed-model", "failing-model",
+                                       "other-chat-model", "slow-model", "text-model"]
     # ...and no secret is left in the environment (names or values), nor the sentinel we used to start it.
     assert not report["worker_config_left"]
     assert any_listed(json.dumps(report["environ"]), stack.canaries) == []

@@ -1,4 +1,4 @@
-"""Traceability: every trade-off in threat-model/ names tests that exist; tests cite only IDs defined there."""
+"""Traceability: every trade-off and threat in threat-model/ names tests that exist; tests cite only IDs defined there."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _tradeoffs() -> dict[str, list[str]]:
     sections = re.split(r"^### ", DOC.read_text(), flags=re.MULTILINE)[1:]
     found: dict[str, list[str]] = {}
     for section in sections:
-        ident = re.match(r"(TM-T\d+)\b", section)
+        ident = re.match(r"(TM-[A-Z]{1,2}\d+)\b", section)
         assert ident, f"trade-off heading without an ID: {section.splitlines()[0]}"
         tests_part = section.split("Tests:", 1)[1] if "Tests:" in section else ""
         found[ident.group(1)] = re.findall(r"^- (tests/\S+::\w+)\s*$", tests_part, flags=re.MULTILINE)
@@ -33,9 +33,10 @@ def test_the_required_tradeoffs_are_written_down() -> None:
         assert words in text
 
 
-def test_every_tradeoff_names_existing_tests() -> None:
+def test_every_tradeoff_and_threat_names_existing_tests() -> None:
     tradeoffs = _tradeoffs()
-    assert len(tradeoffs) >= 4
+    assert len([t for t in tradeoffs if t.startswith("TM-T")]) >= 4
+    assert len([t for t in tradeoffs if not t.startswith("TM-T")]) >= 6
     for ident, tests in tradeoffs.items():
         assert tests, f"{ident} names no test"
         for reference in tests:
@@ -50,7 +51,7 @@ def test_tests_cite_only_known_ids() -> None:
     for path in (REPO / "tests").rglob("test_*.py"):
         if path.name == "test_threat_model.py":
             continue
-        cited.update(re.findall(r"threat-model: ((?:TM-T\d+)(?:, TM-T\d+)*)", path.read_text()))
+        cited.update(re.findall(r"threat-model: ((?:TM-[A-Z]{1,2}\d+)(?:, TM-[A-Z]{1,2}\d+)*)", path.read_text()))
     ids = {ident for group in cited for ident in group.split(", ")}
     assert ids, "no test cites the threat model"
     assert ids - known == set()

@@ -81,3 +81,15 @@ def test_litellm_errors_are_replaced_by_ours() -> None:
         assert json.loads(body)["error"]["code"] == code
         assert b"10.0.0.5" not in body and b"sk-upstream" not in body
         assert b"10.0.0.5" not in repr(sent[0]["headers"]).encode()
+
+
+def test_error_events_inside_a_stream_are_replaced() -> None:
+    from gateway.pipeline.handoff import sanitize_stream_chunk
+
+    leaky = b'data: {"error": {"message": "upstream said Bearer sk-upstream at http://10.0.0.5/v1"}}\n\n'
+    clean = sanitize_stream_chunk(leaky)
+    assert b"sk-upstream" not in clean and b"10.0.0.5" not in clean
+    assert json.loads(clean.split(b"\n")[0][6:])["error"]["code"] == "upstream_error"
+    # A normal chunk that mentions "error" below the top level passes unchanged.
+    ordinary = b'data: {"choices": [{"delta": {"content": "x"}, "logprobs": {"error": 0}}]}\n\n'
+    assert sanitize_stream_chunk(ordinary) == ordinary

@@ -1,0 +1,203 @@
+"""Step: only the fields of the OpenAI API reach LiteLLM — an allow-list per route, at every nesting level.
+
+Anything else is ``400 unsupported_parameter`` naming the field, before LiteLLM sees the request. LiteLLM honours many
+non-OpenAI fields that steer a call (``api_base``, ``api_key``, ``extra_headers``, ``user_config``, ``metadata``,
+``litellm_*``, provider credential aliases …); none of them is on these lists, at the top or nested. Strings in
+free-form places (``user``, ``stop``, tool-call arguments are excepted: they are data) that hold a JSON object with a
+steering key are refused too, since LiteLLM parses some string fields as JSON.
+
+Free-form JSON Schema objects (``tools[].function.parameters``, ``response_format.json_schema.schema``) are not
+inspected key by key: their keys are property names of the caller's own schema, which LiteLLM passes through as data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.pipeline.errors import Denial
+
+COMMON = {"model", "user", "stream", "stream_options", "n", "max_tokens", "temperature", "top_p", "stop", "seed",
+          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}
+ALLOWED_TOP = {
+    "chat": COMMON | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
+                      "tool_choice", "parallel_tool_calls", "functions", "function_call", "reasoning_effort"},
+    "completion": COMMON | {"prompt", "best_of", "echo", "suffix"},
+    "embedding": {"model", "input", "encoding_format", "dimensions", "user"},
+}
+MESSAGE_FIELDS = {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal"}
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+CONTENT_PART_FIELDS = {"type", "text"}
+TOOL_FIELDS = {"type", "function"}
+FUNCTION_FIELDS = {"name", "description", "parameters", "strict"}
+TOOL_CALL_FIELDS = {"id", "type", "function", "index"}
+CALLED_FUNCTION_FIELDS = {"name", "arguments"}
+RESPONSE_FORMAT_FIELDS = {"type", "json_schema"}
+JSON_SCHEMA_FIELDS = {"name", "description", "schema", "strict"}
+STREAM_OPTIONS_FIELDS = {"include_usage"}
+
+# Keys that would steer LiteLLM if they appeared in a JSON object it parses out of a string.
+STEERING_KEYS = {
+    "api_base", "base_url", "api_key", "api_version", "azure_ad_token", "organization", "custom_llm_provider",
+    "user_config", "extra_headers", "headers", "extra_body", "metadata", "litellm_metadata", "model_list",
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "vertex_credentials", "mock_response",
+    "callbacks", "success_callback", "failure_callback", "input_cost_per_token", "output_cost_per_token",
+}
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_PRINTABLE = re.compile(r"[^A-Za-z0-9_.\[\]-]")
+
+
+def unsupported(path: str) -> Denial:
+    shown = _PRINTABLE.sub("?", path)[:80]
+    return Denial(400, "unsupported_parameter", f"Unsupported parameter: {shown}.", error_type="invalid_request_error")
+
+
+def invalid(path: str, what: str) -> Denial:
+    return Denial(400, "invalid_request", f"Invalid value for {_PRINTABLE.sub('?', path)[:80]}: {what}.")
+
+
+def _only(obj: Any, allowed: set[str], path: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise invalid(path, "must be an object")
+    for key in obj:
+        if key not in allowed:
+            raise unsupported(f"{path}.{key}" if path else key)
+    return obj
+
+
+def _smuggled(value: str) -> bool:
+    text = value.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return False
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return bool(_steering_keys(parsed))
+
+
+def _steering_keys(value: Any) -> set[str]:
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            found.update(k for k in item if isinstance(k, str) and (k in STEERING_KEYS or k.startswith("litellm_")))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, computed without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _strings(values: Iterable[tuple[str, Any]]) -> None:
+    for path, value in values:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and _smuggled(item):
+                raise unsupported(f"{path} (JSON with a steering field)")
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise invalid(name, f"must be a number from {low} to {high}")
+
+
+def _messages(messages: Any, max_messages: int) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise invalid("messages", "must be a non-empty list")
+    if len(messages) > max_messages:
+        raise Denial(400, "too_many_messages", f"At most {max_messages} messages per request.")
+    for i, message in enumerate(messages):
+        path = f"messages[{i}]"
+        _only(message, MESSAGE_FIELDS, path)
+        if message.get("role") not in ROLES:
+            raise invalid(f"{path}.role", "unknown role")
+        content = message.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or part.get("type") != "text":
+                    raise Denial(400, "unsupported_content",
+                                 "Only text content is accepted (other content cannot be priced in advance).")
+                _only(part, CONTENT_PART_FIELDS, f"{path}.content[{j}]")
+                if not isinstance(part.get("text"), str):
+                    raise invalid(f"{path}.content[{j}].text", "must be a string")
+        elif content is not None and not isinstance(content, str):
+            raise invalid(f"{path}.content", "must be a string or a list of text parts")
+        for k, call in enumerate(message.get("tool_calls") or []):
+            _only(call, TOOL_CALL_FIELDS, f"{path}.tool_calls[{k}]")
+            _only(call.get("function", {}), CALLED_FUNCTION_FIELDS, f"{path}.tool_calls[{k}].function")
+        if message.get("function_call") is not None:
+            _only(message["function_call"], CALLED_FUNCTION_FIELDS, f"{path}.function_call")
+        _strings([(f"{path}.name", message.get("name")), (f"{path}.tool_call_id", message.get("tool_call_id"))])
+
+
+def _tools(body: dict[str, Any]) -> None:
+    for i, tool in enumerate(body.get("tools") or []):
+        _only(tool, TOOL_FIELDS, f"tools[{i}]")
+        _only(tool.get("function", {}), FUNCTION_FIELDS, f"tools[{i}].function")
+    for i, function in enumerate(body.get("functions") or []):
+        _only(function, FUNCTION_FIELDS, f"functions[{i}]")
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        _only(choice, TOOL_FIELDS, "tool_choice")
+        _only(choice.get("function", {}), {"name"}, "tool_choice.function")
+    elif choice is not None and choice not in ("none", "auto", "required"):
+        raise invalid("tool_choice", "must be none, auto, required or a function choice")
+    if "response_format" in body and body["response_format"] is not None:
+        response_format = _only(body["response_format"], RESPONSE_FORMAT_FIELDS, "response_format")
+        if response_format.get("json_schema") is not None:
+            _only(response_format["json_schema"], JSON_SCHEMA_FIELDS, "response_format.json_schema")
+
+
+def check_fields(mode: str, body: dict[str, Any], *, max_depth: int, max_messages: int) -> None:
+    """Raise :class:`Denial` unless every field of ``body`` is one the OpenAI API defines for this route."""
+    if depth(body) > max_depth:
+        raise Denial(400, "too_deeply_nested", f"JSON nesting deeper than {max_depth} levels.")
+    _only(body, ALLOWED_TOP[mode], "")
+    model = body.get("model")
+    if not isinstance(model, str) or not MODEL_NAME.match(model):
+        raise invalid("model", "must be a model name")
+    if body.get("stream_options") is not None:
+        _only(body["stream_options"], STREAM_OPTIONS_FIELDS, "stream_options")
+    logit_bias = body.get("logit_bias")
+    if logit_bias is not None and (not isinstance(logit_bias, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in logit_bias.values())):
+        raise invalid("logit_bias", "must map token ids to numbers")
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    _number(body, "presence_penalty", -2, 2)
+    _number(body, "frequency_penalty", -2, 2)
+    user = body.get("user")
+    if user is not None and (not isinstance(user, str) or len(user) > 256):
+        raise invalid("user", "must be a string of at most 256 characters")
+    stop = body.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (
+            isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
+        raise invalid("stop", "must be a string or up to 4 strings")
+    _strings([("user", user), ("stop", stop), ("suffix", body.get("suffix"))])
+    if mode == "chat":
+        _messages(body.get("messages"), max_messages)
+        _tools(body)
+    elif mode == "embedding":
+        if body.get("encoding_format") not in (None, "float", "base64"):
+            raise invalid("encoding_format", "must be float or base64")
+        if "input" not in body:
+            raise invalid("input", "is required")
