@@ -26,6 +26,7 @@ from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.customer import CustomerPipeline, new_request_id
 from gateway.pipeline.errors import Denial, invalid_api_key, not_found, send_denial
 from gateway.pipeline.guardrails import Guardrails
+from gateway.pipeline.ratelimit import RateLimiter
 from gateway.pipeline.security_headers import allowed_origin, send_preflight, with_security_headers
 from gateway.policy import Policy
 
@@ -65,6 +66,7 @@ class GatewayApp:
         policy: Policy,
         ledger: SqlLedger,
         prices: dict[str, Price],
+        rate_limiter: RateLimiter,
         lifespan: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
         llm_state: dict[str, Any] | None = None,
     ) -> None:
@@ -86,6 +88,7 @@ class GatewayApp:
             ),
             llm_state=llm_state if llm_state is not None else {},
             credits=CreditStep(ledger, prices, policy),
+            rate_limiter=rate_limiter,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

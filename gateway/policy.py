@@ -88,6 +88,17 @@ class DenyPattern(_Strict):
         return value
 
 
+class RateLimits(_Strict):
+    # Defaults for keys created without their own limits.
+    default_rpm: int = Field(default=600, ge=1, le=1_000_000)
+    default_tpm: int = Field(default=2_000_000, ge=1, le=1_000_000_000)
+
+
+class KeyPolicy(_Strict):
+    # After a rotation the old key keeps working this long, so clients can switch without an outage.
+    rotation_grace_seconds: int = Field(default=60, ge=0, le=7 * 86_400)
+
+
 class Guardrails(_Strict):
     secret_scan: bool = True
     deny_patterns: list[DenyPattern] = Field(default_factory=list, max_length=200)
@@ -120,6 +131,8 @@ class Policy(_Strict):
     limits: Limits = Limits()
     credits: Credits = Credits()
     guardrails: Guardrails = Guardrails()
+    rate_limits: RateLimits = RateLimits()
+    keys: KeyPolicy = KeyPolicy()
     cors: Cors = Cors()
 
     @field_validator("providers")

@@ -16,3 +16,5 @@ class Principal:
     account_id: str | None = None
     spend_cap_micro_usd: int | None = None
     spend_cap_period: str = "none"
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None

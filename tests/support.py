@@ -114,6 +114,11 @@ models:
       pattern: '(?i)project\\s+falcon'
 cors:
   allow_origins: ["https://app.example.com"]
+rate_limits:
+  default_rpm: 1000000
+  default_tpm: 1000000000
+keys:
+  rotation_grace_seconds: 2
 credits:
   reservation_ttl_seconds: 900
   sweep_interval_seconds: 60

@@ -6,7 +6,7 @@ No ``from __future__ import annotations`` here: FastAPI resolves the ``Annotated
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
@@ -34,6 +34,8 @@ class CreateKey(BaseModel):
     expires_at: datetime | None = None
     spend_cap_micro_usd: int | None = Field(default=None, ge=0, le=10**15, strict=True)
     spend_cap_period: Literal["none", "daily", "monthly"] = "none"
+    rpm_limit: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
+    tpm_limit: int | None = Field(default=None, ge=1, le=1_000_000_000, strict=True)
 
     @field_validator("expires_at")
     @classmethod
@@ -41,6 +43,11 @@ class CreateKey(BaseModel):
         if value is not None and value.tzinfo is None:
             raise ValueError("must include a timezone offset")
         return value
+
+
+class RotateKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_seconds: int | None = Field(default=None, ge=0, le=7 * 86_400, strict=True)
 
 
 class CreateAccount(BaseModel):
@@ -74,7 +81,8 @@ def _account_view(account: Account) -> dict[str, object]:
     }
 
 
-def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozenset[str]) -> FastAPI:
+def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozenset[str],
+                    rotation_grace_seconds: int = 60) -> FastAPI:
     # redirect_slashes=False: no 307 to a Location built from the client's Host header; unknown paths are 404.
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="gateway admin", redirect_slashes=False)
 
@@ -121,7 +129,8 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         plaintext, record = keys.issue(KeyKind.CUSTOMER, name=payload.name, models=payload.models,
                                        expires_at=payload.expires_at, account_id=payload.account_id,
                                        spend_cap_micro_usd=payload.spend_cap_micro_usd,
-                                       spend_cap_period=payload.spend_cap_period)
+                                       spend_cap_period=payload.spend_cap_period, rpm_limit=payload.rpm_limit,
+                                       tpm_limit=payload.tpm_limit)
         log.info("key created", extra={"key_id": record.id, "by": who.key_id})
         return {**record.public(datetime.now(UTC)), "key": plaintext}
 
@@ -147,6 +156,19 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
             raise Denial(404, "not_found", "No such key.")
         log.warning("key revoked", extra={"key_id": key_id, "by": who.key_id})
         return revoked.public(datetime.now(UTC))
+
+    @app.post("/admin/keys/{key_id}/rotate", status_code=201)
+    def rotate_key(key_id: str, who: Admin, payload: RotateKey | None = None) -> dict[str, object]:
+        grace = payload.grace_seconds if payload and payload.grace_seconds is not None else rotation_grace_seconds
+        rotated = keys.rotate(key_id, grace=timedelta(seconds=grace))
+        if rotated is None:
+            raise Denial(404, "not_found", "No live customer key with that id.")
+        plaintext, record = rotated
+        old = keys.store.get(key_id)
+        log.warning("key rotated", extra={"key_id": key_id, "by": who.key_id, "outcome": record.id})
+        until = old.expires_at.isoformat() if old is not None and old.expires_at is not None else None
+        return {**record.public(datetime.now(UTC)), "key": plaintext, "replaces": key_id,
+                "old_key_valid_until": until}
 
     @app.post("/admin/accounts", status_code=201)
     def create_account(payload: CreateAccount, who: Admin) -> dict[str, object]:

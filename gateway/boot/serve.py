@@ -2,7 +2,7 @@
 
 Each step either succeeds or raises :class:`BootError` naming itself; ``main`` prints that one line and exits non-zero
 before any port opens. ``check_only`` runs every check (settings, policy, litellm version, environment, Vault login
-and reads, database, prices) and stops before LiteLLM's proxy is imported.
+and reads, database, Redis when configured, prices) and stops before LiteLLM's proxy is imported.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from gateway.admin.api import build_admin_app
 from gateway.app import GatewayApp
 from gateway.boot import litellm_mount, vault
 from gateway.boot.errors import BootError
-from gateway.boot.settings import Settings, load_settings
+from gateway.boot.settings import Settings, load_settings, read_credential_file
 from gateway.credits.ledger import SqlLedger
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
 from gateway.keys.store import SqlKeyStore
+from gateway.pipeline.ratelimit import RateLimiter
 from gateway.policy import Policy, PolicyError, load_policy
 from gateway.store.engine import open_store
 
@@ -62,6 +63,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
         # Give the token up as soon as the reads are done, whatever happened.
         _step("vault revoke", vault.revoke_own_token, client)
     engine = _step("database", open_store, settings.database_url)
+    rate_limiter = _step("redis", build_rate_limiter, settings, policy)
     # Importing litellm (not its proxy) is safe now that the installed version is the pin.
     prices = _step("prices", litellm_mount.resolve_prices, policy)
     if check_only:
@@ -81,15 +83,32 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     ledger = SqlLedger(engine)
     app = GatewayApp(
         llm_app=proxy_server.app,
-        admin_app=build_admin_app(keys, ledger, frozenset(policy.model_names())),
+        admin_app=build_admin_app(keys, ledger, frozenset(policy.model_names()),
+                                  rotation_grace_seconds=policy.keys.rotation_grace_seconds),
         keys=keys,
         policy=policy,
         ledger=ledger,
         prices=prices,
+        rate_limiter=rate_limiter,
         lifespan=lifespan,
         llm_state=llm_state,
     )
     return Booted(settings, policy, app)
+
+
+def build_rate_limiter(settings: Settings, policy: Policy) -> RateLimiter:
+    """In-memory counters, or Redis shared by the fleet (reachability checked now: boot fails closed)."""
+    options: dict[str, Any] = {}
+    if settings.redis_url and settings.redis_password_file is not None:
+        options["password"] = read_credential_file(settings.redis_password_file, "GATEWAY_REDIS_PASSWORD_FILE")
+    if settings.redis_url:
+        options.update({"socket_timeout": 1, "socket_connect_timeout": 1})
+    limiter = RateLimiter(storage_uri=settings.redis_url or "memory://", storage_options=options,
+                          default_rpm=policy.rate_limits.default_rpm, default_tpm=policy.rate_limits.default_tpm,
+                          unsafe_fail_open=settings.unsafe_rate_limit_fail_open)
+    if settings.redis_url and not limiter.reachable():
+        raise BootError("redis", f"Redis at {settings.redis_url} is unreachable")
+    return limiter
 
 
 def serve(settings: Settings) -> int:
@@ -121,7 +140,7 @@ def main(*, check: bool) -> int:
         if check:
             prepare(settings, check_only=True)
             print("gateway: all boot checks passed (settings, policy, litellm version, environment, vault, database, "
-                  "prices)")
+                  "redis, prices)")
             return 0
         return serve(settings)
     except BootError as exc:

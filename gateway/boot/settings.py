@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,26 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Shared rate-limit counters for a fleet; unset: in-memory counters per process.
+    redis_url: str | None = None
+    redis_password_file: Path | None = None
+    # Dangerous: with Redis unreachable, let traffic through without rate limits instead of answering 503.
+    unsafe_rate_limit_fail_open: bool = False
+
+    @field_validator("redis_url", "database_url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        # A password in a URL would sit in the environment; use a 0600 file (Redis) or ~/.pgpass (Postgres).
+        if value and re.match(r"^[a-z0-9+]+://[^/@]*:[^/@]*@", value):
+            raise ValueError("must not carry a password; use GATEWAY_REDIS_PASSWORD_FILE or ~/.pgpass")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
 
     @field_validator("vault_addr")
     @classmethod

@@ -63,6 +63,7 @@ def per_million_from_usd_per_million(value: str) -> int:
 class Estimate:
     amount: int
     body: dict[str, Any]  # the body to forward (max_tokens filled in, usage requested for streams)
+    tokens: int = 0  # prompt bound + output bound, for tokens-per-minute limits
 
 
 def _positive_int(body: dict[str, Any], name: str, default: int, cap: int) -> int:
@@ -95,7 +96,7 @@ def estimate(
     forwarded = dict(body)
     prompt_bound = raw_length + REQUEST_OVERHEAD_TOKENS
     if mode == "embedding":
-        return Estimate(price.cost(prompt_bound, 0), forwarded)
+        return Estimate(price.cost(prompt_bound, 0), forwarded, prompt_bound)
     if mode == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -123,4 +124,4 @@ def estimate(
             raise Denial(400, "invalid_request", "'stream_options' must be an object.")
         # Settlement needs the provider's own usage figures at the end of the stream.
         forwarded["stream_options"] = {**(options or {}), "include_usage": True}
-    return Estimate(price.cost(prompt_bound, output * choices), forwarded)
+    return Estimate(price.cost(prompt_bound, output * choices), forwarded, prompt_bound + output * choices)

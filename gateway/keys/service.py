@@ -13,7 +13,7 @@ Denial reasons (go to logs and metrics, never to the client, who always sees ``4
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gateway.keys import format as key_format
 from gateway.keys.format import KeyKind
@@ -46,6 +46,8 @@ class KeyService:
         account_id: str | None = None,
         spend_cap_micro_usd: int | None = None,
         spend_cap_period: str = "none",
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
     ) -> tuple[str, KeyRecord]:
         """Create a key; returns (plaintext, record). The plaintext is not kept anywhere."""
         if expires_at is not None and expires_at.tzinfo is None:
@@ -66,7 +68,24 @@ class KeyService:
             account_id=account_id if kind is KeyKind.CUSTOMER else None,
             spend_cap_micro_usd=spend_cap_micro_usd,
             spend_cap_period=spend_cap_period,
+            rpm_limit=rpm_limit,
+            tpm_limit=tpm_limit,
         )
+        return plaintext, record
+
+    def rotate(self, key_id: str, *, grace: timedelta) -> tuple[str, KeyRecord] | None:
+        """A new key with the same settings; the old one keeps working for ``grace``, then is rejected.
+
+        Returns None when there is no live customer key with that id."""
+        old = self.store.get(key_id)
+        now = datetime.now(UTC)
+        if old is None or old.kind != KeyKind.CUSTOMER.value or old.state(now) != "active":
+            return None
+        plaintext, record = self.issue(
+            KeyKind.CUSTOMER, name=old.name, models=list(old.models), expires_at=old.expires_at,
+            account_id=old.account_id, spend_cap_micro_usd=old.spend_cap_micro_usd,
+            spend_cap_period=old.spend_cap_period, rpm_limit=old.rpm_limit, tpm_limit=old.tpm_limit)
+        self.store.retire(key_id, successor=record.id, not_after=now + grace)
         return plaintext, record
 
     def verify(self, presented: str | None, kind: KeyKind) -> Principal:
@@ -98,4 +117,6 @@ class KeyService:
             account_id=record.account_id,
             spend_cap_micro_usd=record.spend_cap_micro_usd,
             spend_cap_period=record.spend_cap_period,
+            rpm_limit=record.rpm_limit,
+            tpm_limit=record.tpm_limit,
         )

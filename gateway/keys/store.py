@@ -24,6 +24,9 @@ class KeyRecord:
     account_id: str | None = None
     spend_cap_micro_usd: int | None = None
     spend_cap_period: str = "none"
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    rotated_to: str | None = None
 
     def state(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -46,6 +49,9 @@ class KeyRecord:
             "account_id": self.account_id,
             "spend_cap_micro_usd": self.spend_cap_micro_usd,
             "spend_cap_period": self.spend_cap_period,
+            "rpm_limit": self.rpm_limit,
+            "tpm_limit": self.tpm_limit,
+            "rotated_to": self.rotated_to,
         }
 
 
@@ -56,7 +62,9 @@ class StoreUnavailable(Exception):
 class KeyStore(Protocol):
     def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None,
                account_id: str | None = None, spend_cap_micro_usd: int | None = None,
-               spend_cap_period: str = "none") -> KeyRecord: ...
+               spend_cap_period: str = "none", rpm_limit: int | None = None,
+               tpm_limit: int | None = None) -> KeyRecord: ...
+    def retire(self, key_id: str, *, successor: str, not_after: datetime) -> None: ...
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None: ...
     def get(self, key_id: str) -> KeyRecord | None: ...
     def list(self, kind: str | None = None) -> list[KeyRecord]: ...
@@ -86,6 +94,9 @@ def _record(row: sa.Row[tuple[object, ...]]) -> KeyRecord:
         account_id=m["account_id"],
         spend_cap_micro_usd=m["spend_cap_micro_usd"],
         spend_cap_period=m["spend_cap_period"],
+        rpm_limit=m["rpm_limit"],
+        tpm_limit=m["tpm_limit"],
+        rotated_to=m["rotated_to"],
     )
 
 
@@ -100,7 +111,8 @@ class SqlKeyStore:
 
     def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None,
                account_id: str | None = None, spend_cap_micro_usd: int | None = None,
-               spend_cap_period: str = "none") -> KeyRecord:
+               spend_cap_period: str = "none", rpm_limit: int | None = None,
+               tpm_limit: int | None = None) -> KeyRecord:
         key_id = "key_" + uuid.uuid4().hex[:24]
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
@@ -109,10 +121,22 @@ class SqlKeyStore:
                     id=key_id, kind=kind, name=name, key_digest=digest, models=list(models),
                     created_at=now, expires_at=expires_at, revoked_at=None, account_id=account_id,
                     spend_cap_micro_usd=spend_cap_micro_usd, spend_cap_period=spend_cap_period,
+                    rpm_limit=rpm_limit, tpm_limit=tpm_limit,
                 )
             )
         return KeyRecord(key_id, kind, name, tuple(models), now, expires_at, None, account_id, spend_cap_micro_usd,
-                         spend_cap_period)
+                         spend_cap_period, rpm_limit, tpm_limit)
+
+    def retire(self, key_id: str, *, successor: str, not_after: datetime) -> None:
+        """Mark a rotated key: it stays valid until ``not_after`` (or its own earlier expiry), then is rejected."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, sa.or_(api_keys.c.expires_at.is_(None),
+                                                       api_keys.c.expires_at > not_after))
+                .values(expires_at=not_after)
+            )
+            conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(rotated_to=successor))
 
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None:
         try:

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from gateway.credits.ledger import InsufficientCredit, KeyCap, Ledger, LedgerUnavailable
-from gateway.credits.pricing import Price, estimate
+from gateway.credits.pricing import Estimate, Price, estimate
 from gateway.pipeline.errors import Denial
 from gateway.policy import Policy
 from gateway.principal import Principal
@@ -122,12 +122,15 @@ class CreditStep:
         self._prices = prices
         self._policy = policy
 
-    def reserve(self, body: dict[str, Any], raw_length: int, principal: Principal, model_name: str,
-                request_id: str) -> tuple[Meter, bytes]:
+    def estimate(self, body: dict[str, Any], raw_length: int, model_name: str) -> Estimate:
+        model = self._policy.model(model_name)
+        return estimate(model.mode, body, raw_length, self._prices[model_name], model.max_output_tokens,
+                        self._policy.limits.max_n)
+
+    def reserve(self, worst: Estimate, principal: Principal, model_name: str, request_id: str) -> tuple[Meter, bytes]:
         """Reserve the worst case; returns the meter that will settle it and the body to forward."""
         model = self._policy.model(model_name)
         price = self._prices[model_name]
-        worst = estimate(model.mode, body, raw_length, price, model.max_output_tokens, self._policy.limits.max_n)
         if principal.account_id is None:
             raise Denial(402, "budget_exhausted", "This key has no credit account.", error_type="insufficient_quota")
         amount = max(worst.amount, 1)

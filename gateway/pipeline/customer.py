@@ -21,6 +21,7 @@ from gateway.pipeline.errors import Denial, internal_error, send_denial
 from gateway.pipeline.fields import check_fields
 from gateway.pipeline.guardrails import Guardrails
 from gateway.pipeline.handoff import hand_off
+from gateway.pipeline.ratelimit import RateLimiter
 from gateway.policy import Limits
 
 log = logging.getLogger("gateway.pipeline")
@@ -47,6 +48,7 @@ class CustomerPipeline:
         guardrails: Guardrails,
         llm_state: dict[str, Any],
         credits: CreditStep,
+        rate_limiter: RateLimiter,
     ) -> None:
         self._llm_app = llm_app
         self._keys = keys
@@ -58,27 +60,32 @@ class CustomerPipeline:
         # LiteLLM's lifespan state (filled when its lifespan starts); its handlers read it from scope["state"].
         self._llm_state = llm_state
         self._credits = credits
+        self._rate_limiter = rate_limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
         try:
             # 1. Authenticate: Authorization: Bearer with a customer key, nothing else.
             principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id)
-            # 2. Read the body once, bounded by the policy's size limit; it must be a JSON object.
+            # 2. Requests per minute, before any further work (shared by the fleet when Redis is configured).
+            self._rate_limiter.requests(principal, request_id)
+            # 3. Read the body once, bounded by the policy's size limit; it must be a JSON object.
             raw = await read_body(scope, receive, self._max_body)
             body = parse_json_object(raw)
-            # 3. Only the OpenAI API's fields for this route, at every level; bounded depth and message count.
+            # 4. Only the OpenAI API's fields for this route, at every level; bounded depth and message count.
             mode = ROUTE_MODES[scope["path"]]
             check_fields(mode, body, max_depth=self._limits.max_json_depth, max_messages=self._limits.max_messages)
-            # 4. Authorize the model against the policy and the key's allow-list; it must serve this route.
+            # 5. Authorize the model against the policy and the key's allow-list; it must serve this route.
             model = check_model(body, principal, self._exposed, request_id)
             if self._modes[model] != mode:
                 raise Denial(400, "invalid_request", "This model does not serve this endpoint.")
-            # 5. (rate limits go here)
             # 6. Guardrails: no credentials or operator-denied content sent to a provider.
             self._guardrails.check(mode, body, principal.key_id, request_id)
-            # 7. Reserve the worst-case cost; the meter settles the real cost when the response is done.
-            meter, raw = self._credits.reserve(body, len(raw), principal, model, request_id)
+            # 7. Worst case of this request, then tokens per minute against it.
+            worst = self._credits.estimate(body, len(raw), model)
+            self._rate_limiter.tokens(principal, worst.tokens, request_id)
+            # 8. Reserve the worst-case cost; the meter settles the real cost when the response is done.
+            meter, raw = self._credits.reserve(worst, principal, model, request_id)
         except Denial as denial:
             await send_denial(send, denial, request_id)
             return
@@ -88,7 +95,7 @@ class CustomerPipeline:
             log.exception("pre-flight failed", extra={"request_id": request_id})
             await send_denial(send, internal_error(), request_id)
             return
-        # 8. Hand off in-process to LiteLLM with the principal in the scope; settle when it is done.
+        # 9. Hand off in-process to LiteLLM with the principal in the scope; settle when it is done.
         started = False
 
         async def tracking_send(message: Message) -> None:

@@ -8,6 +8,7 @@ Denials raised by pipeline steps::
       ├── 400 invalid_request        body is not a JSON object, or a required field is missing or of the wrong type
       ├── 400 unsupported_parameter  a body field that would steer LiteLLM (destination, credential, cost, callbacks)
       ├── 413 request_too_large      body over the policy's max_body_bytes
+      ├── 429 rate_limited           the key's requests or tokens per minute (Retry-After, x-ratelimit-*)
       ├── 404 not_found              path/method not on the allow-list
       ├── 503 service_unavailable    the key store is unreachable (fail closed)
       ├── 500 internal_error         anything unexpected (details in logs only)
@@ -22,12 +23,14 @@ from gateway.pipeline.asgi import Send
 
 
 class Denial(Exception):
-    def __init__(self, status: int, code: str, message: str, *, error_type: str = "invalid_request_error") -> None:
+    def __init__(self, status: int, code: str, message: str, *, error_type: str = "invalid_request_error",
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(code)
         self.status = status
         self.code = code
         self.message = message
         self.error_type = error_type
+        self.headers = headers or []
 
 
 def invalid_api_key() -> Denial:
@@ -58,5 +61,6 @@ async def send_denial(send: Send, denial: Denial, request_id: str) -> None:
     ]
     if denial.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="gateway"'))
+    headers.extend(denial.headers)
     await send({"type": "http.response.start", "status": denial.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

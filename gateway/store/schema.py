@@ -25,6 +25,11 @@ api_keys = sa.Table(
     sa.Column("account_id", sa.String(32), nullable=True),
     sa.Column("spend_cap_micro_usd", sa.BigInteger, nullable=True),
     sa.Column("spend_cap_period", sa.String(8), nullable=False, server_default="none"),
+    # Per-key rate limits (None: the policy's defaults).
+    sa.Column("rpm_limit", sa.Integer, nullable=True),
+    sa.Column("tpm_limit", sa.Integer, nullable=True),
+    # Set when the key was rotated: the id of its successor.
+    sa.Column("rotated_to", sa.String(32), nullable=True),
 )
 
 # --- credits (integer micro-USD everywhere) -------------------------------------------------------------------
