@@ -70,6 +70,8 @@ def keys_create(
     expires_at: Annotated[str | None, typer.Option(help="ISO 8601 with offset.")] = None,
     spend_cap_micro_usd: Annotated[int | None, typer.Option(help="Most this key may spend per period.")] = None,
     spend_cap_period: Annotated[str, typer.Option(help="none, daily or monthly.")] = "none",
+    rpm_limit: Annotated[int | None, typer.Option(help="Requests per minute (default: the policy's).")] = None,
+    tpm_limit: Annotated[int | None, typer.Option(help="Tokens per minute (default: the policy's).")] = None,
 ) -> None:
     """Create a customer key (reads the pepper from Vault with the configured credentials)."""
     from gateway.boot.cli_ops import create_key
@@ -79,9 +81,11 @@ def keys_create(
         _fail("gateway: --spend-cap-period must be none, daily or monthly")
     if spend_cap_micro_usd is not None and spend_cap_micro_usd < 0:
         _fail("gateway: --spend-cap-micro-usd cannot be negative")
+    if (rpm_limit is not None and rpm_limit < 1) or (tpm_limit is not None and tpm_limit < 1):
+        _fail("gateway: --rpm-limit and --tpm-limit must be positive")
     plaintext, record = create_key(KeyKind.CUSTOMER, name=name, models=model, expires_at=_parse_expiry(expires_at),
                                    account_id=account_id, spend_cap_micro_usd=spend_cap_micro_usd,
-                                   spend_cap_period=spend_cap_period)
+                                   spend_cap_period=spend_cap_period, rpm_limit=rpm_limit, tpm_limit=tpm_limit)
     typer.echo(json.dumps({**record, "key": plaintext}, indent=2))
     typer.echo("Store the key now: it is not shown again.", err=True)
 

@@ -103,6 +103,8 @@ def create_key(
     account_id: str | None,
     spend_cap_micro_usd: int | None = None,
     spend_cap_period: str = "none",
+    rpm_limit: int | None = None,
+    tpm_limit: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     settings = _settings()
     if kind is KeyKind.CUSTOMER:
@@ -123,7 +125,8 @@ def create_key(
         _die(exc)
     service = KeyService(_store(settings), KeyHasher(pepper.reveal().encode("utf-8")))
     plaintext, record = service.issue(kind, name=name, models=models, expires_at=expires_at, account_id=account_id,
-                                      spend_cap_micro_usd=spend_cap_micro_usd, spend_cap_period=spend_cap_period)
+                                      spend_cap_micro_usd=spend_cap_micro_usd, spend_cap_period=spend_cap_period,
+                                      rpm_limit=rpm_limit, tpm_limit=tpm_limit)
     return plaintext, record.public(datetime.now(UTC))
 
 
