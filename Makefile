@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test install lint lock clean bench-ledger fuzz
+.PHONY: dev test install lint lock clean bench-ledger fuzz sbom
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: install
 
 lint: install
 	$(BIN)/ruff check gateway tests
+
+# CycloneDX SBOM of the installed environment (every package, pinned by the hash-locked requirements).
+sbom: install
+	$(BIN)/cyclonedx-py environment --output-format JSON --output-file sbom.cdx.json $(BIN)/python
+	@echo "wrote sbom.cdx.json"
 
 # A longer fuzzing run than the one in `make test` (ten times the cases).
 fuzz: install

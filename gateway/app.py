@@ -15,11 +15,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from gateway.audit.log import AuditLog
 from gateway.credits.ledger import SqlLedger
 from gateway.credits.pricing import Price
 from gateway.credits.sweeper import sweep_forever
 from gateway.keys.format import KeyKind
 from gateway.keys.service import AuthDenied, KeyService
+from gateway.metrics import HONEYTOKEN_USES
 from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send, bearer_token
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.credits import CreditStep
@@ -67,6 +69,7 @@ class GatewayApp:
         ledger: SqlLedger,
         prices: dict[str, Price],
         rate_limiter: RateLimiter,
+        audit: AuditLog,
         lifespan: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
         llm_state: dict[str, Any] | None = None,
     ) -> None:
@@ -89,7 +92,9 @@ class GatewayApp:
             llm_state=llm_state if llm_state is not None else {},
             credits=CreditStep(ledger, prices, policy),
             rate_limiter=rate_limiter,
+            audit=audit,
         )
+        self._audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -135,7 +140,7 @@ class GatewayApp:
     async def _models(self, scope: Scope, send: Send) -> None:
         request_id = new_request_id()
         try:
-            principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id)
+            principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id, self._audit)
         except Denial as denial:
             await send_denial(send, denial, request_id)
             return
@@ -163,9 +168,19 @@ class GatewayApp:
             for kind in (KeyKind.CUSTOMER, KeyKind.ADMIN):
                 try:
                     principal = self._keys.verify(presented, kind)
-                except AuthDenied:
+                except AuthDenied as denied:
+                    if denied.reason == "honeytoken":
+                        # Someone holds a canary and is trying to kill it: still an alarm, still the same answer.
+                        HONEYTOKEN_USES.inc()
+                        log.critical("honeytoken key presented for revocation",
+                                     extra={"key_id": denied.key_id, "request_id": request_id})
+                        self._audit.try_record("honeytoken_used", actor=denied.key_id or "anonymous",
+                                               reason="self_revoke", request_id=request_id)
+                        break
                     continue
                 self._keys.store.revoke(principal.key_id, by="self")
+                self._audit.record("key_self_revoked", actor=principal.key_id, subject=principal.key_id,
+                                   request_id=request_id)
                 revoked_id = principal.key_id
                 break
         except Exception:
@@ -194,8 +209,13 @@ class GatewayApp:
             log.exception("startup failed")
             await send({"type": "lifespan.startup.failed", "message": "startup failed"})
             return
+        seq, mac = self._audit.head()
+        self._audit.try_record("boot", actor="system")
+        # The head printed at every boot lets an auditor catch a rewound (truncated) chain later.
+        log.info("gateway started", extra={"outcome": f"audit_head={seq}:{mac}"})
         await send({"type": "lifespan.startup.complete"})
         message = await receive()
+        self._audit.try_record("shutdown", actor="system")
         try:
             await stack.aclose()
         except BaseException:

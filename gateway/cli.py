@@ -16,6 +16,8 @@ admin_key_app = typer.Typer(no_args_is_help=True, help="Admin keys (created on t
 secrets_app = typer.Typer(no_args_is_help=True, help="The Vault side: policy, AppRole, secrets.")
 accounts_app = typer.Typer(no_args_is_help=True, help="Credit accounts (integer micro-USD), on the store directly.")
 ledger_app = typer.Typer(no_args_is_help=True, help="Ledger parity check and the reservation sweeper.")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log and the auditor's report.")
+app.add_typer(audit_app, name="audit")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(keys_app, name="keys")
@@ -212,6 +214,28 @@ def ledger_sweep(
 
     expired, still_open = sweep_ledger(ttl_seconds)
     typer.echo(json.dumps({"expired": expired, "open": still_open}))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the audit chain (reads the audit key from Vault); exit 1 naming each break."""
+    from gateway.boot.cli_ops import verify_audit
+
+    broken, entries = verify_audit()
+    for item in broken:
+        typer.echo(f"audit chain broken at seq {item.seq}: {item.problem}", err=True)
+    if broken:
+        raise typer.Exit(1)
+    typer.echo(f"audit chain intact ({entries} entries)")
+
+
+@audit_app.command("report")
+def audit_report(output: Annotated[Path, typer.Option("--output", "-o", help="Markdown file to write.")]) -> None:
+    """Write the auditor's report (live configuration, secrets map, versions, parity, chain, key counts)."""
+    from gateway.boot.report import write_report
+
+    write_report(output)
+    typer.echo(f"report written to {output}")
 
 
 def main() -> None:

@@ -55,7 +55,8 @@ def stack(dev_vault: DevVault, standin: StandIn, workdir: Path) -> Stack:
     core = result.root().secrets.kv.v2.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
     result.master_key = core["data"]["data"]["master_key"]
     result.pepper = core["data"]["data"]["pepper"]
-    result.canaries += [result.master_key, result.pepper, provider_key, dev_vault.root_token]
+    result.audit_key = core["data"]["data"]["audit_key"]
+    result.canaries += [result.master_key, result.pepper, result.audit_key, provider_key, dev_vault.root_token]
     return result
 
 

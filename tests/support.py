@@ -139,6 +139,7 @@ class Stack:
     provider_key: str
     master_key: str = ""
     pepper: str = ""
+    audit_key: str = ""
     canaries: list[str] = field(default_factory=list)
 
     def root(self) -> hvac.Client:

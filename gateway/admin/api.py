@@ -11,13 +11,16 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.audit.log import AuditLog
 from gateway.credits.ledger import Account, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
 from gateway.keys.service import KeyService
+from gateway.metrics import REGISTRY
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.customer import new_request_id
 from gateway.pipeline.errors import Denial, error_body, internal_error
@@ -81,14 +84,25 @@ def _account_view(account: Account) -> dict[str, object]:
     }
 
 
+class CreateHoneytoken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+
+
 def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozenset[str],
-                    rotation_grace_seconds: int = 60) -> FastAPI:
+                    rotation_grace_seconds: int = 60, audit: AuditLog | None = None) -> FastAPI:
     # redirect_slashes=False: no 307 to a Location built from the client's Host header; unknown paths are 404.
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="gateway admin", redirect_slashes=False)
 
     def admin(request: Request) -> Principal:
         # The request id is set by gateway.app before the admin app runs.
-        return authenticate(request.scope, keys, KeyKind.ADMIN, _request_id(request))
+        return authenticate(request.scope, keys, KeyKind.ADMIN, _request_id(request), audit)
+
+    def audit_event(event: str, request: Request, who: Principal, subject: str | None = None) -> None:
+        # An admin action that cannot be audited is not done: the record is written after the change, in the same
+        # request, and a failure answers 500 (the change stands, the operator sees the error and the log).
+        if audit is not None:
+            audit.record(event, actor=who.key_id, subject=subject, request_id=_request_id(request))
 
     Admin = Annotated[Principal, Depends(admin)]
 
@@ -118,7 +132,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         return _denial_response(internal_error(), _request_id(request))
 
     @app.post("/admin/keys", status_code=201)
-    def create_key(payload: CreateKey, who: Admin) -> dict[str, object]:
+    def create_key(payload: CreateKey, who: Admin, request: Request) -> dict[str, object]:
         unknown = sorted(set(payload.models) - exposed_models)
         if unknown:
             raise Denial(400, "invalid_request", "Unknown model in 'models' (not exposed by the policy).")
@@ -132,6 +146,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
                                        spend_cap_period=payload.spend_cap_period, rpm_limit=payload.rpm_limit,
                                        tpm_limit=payload.tpm_limit)
         log.info("key created", extra={"key_id": record.id, "by": who.key_id})
+        audit_event("key_created", request, who, record.id)
         return {**record.public(datetime.now(UTC)), "key": plaintext}
 
     @app.get("/admin/keys")
@@ -147,7 +162,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         return record.public(datetime.now(UTC))
 
     @app.post("/admin/keys/{key_id}/revoke")
-    def revoke_key(key_id: str, who: Admin) -> dict[str, object]:
+    def revoke_key(key_id: str, who: Admin, request: Request) -> dict[str, object]:
         record = keys.store.get(key_id)
         if record is None or record.kind != KeyKind.CUSTOMER.value:
             raise Denial(404, "not_found", "No such key.")
@@ -155,10 +170,11 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         if revoked is None:  # keys are never deleted, so this means the store changed under us
             raise Denial(404, "not_found", "No such key.")
         log.warning("key revoked", extra={"key_id": key_id, "by": who.key_id})
+        audit_event("key_revoked", request, who, key_id)
         return revoked.public(datetime.now(UTC))
 
     @app.post("/admin/keys/{key_id}/rotate", status_code=201)
-    def rotate_key(key_id: str, who: Admin, payload: RotateKey | None = None) -> dict[str, object]:
+    def rotate_key(key_id: str, who: Admin, request: Request, payload: RotateKey | None = None) -> dict[str, object]:
         grace = payload.grace_seconds if payload and payload.grace_seconds is not None else rotation_grace_seconds
         rotated = keys.rotate(key_id, grace=timedelta(seconds=grace))
         if rotated is None:
@@ -166,23 +182,50 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         plaintext, record = rotated
         old = keys.store.get(key_id)
         log.warning("key rotated", extra={"key_id": key_id, "by": who.key_id, "outcome": record.id})
+        record_rotation(request, who, key_id)
         until = old.expires_at.isoformat() if old is not None and old.expires_at is not None else None
         return {**record.public(datetime.now(UTC)), "key": plaintext, "replaces": key_id,
                 "old_key_valid_until": until}
 
+    def record_rotation(request: Request, who: Principal, key_id: str) -> None:
+        audit_event("key_rotated", request, who, key_id)
+
+    @app.post("/admin/honeytokens", status_code=201)
+    def create_honeytoken(payload: CreateHoneytoken, who: Admin, request: Request) -> dict[str, object]:
+        """A canary key to plant where a leak would be found (repos, laptops, configs). Any use raises an alarm."""
+        plaintext, created = keys.issue_honeytoken(payload.name)
+        audit_event("honeytoken_created", request, who, created.id)
+        return {"id": created.id, "name": created.name, "key": plaintext, "honeytoken": True}
+
+    @app.get("/admin/audit")
+    def list_audit(who: Admin, limit: int = 100, before_seq: int | None = None, event: str | None = None,
+                   actor: str | None = None, subject: str | None = None) -> dict[str, object]:
+        if audit is None:
+            raise Denial(404, "not_found", "Not found.")
+        limit = max(1, min(limit, 1000))
+        items = audit.list(limit=limit, before_seq=before_seq, event=event, actor=actor, subject=subject)
+        next_before = items[-1]["seq"] if len(items) == limit else None
+        return {"object": "list", "data": items, "next_before_seq": next_before}
+
+    @app.get("/admin/metrics")
+    def metrics(who: Admin) -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     @app.post("/admin/accounts", status_code=201)
-    def create_account(payload: CreateAccount, who: Admin) -> dict[str, object]:
+    def create_account(payload: CreateAccount, who: Admin, request: Request) -> dict[str, object]:
         account = ledger.create_account(payload.name)
+        audit_event("account_created", request, who, account.id)
         log.info("account created", extra={"by": who.key_id, "outcome": account.id})
         return _account_view(account)
 
     @app.post("/admin/accounts/{account_id}/credits")
-    def add_credits(account_id: str, payload: AddCredits, who: Admin) -> dict[str, object]:
+    def add_credits(account_id: str, payload: AddCredits, who: Admin, request: Request) -> dict[str, object]:
         try:
             account = ledger.top_up(account_id, payload.amount_micro_usd, payload.reason)
         except UnknownAccount:
             raise Denial(404, "not_found", "No such account.") from None
         log.info("credits added", extra={"by": who.key_id, "outcome": account_id})
+        audit_event("credits_added", request, who, account_id)
         return _account_view(account)
 
     @app.get("/admin/accounts/{account_id}")

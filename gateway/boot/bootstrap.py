@@ -103,8 +103,13 @@ def bootstrap(
             client.secrets.kv.v2.create_or_update_secret(
                 path=core_path,
                 mount_point=settings.vault_mount,
-                secret={"master_key": _generated_master_key(), "pepper": secrets.token_urlsafe(48)},
+                secret={"master_key": _generated_master_key(), "pepper": secrets.token_urlsafe(48),
+                        "audit_key": secrets.token_urlsafe(48)},
             )
+        elif "audit_key" not in existing["data"]["data"]:
+            # Added in a later version: add the missing field, keep the existing master key and pepper.
+            client.secrets.kv.v2.patch(path=core_path, mount_point=settings.vault_mount,
+                                       secret={"audit_key": secrets.token_urlsafe(48)})
         if provider_keys:
             providers_path = f"{settings.vault_path}/providers"
             current: dict[str, str] = {}

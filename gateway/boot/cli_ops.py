@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
+from gateway.audit.log import AuditLog, Broken
 from gateway.boot import bootstrap as vault_bootstrap
 from gateway.boot import vault
 from gateway.boot.errors import BootError
@@ -52,14 +53,30 @@ def _account_view(account: Account) -> dict[str, Any]:
 
 
 def create_account(name: str) -> dict[str, Any]:
-    return _account_view(SqlLedger(_engine(_settings())).create_account(name))
+    settings = _settings()
+    engine = _engine(settings)
+    audit = _audit(settings, engine)
+    account = SqlLedger(engine).create_account(name)
+    audit.record("account_created", actor="cli", subject=account.id)
+    return _account_view(account)
 
 
 def credit_account(account_id: str, amount: int, reason: str) -> dict[str, Any]:
+    settings = _settings()
+    engine = _engine(settings)
+    audit = _audit(settings, engine)
     try:
-        return _account_view(SqlLedger(_engine(_settings())).top_up(account_id, amount, reason))
+        account = SqlLedger(engine).top_up(account_id, amount, reason)
     except UnknownAccount:
         _die(BootError("accounts credit", f"no account with id {account_id}"))
+    audit.record("credits_added", actor="cli", subject=account_id)
+    return _account_view(account)
+
+
+def verify_audit() -> tuple[list[Broken], int]:
+    settings = _settings()
+    audit = _audit(settings, _engine(settings))
+    return audit.verify(), audit.head()[0]
 
 
 def show_account(account_id: str) -> dict[str, Any]:
@@ -86,12 +103,21 @@ def sweep_ledger(ttl_seconds: int | None) -> tuple[int, int]:
     return expired, ledger.open_reservations()
 
 
-def pepper_from_vault(settings: Settings) -> Secret:
+def core_from_vault(settings: Settings) -> vault.VaultSecrets:
+    """Pepper and audit key (and the master key, unused here) with the configured credentials; token revoked after."""
     client = vault.login(settings)
     try:
-        return vault.read_secrets(client, settings, []).pepper
+        return vault.read_secrets(client, settings, [])
     finally:
         vault.revoke_own_token(client)
+
+
+def _audit(settings: Settings, engine: sa.Engine, core: vault.VaultSecrets | None = None) -> AuditLog:
+    try:
+        core = core or core_from_vault(settings)
+    except BootError as exc:
+        _die(exc)
+    return AuditLog(engine, core.audit_key.reveal().encode("utf-8"))
 
 
 def create_key(
@@ -120,13 +146,16 @@ def create_key(
         if unknown:
             _die(BootError("keys create", f"model {unknown[0]!r} is not exposed by {settings.policy_file}"))
     try:
-        pepper = pepper_from_vault(settings)
+        core = core_from_vault(settings)
     except BootError as exc:
         _die(exc)
-    service = KeyService(_store(settings), KeyHasher(pepper.reveal().encode("utf-8")))
+    engine = _engine(settings)
+    service = KeyService(SqlKeyStore(engine), KeyHasher(core.pepper.reveal().encode("utf-8")))
+    audit = _audit(settings, engine, core)
     plaintext, record = service.issue(kind, name=name, models=models, expires_at=expires_at, account_id=account_id,
                                       spend_cap_micro_usd=spend_cap_micro_usd, spend_cap_period=spend_cap_period,
                                       rpm_limit=rpm_limit, tpm_limit=tpm_limit)
+    audit.record("admin_key_created" if kind is KeyKind.ADMIN else "key_created", actor="cli", subject=record.id)
     return plaintext, record.public(datetime.now(UTC))
 
 
@@ -138,7 +167,11 @@ def list_keys() -> list[dict[str, Any]]:
 
 def revoke_key(key_id: str) -> dict[str, Any] | None:
     settings = _settings()
-    record = _store(settings).revoke(key_id, by="cli")
+    engine = _engine(settings)
+    audit = _audit(settings, engine)
+    record = SqlKeyStore(engine).revoke(key_id, by="cli")
+    if record is not None:
+        audit.record("key_revoked", actor="cli", subject=key_id)
     return None if record is None else record.public(datetime.now(UTC))
 
 

@@ -18,6 +18,7 @@ import uvicorn
 from gateway import logs
 from gateway.admin.api import build_admin_app
 from gateway.app import GatewayApp
+from gateway.audit.log import AuditLog
 from gateway.boot import litellm_mount, vault
 from gateway.boot.errors import BootError
 from gateway.boot.settings import Settings, load_settings, read_credential_file
@@ -75,21 +76,24 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     keys = KeyService(SqlKeyStore(engine), KeyHasher(secrets.pepper.reveal().encode("utf-8")))
     llm_state: dict[str, Any] = {}
     master_key = secrets.master_key
+    audit_key = secrets.audit_key
     del secrets
 
     def lifespan() -> Any:
         return litellm_mount.litellm_lifespan(proxy_server, config, master_key, llm_state)
 
     ledger = SqlLedger(engine)
+    audit = AuditLog(engine, audit_key.reveal().encode("utf-8"))
     app = GatewayApp(
         llm_app=proxy_server.app,
         admin_app=build_admin_app(keys, ledger, frozenset(policy.model_names()),
-                                  rotation_grace_seconds=policy.keys.rotation_grace_seconds),
+                                  rotation_grace_seconds=policy.keys.rotation_grace_seconds, audit=audit),
         keys=keys,
         policy=policy,
         ledger=ledger,
         prices=prices,
         rate_limiter=rate_limiter,
+        audit=audit,
         lifespan=lifespan,
         llm_state=llm_state,
     )

@@ -2,7 +2,8 @@
 
 Layout under ``<mount>/<path>`` (defaults ``secret/gateway``)::
 
-    core        master_key (LiteLLM master key), pepper (HMAC key for virtual-key digests)
+    core        master_key (LiteLLM master key), pepper (HMAC key for virtual-key digests),
+                audit_key (HMAC key of the audit chain)
     providers   one field per provider name in the policy: that provider's API key
 
 A :class:`BootError` names the step and the path or setting that failed; it never carries a value, a token or the
@@ -50,11 +51,13 @@ MASTER_KEY_PREFIX = "sk-"  # LiteLLM requires it
 class VaultSecrets:
     master_key: Secret
     pepper: Secret
+    audit_key: Secret
     provider_keys: dict[str, Secret]
 
     def all_values(self) -> Iterable[Secret]:
         yield self.master_key
         yield self.pepper
+        yield self.audit_key
         yield from self.provider_keys.values()
 
 
@@ -160,6 +163,8 @@ def read_secrets(client: hvac.Client, settings: Settings, provider_names: Iterab
     pepper = _field(core, core_where, "pepper")
     check_strong(master_key, f"{core_where} field 'master_key'", prefix=MASTER_KEY_PREFIX)
     check_strong(pepper, f"{core_where} field 'pepper'")
+    audit_key = _field(core, core_where, "audit_key")
+    check_strong(audit_key, f"{core_where} field 'audit_key'")
     names = sorted(set(provider_names))
     provider_keys: dict[str, Secret] = {}
     if names:
@@ -167,7 +172,7 @@ def read_secrets(client: hvac.Client, settings: Settings, provider_names: Iterab
         providers = _read(client, settings, "providers")
         for name in names:
             provider_keys[name] = _field(providers, providers_where, name)
-    return VaultSecrets(master_key=master_key, pepper=pepper, provider_keys=provider_keys)
+    return VaultSecrets(master_key=master_key, pepper=pepper, audit_key=audit_key, provider_keys=provider_keys)
 
 
 def revoke_own_token(client: hvac.Client) -> None:

@@ -7,7 +7,8 @@ Denial reasons (go to logs and metrics, never to the client, who always sees ``4
       ├── "malformed"   not our format, wrong kind for this surface, or bad checksum (no store lookup made)
       ├── "unknown"     well-formed, but no such key
       ├── "revoked"
-      └── "expired"
+      ├── "expired"
+      └── "honeytoken"  a canary key was used (an alarm: audit entry, CRITICAL log, metric)
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ class KeyService:
         )
         return plaintext, record
 
+    def issue_honeytoken(self, name: str) -> tuple[str, KeyRecord]:
+        """A canary key: customer format, never valid; any use raises the alarm."""
+        plaintext = key_format.generate(KeyKind.CUSTOMER)
+        record = self.store.insert(kind=KeyKind.CUSTOMER.value, name=name, digest=self._hasher.digest(plaintext),
+                                   models=[], expires_at=None, honeytoken=True)
+        return plaintext, record
+
     def rotate(self, key_id: str, *, grace: timedelta) -> tuple[str, KeyRecord] | None:
         """A new key with the same settings; the old one keeps working for ``grace``, then is rejected.
 
@@ -103,7 +111,11 @@ class KeyService:
         record, stored_digest = found
         # The lookup was by digest already; compare again in constant time so correctness never rests on the
         # database's collation or comparison semantics.
-        if not hmac.compare_digest(stored_digest, digest) or record.kind != kind.value:
+        if not hmac.compare_digest(stored_digest, digest):
+            raise AuthDenied("unknown")
+        if record.honeytoken:
+            raise AuthDenied("honeytoken", record.id)
+        if record.kind != kind.value:
             raise AuthDenied("unknown")
         state = record.state(datetime.now(UTC))
         if state != "active":

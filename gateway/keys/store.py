@@ -27,6 +27,7 @@ class KeyRecord:
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     rotated_to: str | None = None
+    honeytoken: bool = False
 
     def state(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -52,6 +53,7 @@ class KeyRecord:
             "rpm_limit": self.rpm_limit,
             "tpm_limit": self.tpm_limit,
             "rotated_to": self.rotated_to,
+            "honeytoken": self.honeytoken,
         }
 
 
@@ -63,7 +65,7 @@ class KeyStore(Protocol):
     def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None,
                account_id: str | None = None, spend_cap_micro_usd: int | None = None,
                spend_cap_period: str = "none", rpm_limit: int | None = None,
-               tpm_limit: int | None = None) -> KeyRecord: ...
+               tpm_limit: int | None = None, honeytoken: bool = False) -> KeyRecord: ...
     def retire(self, key_id: str, *, successor: str, not_after: datetime) -> None: ...
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None: ...
     def get(self, key_id: str) -> KeyRecord | None: ...
@@ -97,6 +99,7 @@ def _record(row: sa.Row[tuple[object, ...]]) -> KeyRecord:
         rpm_limit=m["rpm_limit"],
         tpm_limit=m["tpm_limit"],
         rotated_to=m["rotated_to"],
+        honeytoken=bool(m["honeytoken"]),
     )
 
 
@@ -112,7 +115,7 @@ class SqlKeyStore:
     def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None,
                account_id: str | None = None, spend_cap_micro_usd: int | None = None,
                spend_cap_period: str = "none", rpm_limit: int | None = None,
-               tpm_limit: int | None = None) -> KeyRecord:
+               tpm_limit: int | None = None, honeytoken: bool = False) -> KeyRecord:
         key_id = "key_" + uuid.uuid4().hex[:24]
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
@@ -121,11 +124,11 @@ class SqlKeyStore:
                     id=key_id, kind=kind, name=name, key_digest=digest, models=list(models),
                     created_at=now, expires_at=expires_at, revoked_at=None, account_id=account_id,
                     spend_cap_micro_usd=spend_cap_micro_usd, spend_cap_period=spend_cap_period,
-                    rpm_limit=rpm_limit, tpm_limit=tpm_limit,
+                    rpm_limit=rpm_limit, tpm_limit=tpm_limit, honeytoken=honeytoken,
                 )
             )
         return KeyRecord(key_id, kind, name, tuple(models), now, expires_at, None, account_id, spend_cap_micro_usd,
-                         spend_cap_period, rpm_limit, tpm_limit)
+                         spend_cap_period, rpm_limit, tpm_limit, None, honeytoken)
 
     def retire(self, key_id: str, *, successor: str, not_after: datetime) -> None:
         """Mark a rotated key: it stays valid until ``not_after`` (or its own earlier expiry), then is rejected."""

@@ -10,6 +10,7 @@ import logging
 import uuid
 from typing import Any
 
+from gateway.audit.log import AuditLog
 from gateway.keys.format import KeyKind
 from gateway.keys.service import KeyService
 from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -49,6 +50,7 @@ class CustomerPipeline:
         llm_state: dict[str, Any],
         credits: CreditStep,
         rate_limiter: RateLimiter,
+        audit: AuditLog | None = None,
     ) -> None:
         self._llm_app = llm_app
         self._keys = keys
@@ -61,12 +63,13 @@ class CustomerPipeline:
         self._llm_state = llm_state
         self._credits = credits
         self._rate_limiter = rate_limiter
+        self._audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
         try:
             # 1. Authenticate: Authorization: Bearer with a customer key, nothing else.
-            principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id)
+            principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id, self._audit)
             # 2. Requests per minute, before any further work (shared by the fleet when Redis is configured).
             self._rate_limiter.requests(principal, request_id)
             # 3. Read the body once, bounded by the policy's size limit; it must be a JSON object.

@@ -30,6 +30,8 @@ api_keys = sa.Table(
     sa.Column("tpm_limit", sa.Integer, nullable=True),
     # Set when the key was rotated: the id of its successor.
     sa.Column("rotated_to", sa.String(32), nullable=True),
+    # A canary: never given to a customer; any use is an alarm.
+    sa.Column("honeytoken", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # --- credits (integer micro-USD everywhere) -------------------------------------------------------------------
@@ -86,4 +88,30 @@ key_spend = sa.Table(
     sa.Column("period", sa.String(10), primary_key=True),
     sa.Column("spent_micro_usd", sa.BigInteger, nullable=False),
     sa.Column("reserved_micro_usd", sa.BigInteger, nullable=False),
+)
+
+# --- audit (tamper-evident: each entry's MAC covers the previous entry's MAC) ---------------------------------------
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("event", sa.String(40), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(64), nullable=True),
+    sa.Column("reason", sa.String(80), nullable=True),
+    sa.Column("request_id", sa.String(40), nullable=True),
+    sa.Column("mac", sa.String(64), nullable=False),
+    sa.Index("ix_audit_events_event", "event"),
+)
+
+# One row: the chain's head (last sequence number and MAC). Appends lock it, so concurrent writers cannot fork the
+# chain; verification compares it with the last event, so a truncated tail is caught.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
 )

@@ -116,3 +116,16 @@ def test_redis_down_fails_closed_on_every_replica(stack: Stack, workdir: Path, p
         stop_process(redis)  # type: ignore[arg-type]
         for replica in replicas:
             replica.process.stop()
+
+
+def test_the_audit_chain_holds_with_two_writers(fleet: tuple[RunningGateway, ...], stack: Stack) -> None:
+    """Both replicas appended (boots, revocations, denials) to one chain; it must still verify.
+
+    threat-model: TM-R1
+    """
+    from gateway.audit.log import AuditLog
+
+    a, _ = fleet
+    audit = AuditLog(open_store(a.process.env["GATEWAY_DATABASE_URL"]), stack.audit_key.encode())
+    assert audit.head()[0] > 100
+    assert audit.verify() == []

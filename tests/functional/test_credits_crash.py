@@ -94,17 +94,25 @@ def test_ledger_check_cli_names_a_drifting_account(stack: Stack, tmp_path: Path)
 
 def test_accounts_cli(stack: Stack, tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'cli.db'}"
-    env = stack.env(tmp_path, database_url, free_port())
-    created = run_gateway(["accounts", "create", "--name", "acme"], env)
+    runs = iter(range(100))
+
+    def env() -> dict[str, str]:
+        # Mutating commands write audit entries, so they read the audit key from Vault: a fresh secret_id each.
+        return stack.env(tmp_path / f"run{next(runs)}", database_url, free_port())
+
+    created = run_gateway(["accounts", "create", "--name", "acme"], env())
     assert created.returncode == 0, created.stderr
     account_id = json.loads(created.stdout)["id"]
-    credited = run_gateway(["accounts", "credit", account_id, "--amount-micro-usd", "2500000", "--reason", "po 7"], env)
+    credited = run_gateway(["accounts", "credit", account_id, "--amount-micro-usd", "2500000", "--reason", "po 7"],
+                           env())
     assert credited.returncode == 0 and json.loads(credited.stdout)["balance_micro_usd"] == 2_500_000
-    shown = json.loads(run_gateway(["accounts", "show", account_id], env).stdout)
+    shown = json.loads(run_gateway(["accounts", "show", account_id], env()).stdout)
     assert shown["recent_ledger"][0]["reason"] == "po 7"
     assert run_gateway(["accounts", "credit", account_id, "--amount-micro-usd", "0", "--reason", "x"],
-                       env).returncode != 0
-    assert run_gateway(["accounts", "show", "acct_missing"], env).returncode != 0
+                       env()).returncode != 0
+    assert run_gateway(["accounts", "show", "acct_missing"], env()).returncode != 0
     missing_account = run_gateway(["keys", "create", "--name", "k", "--model", "chat-model", "--account-id",
-                                   "acct_missing"], env)
+                                   "acct_missing"], env())
     assert missing_account.returncode != 0 and "no account" in missing_account.stderr
+    verified = run_gateway(["audit", "verify"], env())
+    assert verified.returncode == 0 and "audit chain intact (2 entries)" in verified.stdout

@@ -59,3 +59,22 @@ def test_installed_versions_match_the_lock() -> None:
         if installed != version:
             mismatched.append((name, version, installed))
     assert mismatched == []
+
+
+def test_sbom_lists_the_pinned_litellm(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from tests.support import BIN
+
+    output = tmp_path / "sbom.json"
+    subprocess.run([str(BIN / "cyclonedx-py"), "environment", "--output-format", "JSON", "--output-file",
+                    str(output), str(BIN / "python")], check=True, capture_output=True, timeout=120)
+    sbom = json.loads(output.read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    versions = {norm(c["name"]): c.get("version") for c in sbom["components"]}
+    assert versions["litellm"] == LITELLM_PIN
+    assert {norm(n) for n in _requirements(REPO / "requirements/runtime.txt")} <= set(versions)
