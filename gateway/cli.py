@@ -129,12 +129,19 @@ def secrets_bootstrap(
     provider_key_file: Annotated[
         list[str] | None, typer.Option(help="NAME=PATH: provider NAME's API key is in file PATH (repeat).")
     ] = None,
-    rotate_core: Annotated[bool, typer.Option(help="Generate a new master key and pepper even if present.")] = False,
+    rotate_core: Annotated[bool, typer.Option(
+        help="Generate a new master key, pepper and audit key even if present (invalidates every virtual key and "
+             "starts a new audit chain key).")] = False,
+    rotate_master_key: Annotated[bool, typer.Option(
+        help="Generate a new LiteLLM master key only; then restart every replica.")] = False,
 ) -> None:
     """Apply the policy and AppRole role, generate master key and pepper, write provider keys and credentials."""
     from gateway.boot.cli_ops import bootstrap
 
-    role_id_file, secret_id_file = bootstrap(operator_token_file, credentials_dir, provider_key_file or [], rotate_core)
+    if rotate_core and rotate_master_key:
+        _fail("gateway: use either --rotate-core or --rotate-master-key")
+    role_id_file, secret_id_file = bootstrap(operator_token_file, credentials_dir, provider_key_file or [], rotate_core,
+                                             rotate_master_key)
     typer.echo(f"role_id written to {role_id_file}\nsecret_id written to {secret_id_file} (single use)")
 
 

@@ -77,6 +77,7 @@ def bootstrap(
     provider_keys: Mapping[str, Secret],
     credentials_dir: Path,
     rotate_core: bool = False,
+    rotate_master_key: bool = False,
 ) -> tuple[Path, Path]:
     """Apply policy and role, write core and provider secrets, write role_id/secret_id files. Returns their paths."""
     try:
@@ -106,7 +107,11 @@ def bootstrap(
                 secret={"master_key": _generated_master_key(), "pepper": secrets.token_urlsafe(48),
                         "audit_key": secrets.token_urlsafe(48)},
             )
-        elif "audit_key" not in existing["data"]["data"]:
+        elif rotate_master_key:
+            # A new LiteLLM master key only: the pepper (virtual keys) and the audit key (the chain) stay.
+            client.secrets.kv.v2.patch(path=core_path, mount_point=settings.vault_mount,
+                                       secret={"master_key": _generated_master_key()})
+        if existing is not None and "audit_key" not in existing["data"]["data"]:
             # Added in a later version: add the missing field, keep the existing master key and pepper.
             client.secrets.kv.v2.patch(path=core_path, mount_point=settings.vault_mount,
                                        secret={"audit_key": secrets.token_urlsafe(48)})

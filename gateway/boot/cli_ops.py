@@ -180,7 +180,8 @@ def _operator(settings: Settings, token_file: Path) -> Any:
     return vault_bootstrap.operator_client(settings, token)
 
 
-def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str], rotate_core: bool) -> tuple[Path, Path]:
+def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str], rotate_core: bool,
+              rotate_master_key: bool = False) -> tuple[Path, Path]:
     settings = _settings()
     try:
         provider_keys: dict[str, Secret] = {}
@@ -191,7 +192,8 @@ def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str]
             provider_keys[name] = Secret(read_credential_file(Path(path), f"--provider-key-file {name}"))
         client = _operator(settings, token_file)
         return vault_bootstrap.bootstrap(
-            client, settings, provider_keys=provider_keys, credentials_dir=credentials_dir, rotate_core=rotate_core
+            client, settings, provider_keys=provider_keys, credentials_dir=credentials_dir, rotate_core=rotate_core,
+            rotate_master_key=rotate_master_key,
         )
     except BootError as exc:
         _die(exc)
