@@ -9,7 +9,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -198,11 +198,16 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         return {"id": created.id, "name": created.name, "key": plaintext, "honeytoken": True}
 
     @app.get("/admin/audit")
-    def list_audit(who: Admin, limit: int = 100, before_seq: int | None = None, event: str | None = None,
-                   actor: str | None = None, subject: str | None = None) -> dict[str, object]:
+    def list_audit(
+        who: Admin,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        event: Annotated[str | None, Query(max_length=40)] = None,
+        actor: Annotated[str | None, Query(max_length=64)] = None,
+        subject: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, object]:
         if audit is None:
             raise Denial(404, "not_found", "Not found.")
-        limit = max(1, min(limit, 1000))
         items = audit.list(limit=limit, before_seq=before_seq, event=event, actor=actor, subject=subject)
         next_before = items[-1]["seq"] if len(items) == limit else None
         return {"object": "list", "data": items, "next_before_seq": next_before}
