@@ -179,8 +179,8 @@ class GatewayApp:
                         break
                     continue
                 self._keys.store.revoke(principal.key_id, by="self")
-                self._audit.record("key_self_revoked", actor=principal.key_id, subject=principal.key_id,
-                                   request_id=request_id)
+                self._audit.try_record("key_self_revoked", actor=principal.key_id, subject=principal.key_id,
+                                       request_id=request_id)
                 revoked_id = principal.key_id
                 break
         except Exception:

@@ -99,8 +99,8 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         return authenticate(request.scope, keys, KeyKind.ADMIN, _request_id(request), audit)
 
     def audit_event(event: str, request: Request, who: Principal, subject: str | None = None) -> None:
-        # An admin action that cannot be audited is not done: the record is written after the change, in the same
-        # request, and a failure answers 500 (the change stands, the operator sees the error and the log).
+        # Written right after the change. If the audit write fails the request answers 500 and the error is logged:
+        # the change itself has happened, and the operator learns that its record is missing.
         if audit is not None:
             audit.record(event, actor=who.key_id, subject=subject, request_id=_request_id(request))
 

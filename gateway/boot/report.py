@@ -27,7 +27,7 @@ from gateway.policy import PolicyError, load_policy
 def _routes() -> list[tuple[str, str, str]]:
     rows = [(method, path, "customer key; pre-flight then LiteLLM") for method, path in sorted(HANDOFF_ROUTES)]
     rows += [(method, path, "customer key; answered by the gateway") for method, path in sorted(OWN_ROUTES)]
-    admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type] - routes only, never served
+    admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type]  # routes only, never served
     for route in admin.routes:
         for method in sorted(getattr(route, "methods", None) or []):
             rows.append((method, route.path, "admin key"))  # type: ignore[attr-defined]

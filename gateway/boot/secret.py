@@ -17,6 +17,7 @@ class Secret:
     """An opaque string secret (compare in constant time, reveal explicitly)."""
 
     __slots__ = ("_value",)
+    _value: str
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):
@@ -25,7 +26,7 @@ class Secret:
 
     def reveal(self) -> str:
         """Return the plaintext. Keep the result out of logs, exceptions and responses."""
-        return self._value  # type: ignore[no-any-return]
+        return self._value
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("Secret is immutable")

@@ -79,17 +79,6 @@ class Drift:
 
 class Ledger(Protocol):
     def reserve(self, *, request_id: str, account_id: str, key_id: str, amount: int, cap: KeyCap | None) -> int: ...
-    def _pg_close(self, request_id: str, state: str, charge: int, reason: str | None, at: datetime) -> int | None:
-        with self._autocommit.connect() as conn:
-            row = conn.execute(_PG_CLOSE, {
-                "state": state, "at": at, "request_id": request_id, "charge": charge, "reason": reason,
-                "rest_kind": "expire" if state == "expired" else "release"}).first()
-        if row is None:
-            return None
-        if row.charge < charge:
-            log.error("charge above reservation", extra={"request_id": request_id, "reason": "charge_capped"})
-        return int(row.balance_micro_usd - row.reserved_micro_usd)
-
     def settle(self, request_id: str, charge: int) -> int | None: ...
     def release(self, request_id: str, reason: str) -> None: ...
 

@@ -22,5 +22,5 @@ class KeyHasher:
     def __repr__(self) -> str:
         return "KeyHasher(pepper='**********')"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str:
         raise TypeError("KeyHasher cannot be pickled")

@@ -31,7 +31,7 @@ FUZZ_SETTINGS: dict[str, Any] = {"deadline": None, "database": None, "derandomiz
 
 
 def _openapi() -> dict[str, Any]:
-    admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type] - schema only, never served
+    admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type]  # schema only, never served
     return gateway_openapi(admin.openapi())
 
 
