@@ -135,6 +135,14 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store on SQLite and, as a second run, on the machine's Postgres (a fresh database per session)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture(scope="session")
 def pg_gateway(stack: Stack, workdir: Path, postgres_url: str) -> Iterator[RunningGateway]:
     running = _start_gateway(stack, workdir, "gw-postgres", postgres_url)

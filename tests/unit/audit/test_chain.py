@@ -6,7 +6,6 @@ threat-model: TM-R1
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,10 +16,9 @@ from gateway.store.engine import open_store
 KEY = b"k" * 16 + b"audit-key-for-the-chain-tests"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> sa.Engine:
-    url = f"sqlite:///{tmp_path / 'audit.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    engine = open_store(url)
+@pytest.fixture()
+def engine(store_url: str) -> sa.Engine:
+    engine = open_store(store_url)
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM audit_events"))
         conn.execute(sa.text("UPDATE audit_head SET seq = 0, mac = :g WHERE id = 1"), {"g": "0" * 64})

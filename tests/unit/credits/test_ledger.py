@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -13,11 +12,10 @@ from gateway.credits.ledger import InsufficientCredit, KeyCap, SqlLedger, Unknow
 from gateway.store.engine import open_store
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> SqlLedger:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    engine = open_store(url)
-    if request.param == "postgres":
+@pytest.fixture()
+def ledger(store_url: str) -> SqlLedger:
+    engine = open_store(store_url)
+    if store_url.startswith("postgresql"):
         with engine.begin() as conn:
             for table in ("ledger_entries", "reservations", "key_spend", "accounts"):
                 conn.execute(sa.text(f"DELETE FROM {table}"))

@@ -19,11 +19,10 @@ from gateway.store.engine import open_store
 PEPPER = b"p" * 16 + b"e" * 16 + b"pper-for-tests"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> KeyService:
-    url = f"sqlite:///{tmp_path / 'keys.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    engine = open_store(url)
-    if request.param == "postgres":
+@pytest.fixture()
+def service(store_url: str) -> KeyService:
+    engine = open_store(store_url)
+    if store_url.startswith("postgresql"):
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM api_keys"))
     return KeyService(SqlKeyStore(engine), KeyHasher(PEPPER))
