@@ -21,7 +21,7 @@ from gateway.credits.pricing import Price
 from gateway.credits.sweeper import sweep_forever
 from gateway.keys.format import KeyKind
 from gateway.keys.service import AuthDenied, KeyService
-from gateway.metrics import HONEYTOKEN_USES
+from gateway.metrics import HONEYTOKEN_USES, REQUESTS, RESERVATIONS_OPEN, REVOCATIONS
 from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send, bearer_token
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.credits import CreditStep
@@ -39,6 +39,17 @@ HANDOFF_ROUTES = frozenset(
     {("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings")}
 )
 OWN_ROUTES = frozenset({("GET", "/v1/models"), ("POST", "/v1/keys/revoke")})
+# Unauthenticated probes for the orchestrator; they reveal nothing but "ok" / "ready" / "not_ready".
+PROBE_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})
+
+
+def counted(send: Send, route: str) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            REQUESTS.labels(route=route, status=str(message["status"])).inc()
+        await send(message)
+
+    return wrapped
 
 
 async def send_json(send: Send, status: int, payload: object, request_id: str) -> None:
@@ -72,6 +83,7 @@ class GatewayApp:
         audit: AuditLog,
         lifespan: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
         llm_state: dict[str, Any] | None = None,
+        llm_ready: Callable[[], bool] | None = None,
     ) -> None:
         self._keys = keys
         self._policy = policy
@@ -79,6 +91,10 @@ class GatewayApp:
         self._lifespan = lifespan
         self._ledger = ledger
         self._cors_origins = frozenset(policy.cors.allow_origins)
+        self._rate_limiter = rate_limiter
+        self._llm_ready = llm_ready or (lambda: True)
+        self._started = False
+        RESERVATIONS_OPEN.set_function(lambda: float(ledger.open_reservations()))
         self._customer = CustomerPipeline(
             llm_app=llm_app,
             keys=keys,
@@ -111,7 +127,11 @@ class GatewayApp:
             await send_preflight(with_security_headers(send, None), cors_origin)
             return
         send = with_security_headers(send, cors_origin)
-        if (method, path) in HANDOFF_ROUTES:
+        send = counted(send, path if (method, path) in HANDOFF_ROUTES | OWN_ROUTES | PROBE_ROUTES
+                       else "/admin" if path.startswith("/admin/") else "other")
+        if (method, path) in PROBE_ROUTES:
+            await self._probe(path, send)
+        elif (method, path) in HANDOFF_ROUTES:
             await self._customer(scope, receive, send)
         elif (method, path) == ("GET", "/v1/models"):
             await self._models(scope, send)
@@ -121,6 +141,25 @@ class GatewayApp:
             await self._admin_call(scope, receive, send)
         else:
             await send_denial(send, not_found(), new_request_id())
+
+    async def _probe(self, path: str, send: Send) -> None:
+        request_id = new_request_id()
+        if path == "/healthz":
+            await send_json(send, 200, {"status": "ok"}, request_id)
+            return
+        checks = {
+            "started": self._started,
+            "database": await asyncio.to_thread(self._ledger.ping),
+            "rate_limit_store": await asyncio.to_thread(self._rate_limiter.reachable),
+            "litellm_router": self._llm_ready(),
+        }
+        failing = [name for name, ok in checks.items() if not ok]
+        if failing:
+            # Which check failed goes to the log; the probe's answer reveals nothing about the internals.
+            log.warning("not ready", extra={"request_id": request_id, "reason": ",".join(failing)})
+            await send_json(send, 503, {"status": "not_ready"}, request_id)
+        else:
+            await send_json(send, 200, {"status": "ready"}, request_id)
 
     async def _admin_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every admin response gets a request id and ``Cache-Control: no-store`` (one of them carries a new key)."""
@@ -179,6 +218,7 @@ class GatewayApp:
                         break
                     continue
                 self._keys.store.revoke(principal.key_id, by="self")
+                REVOCATIONS.labels(channel="self").inc()
                 self._audit.try_record("key_self_revoked", actor=principal.key_id, subject=principal.key_id,
                                        request_id=request_id)
                 revoked_id = principal.key_id
@@ -213,8 +253,10 @@ class GatewayApp:
         self._audit.try_record("boot", actor="system")
         # The head printed at every boot lets an auditor catch a rewound (truncated) chain later.
         log.info("gateway started", extra={"outcome": f"audit_head={seq}:{mac}"})
+        self._started = True
         await send({"type": "lifespan.startup.complete"})
         message = await receive()
+        self._started = False
         self._audit.try_record("shutdown", actor="system")
         try:
             await stack.aclose()

@@ -20,7 +20,7 @@ from gateway.audit.log import AuditLog
 from gateway.credits.ledger import Account, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
 from gateway.keys.service import KeyService
-from gateway.metrics import REGISTRY
+from gateway.metrics import REGISTRY, REVOCATIONS
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.customer import new_request_id
 from gateway.pipeline.errors import Denial, error_body, internal_error
@@ -170,6 +170,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         if revoked is None:  # keys are never deleted, so this means the store changed under us
             raise Denial(404, "not_found", "No such key.")
         log.warning("key revoked", extra={"key_id": key_id, "by": who.key_id})
+        REVOCATIONS.labels(channel="admin").inc()
         audit_event("key_revoked", request, who, key_id)
         return revoked.public(datetime.now(UTC))
 

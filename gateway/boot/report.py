@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway import LITELLM_PIN
 from gateway.admin.api import build_admin_app
-from gateway.app import HANDOFF_ROUTES, OWN_ROUTES
+from gateway.app import HANDOFF_ROUTES, OWN_ROUTES, PROBE_ROUTES
 from gateway.boot import litellm_mount
 from gateway.boot.bootstrap import POLICY_NAME, render_policy, secrets_dir
 from gateway.boot.cli_ops import _audit, _die, _engine, _settings
@@ -27,6 +27,7 @@ from gateway.policy import PolicyError, load_policy
 def _routes() -> list[tuple[str, str, str]]:
     rows = [(method, path, "customer key; pre-flight then LiteLLM") for method, path in sorted(HANDOFF_ROUTES)]
     rows += [(method, path, "customer key; answered by the gateway") for method, path in sorted(OWN_ROUTES)]
+    rows += [(method, path, "no key; probe answering only ok/ready/not_ready") for method, path in sorted(PROBE_ROUTES)]
     admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type]  # routes only, never served
     for route in admin.routes:
         for method in sorted(getattr(route, "methods", None) or []):

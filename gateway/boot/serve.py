@@ -96,6 +96,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
         audit=audit,
         lifespan=lifespan,
         llm_state=llm_state,
+        llm_ready=lambda: proxy_server.llm_router is not None,
     )
     return Booted(settings, policy, app)
 
@@ -129,6 +130,8 @@ def serve(settings: Settings) -> int:
         server_header=False,
         proxy_headers=False,
         ws="none",
+        # On SIGTERM: stop accepting, let in-flight requests finish (and settle) for up to this long, then exit.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     server = uvicorn.Server(config)
     asyncio.run(server.serve())

@@ -353,6 +353,14 @@ class SqlLedger:
                 log.warning("reservation expired", extra={"request_id": request_id, "reason": "sweeper"})
         return expired
 
+    def ping(self) -> bool:
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
     def open_reservations(self) -> int:
         with self._engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(reservations)

@@ -7,12 +7,14 @@ marked; each is a plain function that raises :class:`Denial` or returns what the
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
 from gateway.audit.log import AuditLog
 from gateway.keys.format import KeyKind
 from gateway.keys.service import KeyService
+from gateway.metrics import UPSTREAM_SECONDS
 from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.authz import check_model
@@ -107,6 +109,7 @@ class CustomerPipeline:
                 started = True
             await send(message)
 
+        handed_off = time.perf_counter()
         try:
             await hand_off(self._llm_app, scope, receive, tracking_send, principal=principal, raw_body=raw,
                            request_id=request_id, llm_state=self._llm_state, meter=meter)
@@ -116,4 +119,5 @@ class CustomerPipeline:
             if not started:
                 await send_denial(send, internal_error(), request_id)
         finally:
+            UPSTREAM_SECONDS.labels(route=scope["path"]).observe(time.perf_counter() - handed_off)
             meter.finish()

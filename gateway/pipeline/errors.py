@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 
+from gateway.metrics import DENIALS
 from gateway.pipeline.asgi import Send
 
 
@@ -52,6 +53,7 @@ def error_body(denial: Denial) -> bytes:
 
 
 async def send_denial(send: Send, denial: Denial, request_id: str) -> None:
+    DENIALS.labels(code=denial.code).inc()
     body = error_body(denial)
     headers = [
         (b"content-type", b"application/json"),

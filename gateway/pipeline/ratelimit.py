@@ -19,6 +19,7 @@ from typing import Any
 from limits import RateLimitItemPerMinute
 from slowapi import Limiter
 
+from gateway.metrics import RATE_LIMITED
 from gateway.pipeline.errors import Denial
 from gateway.principal import Principal
 
@@ -52,6 +53,7 @@ class RateLimiter:
                          error_type="server_error") from None
         if allowed:
             return
+        RATE_LIMITED.labels(limit=kind).inc()
         retry_after = max(1, math.ceil(stats.reset_time - time.time())) if stats else 60
         name = "requests" if kind == "rpm" else "tokens"
         log.info("rate limited", extra={"request_id": request_id, "key_id": principal.key_id,

@@ -110,6 +110,8 @@ def test_redis_down_fails_closed_on_every_replica(stack: Stack, workdir: Path, p
         stop_process(redis)  # type: ignore[arg-type]
         statuses = [_chat(r, key) for r in replicas]
         assert statuses[:2] == [503, 503]  # fail closed
+        ready = httpx.get(replicas[0].base_url + "/readyz")
+        assert (ready.status_code, ready.json()) == (503, {"status": "not_ready"})
         assert statuses[2] == 200  # the explicit unsafe setting lets traffic through
         assert "rate-limit store unavailable" in replicas[0].process.output()
     finally:
