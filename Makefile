@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test install lint lock clean bench-ledger fuzz sbom
+.PHONY: dev test install lint lock clean bench-ledger fuzz sbom soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ sbom: install
 # A longer fuzzing run than the one in `make test` (ten times the cases).
 fuzz: install
 	GATEWAY_FUZZ_SCALE=10 $(BIN)/python -m pytest -q tests/security/test_fuzz.py
+
+# Ten minutes at 50 requests/s with a streaming mix; reports RSS growth, errors, parity (not a CI test).
+soak: install
+	$(BIN)/python bench/soak.py --seconds 600 --rate 50 --warmup 60
 
 # Not part of `make test`: throughput of reserve+settle on SQLite and the machine's Postgres.
 bench-ledger: install

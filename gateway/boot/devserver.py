@@ -122,7 +122,7 @@ def run_dev(*, port: int, keys_file: Path | None) -> int:
             )
         print(_banner(base_url, admin_key, customer_key), flush=True)
         del admin_key, customer_key, operator
-        boot_serve.logs.configure(settings.log_level)
+        boot_serve.logs.configure(settings.log_level, settings.log_format)
         return boot_serve.serve(settings)
     except BootError as exc:
         print(exc.line(), file=sys.stderr)

@@ -20,11 +20,12 @@ import copy
 import hmac
 import importlib.metadata
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway import LITELLM_COMPROMISED, LITELLM_PIN
+from gateway import LITELLM_COMPROMISED, LITELLM_PIN, logs
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.credits.pricing import Price, per_million_from_usd_per_million, per_million_from_usd_per_token
@@ -163,6 +164,8 @@ async def litellm_lifespan(
         async with llm_app.router.lifespan_context(llm_app) as llm_state:
             _forget(proxy_config, config)
             _verify_started(proxy_server, master_key)
+            # LiteLLM's startup re-levels its loggers; route them through ours (and the redaction) again.
+            logs.adopt_library_loggers(logging.getLevelName(logging.getLogger().level))
             state.update(llm_state or {})
             yield
     finally:

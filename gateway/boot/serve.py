@@ -72,9 +72,12 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
         return Booted(settings, policy, None)
 
     proxy_server = _step("litellm import", litellm_mount.import_proxy)
+    logs.adopt_library_loggers(settings.log_level)
     config = litellm_mount.build_config(policy, secrets.master_key, secrets.provider_keys)
     keys = KeyService(SqlKeyStore(engine), KeyHasher(secrets.pepper.reveal().encode("utf-8")))
     llm_state: dict[str, Any] = {}
+    for value in secrets.all_values():
+        logs.REDACT.add(value.reveal())
     master_key = secrets.master_key
     audit_key = secrets.audit_key
     del secrets
@@ -143,7 +146,7 @@ def serve(settings: Settings) -> int:
 def main(*, check: bool) -> int:
     try:
         settings = load_settings()
-        logs.configure(settings.log_level)
+        logs.configure(settings.log_level, settings.log_format)
         if check:
             prepare(settings, check_only=True)
             print("gateway: all boot checks passed (settings, policy, litellm version, environment, vault, database, "

@@ -14,6 +14,7 @@ from typing import Any
 from gateway.audit.log import AuditLog
 from gateway.keys.format import KeyKind
 from gateway.keys.service import KeyService
+from gateway.logs import REQUEST_ID
 from gateway.metrics import UPSTREAM_SECONDS
 from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send
 from gateway.pipeline.authn import authenticate
@@ -69,6 +70,7 @@ class CustomerPipeline:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
+        REQUEST_ID.set(request_id)
         try:
             # 1. Authenticate: Authorization: Bearer with a customer key, nothing else.
             principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id, self._audit)

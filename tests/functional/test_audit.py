@@ -69,7 +69,7 @@ def test_honeytoken_use_raises_the_alarm_and_looks_like_any_401(gateway: Running
     assert revoked.json() == {"object": "key.revocation", "revoked": True}
     alarms = admin.get("/admin/audit", params={"event": "honeytoken_used", "actor": canary_id}).json()["data"]
     assert len(alarms) == 2
-    assert "CRITICAL gateway.authn: honeytoken key used" in gateway.process.output()
+    assert '"level": "CRITICAL", "logger": "gateway.authn", "msg": "honeytoken key used"' in gateway.process.output()
     metrics = admin.get("/admin/metrics").text
     assert "gateway_honeytoken_uses_total 2.0" in metrics
     assert 'gateway_auth_denials_total{reason="honeytoken"}' in metrics
