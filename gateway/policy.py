@@ -117,6 +117,12 @@ class Cors(_Strict):
         return value
 
 
+class Upstream(_Strict):
+    # How long LiteLLM waits for a provider before the request fails with 504 upstream_timeout. Keep it below
+    # credits.reservation_ttl_seconds, so the sweeper never releases a reservation whose request can still finish.
+    timeout_seconds: float = Field(default=600, gt=0, le=3600)
+
+
 class Credits(_Strict):
     # A reservation still open after this long belongs to a request that can no longer finish (its process died):
     # the sweeper releases it. Keep it above LiteLLM's request timeout (600 s).
@@ -130,6 +136,7 @@ class Policy(_Strict):
     models: list[Model] = Field(min_length=1)
     limits: Limits = Limits()
     credits: Credits = Credits()
+    upstream: Upstream = Upstream()
     guardrails: Guardrails = Guardrails()
     rate_limits: RateLimits = RateLimits()
     keys: KeyPolicy = KeyPolicy()
@@ -142,6 +149,12 @@ class Policy(_Strict):
             if not re.match(r"^[a-z][a-z0-9_]{0,63}$", name):
                 raise ValueError(f"provider name {name!r} must match ^[a-z][a-z0-9_]{{0,63}}$")
         return value
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> Policy:
+        if self.upstream.timeout_seconds >= self.credits.reservation_ttl_seconds:
+            raise ValueError("upstream.timeout_seconds must be below credits.reservation_ttl_seconds")
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Policy:

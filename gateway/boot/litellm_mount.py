@@ -119,7 +119,7 @@ def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Se
         "litellm_settings": {
             "telemetry": False,
             "drop_params": False,
-            "request_timeout": 600,
+            "request_timeout": policy.upstream.timeout_seconds,
             "num_retries": 0,
         },
         # No retries and no fallbacks: one customer request is at most one provider call, so the worst-case
@@ -159,7 +159,9 @@ async def litellm_lifespan(
 
     llm_app = proxy_server.app
     proxy_config._get_config_from_file = in_memory_config
-    os.environ["WORKER_CONFIG"] = json.dumps({"config": SENTINEL_CONFIG_PATH})
+    # Not a secret: where to find the config, and the per-request timeout LiteLLM's proxy passes with every call.
+    os.environ["WORKER_CONFIG"] = json.dumps({"config": SENTINEL_CONFIG_PATH,
+                                              "request_timeout": config["litellm_settings"]["request_timeout"]})
     try:
         async with llm_app.router.lifespan_context(llm_app) as llm_state:
             _forget(proxy_config, config)

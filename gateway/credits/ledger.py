@@ -10,6 +10,9 @@ Every state change is one transaction. Reservation is a single conditional UPDAT
 amount``), so two concurrent requests can never both take the last credit, on SQLite (one writer at a time) or
 Postgres (the row lock re-checks the condition). A reservation closes exactly once: settle, release and expire all
 start with ``UPDATE reservations SET state = … WHERE state = 'open'`` and do nothing if another closer won.
+
+The module is longer than most because it carries the hot path twice, as portable statements (SQLite) and as
+single-statement CTEs (Postgres), with the same effects; keeping both next to each other keeps them in step.
 """
 
 from __future__ import annotations

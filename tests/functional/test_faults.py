@@ -1,9 +1,7 @@
 """Faults: nothing lost, nothing leaked, parity holds afterwards.
 
 Covered elsewhere: Redis down (tests/fleet), SIGKILL mid-request then restart and sweep (test_credits_crash),
-clients disconnecting mid-stream (test_credits_concurrency), upstream 5xx (test_errors, test_credits). Not yet
-covered: upstream timeouts (LiteLLM's proxy passes its global request timeout with every call, which overrides a
-per-deployment timeout, so a fast-timing-out test model needs more work).
+clients disconnecting mid-stream (test_credits_concurrency), upstream 5xx (test_errors, test_credits).
 
 threat-model: TM-D3, TM-T9
 """
@@ -19,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.credits.ledger import SqlLedger
 from gateway.devstack.openbao import dev_vault, free_port
+from gateway.store.engine import open_store
 from tests.conftest import Keys, _start_gateway
 from tests.support import GatewayProcess, Stack, any_listed, port_open, run_gateway, write_policy
 
@@ -29,6 +29,35 @@ HI = [{"role": "user", "content": "Hi"}]
 def _chat(base_url: str, key: str, model: str = "chat-model") -> httpx.Response:
     return httpx.post(base_url + "/v1/chat/completions", json={"model": model, "messages": HI, "max_tokens": 5},
                       headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_upstream_timeout_is_a_504_and_releases(stack: Stack, tmp_path: Path, standin) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", standin.base_url, extra_models="""  - name: very-slow-model
+    provider: standin
+    upstream_model: standin-slow-3000
+    mode: chat
+    price: {input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}
+""")
+    policy.write_text(policy.read_text() + "upstream:\n  timeout_seconds: 1\n")
+    database_url = f"sqlite:///{tmp_path / 'gw.db'}"
+    port = free_port()
+    env = stack.env(tmp_path / "g", database_url, port, GATEWAY_POLICY_FILE=str(policy))
+    process = GatewayProcess(env, tmp_path / "gw.log", port).start()
+    try:
+        keys = Keys(stack, database_url)
+        account = keys.account(100_000)
+        key, _ = keys.customer(models=["very-slow-model", "chat-model"], account_id=account)
+        started = time.monotonic()
+        response = _chat(process.base_url, key, "very-slow-model")
+        assert response.status_code == 504 and time.monotonic() - started < 2.9
+        assert response.json()["error"]["code"] == "upstream_timeout"
+        assert _chat(process.base_url, key).status_code == 200  # other models are unaffected
+        ledger = SqlLedger(open_store(database_url))
+        state = ledger.get_account(account)
+        assert state is not None and state.reserved_micro_usd == 0 and state.balance_micro_usd == 100_000 - 23
+        assert ledger.check() == [] and any_listed(response.text, stack.canaries) == []
+    finally:
+        process.stop()
 
 
 def test_vault_unreachable_after_boot_changes_nothing(tmp_path: Path, standin) -> None:
