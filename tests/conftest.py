@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.boot.bootstrap import bootstrap, write_private_file
-from gateway.boot.secret import Secret
-from gateway.boot.settings import Settings
+from gateway.boot.bootstrap import write_private_file
 from gateway.credits.ledger import SqlLedger
 from gateway.devstack.openbao import DevVault, free_port, start_dev_vault
 from gateway.keys.format import KeyKind
@@ -19,7 +17,7 @@ from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
 from gateway.keys.store import SqlKeyStore
 from gateway.store.engine import open_store
-from tests.support import GatewayProcess, Stack, StandIn, port_open, services_required, write_policy
+from tests.support import GatewayProcess, Stack, StandIn, bootstrapped_stack, port_open, services_required
 
 POSTGRES = ("127.0.0.1", 5432)
 
@@ -47,17 +45,8 @@ def standin() -> Iterator[StandIn]:
 
 @pytest.fixture(scope="session")
 def stack(dev_vault: DevVault, standin: StandIn, workdir: Path) -> Stack:
-    provider_key = "provider-canary-" + secrets.token_urlsafe(24)
-    policy_file = write_policy(workdir / "policy.yaml", standin.base_url)
-    result = Stack(dev_vault.addr, dev_vault.root_token, workdir, policy_file, provider_key)
-    settings = Settings(vault_addr=dev_vault.addr)
-    bootstrap(result.root(), settings, provider_keys={"standin": Secret(provider_key)}, credentials_dir=workdir / "boot")
-    core = result.root().secrets.kv.v2.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
-    result.master_key = core["data"]["data"]["master_key"]
-    result.pepper = core["data"]["data"]["pepper"]
-    result.audit_key = core["data"]["data"]["audit_key"]
-    result.canaries += [result.master_key, result.pepper, result.audit_key, provider_key, dev_vault.root_token]
-    return result
+    return bootstrapped_stack(dev_vault.addr, dev_vault.root_token, workdir, standin.base_url,
+                              "provider-canary-" + secrets.token_urlsafe(24))
 
 
 class Keys:

@@ -145,6 +145,13 @@ class Stack:
     def root(self) -> hvac.Client:
         return hvac.Client(url=self.vault_addr, token=self.root_token)
 
+    def load_core(self) -> None:
+        """Read master key, pepper and audit key from Vault (root token) and register them as canaries."""
+        core = self.root().secrets.kv.v2.read_secret_version(path="gateway/core",
+                                                             raise_on_deleted_version=True)["data"]["data"]
+        self.master_key, self.pepper, self.audit_key = core["master_key"], core["pepper"], core["audit_key"]
+        self.canaries += [self.master_key, self.pepper, self.audit_key]
+
     def fresh_credentials(self, folder: Path) -> tuple[Path, Path]:
         from gateway.boot.bootstrap import issue_credentials
         from gateway.boot.settings import Settings
@@ -172,6 +179,21 @@ class Stack:
         )
         env.update(overrides)
         return env
+
+
+def bootstrapped_stack(vault_addr: str, root_token: str, workdir: Path, standin_base: str,
+                       provider_key: str) -> Stack:
+    """Bootstrap a Vault (policy, role, generated core secrets, the provider key) the way the CLI does, in-process."""
+    from gateway.boot.bootstrap import bootstrap
+    from gateway.boot.secret import Secret
+    from gateway.boot.settings import Settings
+
+    stack = Stack(vault_addr, root_token, workdir, write_policy(workdir / "policy.yaml", standin_base), provider_key)
+    bootstrap(stack.root(), Settings(vault_addr=vault_addr), provider_keys={"standin": Secret(provider_key)},
+              credentials_dir=workdir / "boot")
+    stack.load_core()
+    stack.canaries += [provider_key, root_token]
+    return stack
 
 
 class GatewayProcess:

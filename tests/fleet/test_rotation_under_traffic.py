@@ -15,12 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from gateway.boot.bootstrap import bootstrap
-from gateway.boot.secret import Secret
-from gateway.boot.settings import Settings
 from gateway.devstack.openbao import dev_vault, free_port
 from tests.conftest import Keys
-from tests.support import GatewayProcess, Stack, run_gateway, write_policy
+from tests.support import GatewayProcess, Stack, bootstrapped_stack, run_gateway
 
 
 def memory_contains(pid: int, needle: bytes) -> bool:
@@ -43,14 +40,9 @@ def memory_contains(pid: int, needle: bytes) -> bool:
 
 def test_rolling_restart_after_rotation_drops_nothing(tmp_path: Path, standin, stack: Stack) -> None:
     with dev_vault(tmp_path / "bao.log") as vault:
-        local = Stack(vault.addr, vault.root_token, tmp_path, write_policy(tmp_path / "policy.yaml", standin.base_url),
-                      "provider-key-rolling")
-        bootstrap(local.root(), Settings(vault_addr=vault.addr), provider_keys={"standin": Secret(local.provider_key)},
-                  credentials_dir=tmp_path / "c")
-        core = local.root().secrets.kv.v2.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
-        old_master = core["data"]["data"]["master_key"]
-        local.pepper = core["data"]["data"]["pepper"]
-        stack.canaries += [old_master, local.pepper, core["data"]["data"]["audit_key"]]
+        local = bootstrapped_stack(vault.addr, vault.root_token, tmp_path, standin.base_url, "provider-key-rolling")
+        old_master = local.master_key
+        stack.canaries += local.canaries
         database_url = f"sqlite:///{tmp_path / 'gw.db'}"
         keys = Keys(local, database_url)
         key, _ = keys.customer()

@@ -30,9 +30,8 @@ def test_rotate_master_key_then_restart(tmp_path: Path, standin, stack: Stack) -
         assert boot.returncode == 0, boot.stderr
         local = Stack(vault.addr, vault.root_token, tmp_path, write_policy(tmp_path / "policy.yaml", standin.base_url),
                       "provider-key-for-rotation")
-        before = local.root().secrets.kv.v2.read_secret_version(path="gateway/core",
-                                                                raise_on_deleted_version=True)["data"]["data"]
-        local.master_key, local.pepper, local.audit_key = before["master_key"], before["pepper"], before["audit_key"]
+        local.load_core()
+        before = {"master_key": local.master_key, "pepper": local.pepper, "audit_key": local.audit_key}
         database_url = f"sqlite:///{tmp_path / 'gw.db'}"
         keys = Keys(local, database_url)
         key, _ = keys.customer()
