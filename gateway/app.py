@@ -217,7 +217,7 @@ class GatewayApp:
                                                reason="self_revoke", request_id=request_id)
                         break
                     continue
-                self._keys.store.revoke(principal.key_id, by="self")
+                self._keys.revoke(principal.key_id, by="self")
                 REVOCATIONS.labels(channel="self").inc()
                 self._audit.try_record("key_self_revoked", actor=principal.key_id, subject=principal.key_id,
                                        request_id=request_id)

@@ -97,6 +97,9 @@ class RateLimits(_Strict):
 class KeyPolicy(_Strict):
     # After a rotation the old key keeps working this long, so clients can switch without an outage.
     rotation_grace_seconds: int = Field(default=60, ge=0, le=7 * 86_400)
+    # How long a replica may answer from its cached copy of a customer key (0: no cache, one store read per request).
+    # A revocation through another replica or the host CLI takes effect here within this bound (threat-model TM-T6).
+    cache_ttl_seconds: float = Field(default=0.5, ge=0, le=1.0)
 
 
 class Guardrails(_Strict):

@@ -166,7 +166,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         record = keys.store.get(key_id)
         if record is None or record.kind != KeyKind.CUSTOMER.value:
             raise Denial(404, "not_found", "No such key.")
-        revoked = keys.store.revoke(key_id, by=who.key_id)
+        revoked = keys.revoke(key_id, by=who.key_id)
         if revoked is None:  # keys are never deleted, so this means the store changed under us
             raise Denial(404, "not_found", "No such key.")
         log.warning("key revoked", extra={"key_id": key_id, "by": who.key_id})

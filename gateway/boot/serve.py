@@ -74,7 +74,8 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     proxy_server = _step("litellm import", litellm_mount.import_proxy)
     logs.adopt_library_loggers(settings.log_level)
     config = litellm_mount.build_config(policy, secrets.master_key, secrets.provider_keys)
-    keys = KeyService(SqlKeyStore(engine), KeyHasher(secrets.pepper.reveal().encode("utf-8")))
+    keys = KeyService(SqlKeyStore(engine), KeyHasher(secrets.pepper.reveal().encode("utf-8")),
+                      cache_ttl=policy.keys.cache_ttl_seconds)
     llm_state: dict[str, Any] = {}
     for value in secrets.all_values():
         logs.REDACT.add(value.reveal())

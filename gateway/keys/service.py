@@ -14,6 +14,9 @@ Denial reasons (go to logs and metrics, never to the client, who always sees ``4
 from __future__ import annotations
 
 import hmac
+import threading
+import time
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
 from gateway.keys import format as key_format
@@ -32,10 +35,65 @@ class AuthDenied(Exception):
         self.key_id = key_id
 
 
+class KeyCache:
+    """Customer key records by digest, for at most ``ttl`` seconds each, at most ``max_entries`` of them (LRU).
+
+    What it bounds (threat-model TM-T6): a revocation or rotation made through this process drops the entry at once;
+    one made elsewhere (another replica, the host CLI) is seen here within ``ttl``. Expiry is checked on every
+    request from the cached record's ``expires_at``, so it is exact. Only found, customer-kind records are cached:
+    unknown digests and admin keys always go to the store.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[float, KeyRecord, str]] = OrderedDict()
+        self._lock = threading.Lock()
+        # Bumped by every invalidation: a lookup that started before one must not put its (maybe stale) answer back.
+        self._generation = 0
+
+    def get(self, digest: str) -> tuple[KeyRecord, str] | None:
+        if self.ttl <= 0:
+            return None
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry[0] <= time.monotonic():
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry[1], entry[2]
+
+    def generation(self) -> int:
+        return self._generation
+
+    def put(self, digest: str, record: KeyRecord, stored_digest: str, generation: int) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._entries[digest] = (time.monotonic() + self.ttl, record, stored_digest)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            self._generation += 1
+            for digest in [d for d, (_, record, _) in self._entries.items() if record.id == key_id]:
+                del self._entries[digest]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class KeyService:
-    def __init__(self, store: KeyStore, hasher: KeyHasher) -> None:
+    def __init__(self, store: KeyStore, hasher: KeyHasher, *, cache_ttl: float = 0.0) -> None:
         self.store = store
         self._hasher = hasher
+        self.cache = KeyCache(cache_ttl)
 
     def issue(
         self,
@@ -94,7 +152,15 @@ class KeyService:
             account_id=old.account_id, spend_cap_micro_usd=old.spend_cap_micro_usd,
             spend_cap_period=old.spend_cap_period, rpm_limit=old.rpm_limit, tpm_limit=old.tpm_limit)
         self.store.retire(key_id, successor=record.id, not_after=now + grace)
+        self.cache.forget(key_id)
         return plaintext, record
+
+    def revoke(self, key_id: str, *, by: str) -> KeyRecord | None:
+        """Revoke in the store, and drop this process's cached copy at once."""
+        try:
+            return self.store.revoke(key_id, by=by)
+        finally:
+            self.cache.forget(key_id)
 
     def verify(self, presented: str | None, kind: KeyKind) -> Principal:
         """The principal for ``presented``, or :class:`AuthDenied`."""
@@ -105,9 +171,15 @@ class KeyService:
         except key_format.MalformedKey:
             raise AuthDenied("malformed") from None
         digest = self._hasher.digest(presented)
-        found = self.store.find_by_digest(digest)
+        cacheable = kind is KeyKind.CUSTOMER
+        found = self.cache.get(digest) if cacheable else None
         if found is None:
-            raise AuthDenied("unknown")
+            generation = self.cache.generation()
+            found = self.store.find_by_digest(digest)
+            if found is None:
+                raise AuthDenied("unknown")
+            if cacheable and found[0].kind == kind.value:
+                self.cache.put(digest, found[0], found[1], generation)
         record, stored_digest = found
         # The lookup was by digest already; compare again in constant time so correctness never rests on the
         # database's collation or comparison semantics.
