@@ -81,6 +81,10 @@ class Drift:
 
 
 class Ledger(Protocol):
+    # How many request-path writes the store takes at once: SQLite has one writer (more threads would only queue
+    # on its file lock, in sleeps of up to 100 ms each), Postgres many.
+    writers: int
+
     def reserve(self, *, request_id: str, account_id: str, key_id: str, amount: int, cap: KeyCap | None) -> int: ...
     def settle(self, request_id: str, charge: int) -> int | None: ...
     def release(self, request_id: str, reason: str) -> None: ...
@@ -177,6 +181,7 @@ class SqlLedger:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self.writers = 8 if self._postgres else 1
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
 
     # --- accounts -----------------------------------------------------------------------------------------------

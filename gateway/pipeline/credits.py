@@ -13,9 +13,15 @@ Settlement rules (threat-model TM-T9, TM-T10):
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import json
 import logging
-from typing import Any
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from gateway.credits.ledger import InsufficientCredit, KeyCap, Ledger, LedgerUnavailable
 from gateway.credits.pricing import Estimate, Price, estimate
@@ -27,6 +33,21 @@ log = logging.getLogger("gateway.credits")
 
 REMAINING_HEADER = b"x-credit-remaining-micro-usd"
 
+T = TypeVar("T")
+
+
+class LedgerThreads:
+    """The ledger's request-path writes (reserve, settle, release) run here, off the event loop: a slow store holds up
+    the requests that wait on it, not every request in the process. As many threads as the store takes writers."""
+
+    def __init__(self, writers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="ledger")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        # The context goes along, so log lines written there still carry the request id.
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
 
 def unavailable() -> Denial:
     return Denial(503, "service_unavailable", "Service temporarily unavailable.", error_type="server_error")
@@ -36,8 +57,9 @@ class Meter:
     """Watches one response from LiteLLM and closes the request's reservation exactly once."""
 
     def __init__(self, ledger: Ledger, request_id: str, key_id: str, price: Price, amount: int, available: int,
-                 mode: str) -> None:
+                 mode: str, threads: LedgerThreads | None = None) -> None:
         self._ledger = ledger
+        self._threads = threads
         self.request_id = request_id
         self._key_id = key_id
         self._price = price
@@ -49,7 +71,7 @@ class Meter:
         self._usage: dict[str, Any] | None = None
         self._tail = b""
         self._started = False
-        self._closed = False
+        self._closing = threading.Lock()  # taken once, never released: the first finish() is the only one
 
     # --- observations --------------------------------------------------------------------------------------------
 
@@ -96,11 +118,24 @@ class Meter:
             return self.amount, "no_usage"
         return self.amount, "client_gone"
 
-    def finish(self) -> int | None:
-        """Settle or release; returns the available credit after, when known. Safe to call more than once."""
-        if self._closed:
+    @property
+    def closed(self) -> bool:
+        return self._closing.locked()
+
+    async def finish_off_loop(self) -> int | None:
+        """:meth:`finish` on a worker thread. If this task is cancelled meanwhile, the thread still completes the
+        settlement; nothing is left open."""
+        if self.closed:
             return None
-        self._closed = True
+        if self._threads is None:
+            return self.finish()
+        return await self._threads.run(self.finish)
+
+    def finish(self) -> int | None:
+        """Settle or release; returns the available credit after, when known. Safe to call more than once, from any
+        thread: only the first call writes."""
+        if not self._closing.acquire(blocking=False):
+            return None
         try:
             if self._failed or not self._started:
                 self._ledger.release(self.request_id, "upstream_error" if self._failed else "no_response")
@@ -121,6 +156,7 @@ class CreditStep:
         self._ledger = ledger
         self._prices = prices
         self._policy = policy
+        self.threads = LedgerThreads(ledger.writers)
 
     def estimate(self, body: dict[str, Any], raw_length: int, model_name: str) -> Estimate:
         model = self._policy.model(model_name)
@@ -146,5 +182,5 @@ class CreditStep:
                          error_type="insufficient_quota") from None
         except LedgerUnavailable:
             raise unavailable() from None
-        meter = Meter(self._ledger, request_id, principal.key_id, price, amount, available, model.mode)
+        meter = Meter(self._ledger, request_id, principal.key_id, price, amount, available, model.mode, self.threads)
         return meter, json.dumps(worst.body, separators=(",", ":")).encode()

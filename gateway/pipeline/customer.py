@@ -91,8 +91,9 @@ class CustomerPipeline:
             # 7. Worst case of this request, then tokens per minute against it.
             worst = self._credits.estimate(body, len(raw), model)
             self._rate_limiter.tokens(principal, worst.tokens, request_id)
-            # 8. Reserve the worst-case cost; the meter settles the real cost when the response is done.
-            meter, raw = self._credits.reserve(worst, principal, model, request_id)
+            # 8. Reserve the worst-case cost; the meter settles the real cost when the response is done. The ledger
+            #    write runs on a worker thread, so a slow store holds up this request and not the event loop.
+            meter, raw = await self._credits.threads.run(self._credits.reserve, worst, principal, model, request_id)
         except Denial as denial:
             await send_denial(send, denial, request_id)
             return
@@ -122,4 +123,4 @@ class CustomerPipeline:
                 await send_denial(send, internal_error(), request_id)
         finally:
             UPSTREAM_SECONDS.labels(route=scope["path"]).observe(time.perf_counter() - handed_off)
-            meter.finish()
+            await meter.finish_off_loop()

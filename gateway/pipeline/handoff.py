@@ -125,7 +125,7 @@ async def hand_off(
                     return
                 body = b"".join(held_body)
                 meter.observe_json(body)
-                remaining = meter.finish()
+                remaining = await meter.finish_off_loop()
                 start = dict(held_start)
                 start["headers"] = [*held_start["headers"], (REMAINING_HEADER, str(
                     remaining if remaining is not None else meter.available).encode())]
