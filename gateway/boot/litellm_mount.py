@@ -128,6 +128,59 @@ def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Se
     }
 
 
+# LiteLLM's own per-request hooks for features the gateway does not use, by class name: each would run on every call
+# (pre-call and success/failure logging) and find nothing to do, because the gateway's custom_auth returns a bare
+# principal (no LiteLLM budgets, limits, sessions or cache permissions) and LiteLLM has no telemetry exporter here.
+# The gateway enforces budgets, limits and access itself, before LiteLLM sees the request.
+UNUSED_CALLBACKS = {
+    "_PROXY_VirtualKeyModelMaxBudgetLimiter": "per-model budgets of LiteLLM keys",
+    "_PROXY_MaxParallelRequestsHandler_v3": "rpm/tpm/parallel limits of LiteLLM keys",
+    "_PROXY_CacheControlCheck": "cache-control permissions of LiteLLM keys (no cache configured)",
+    "_PROXY_MaxIterationsHandler": "per-session iteration caps",
+    "_PROXY_MaxBudgetPerSessionHandler": "per-session budgets",
+    "PromptCacheObserver": "prompt-cache statistics",
+    "ServiceLogging": "service health telemetry",
+}
+# The callbacks LiteLLM 1.106.12's proxy registers for this configuration. Boot refuses any other set: a new hook
+# (from a version change or a config change) must be reviewed before it runs, or is trimmed, on customer traffic.
+EXPECTED_CALLBACKS = frozenset(UNUSED_CALLBACKS) | {
+    "ResponsesIDSecurity", "SkillsInjectionHook", "_PROXY_SensitiveDataRoutingHandler"}
+CALLBACK_LISTS = ("callbacks", "success_callback", "_async_success_callback", "failure_callback",
+                  "_async_failure_callback")
+
+
+def _callback_name(callback: Any) -> str:
+    return callback if isinstance(callback, str) else type(callback).__name__
+
+
+def trim_per_request_work() -> list[str]:
+    """Switch off per-request work in LiteLLM that the gateway does not use; returns what was switched off.
+
+    * ``_seed_request_destinations`` routes OpenTelemetry spans to per-tenant destinations. The gateway configures
+      no OpenTelemetry; without the optional ``opentelemetry-sdk`` the function's import fails on every request, and
+      a failed import is retried, module compilation included, each time (measured: about 6 % of the process's CPU
+      under load, docs/benchmarks.md).
+    * the hooks in :data:`UNUSED_CALLBACKS`, from every callback list (``function_setup`` re-adds what is still in
+      ``litellm.callbacks`` on each call, so that list too).
+    """
+    import litellm
+    from litellm.proxy.auth import user_api_key_auth
+
+    registered = {_callback_name(c) for c in litellm.callbacks}
+    if registered != EXPECTED_CALLBACKS:
+        raise BootError("litellm startup", "LiteLLM registered an unexpected set of callbacks: "
+                                           f"{sorted(registered ^ EXPECTED_CALLBACKS)}")
+
+    def _no_tenant_destinations(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    user_api_key_auth._seed_request_destinations = _no_tenant_destinations
+    for name in CALLBACK_LISTS:
+        current = getattr(litellm, name)
+        current[:] = [c for c in current if _callback_name(c) not in UNUSED_CALLBACKS]
+    return ["otel_tenant_destinations", *sorted(UNUSED_CALLBACKS)]
+
+
 def _verify_started(proxy_server: Any, master_key: Secret) -> None:
     from gateway.pipeline import bridge
 
@@ -166,6 +219,7 @@ async def litellm_lifespan(
         async with llm_app.router.lifespan_context(llm_app) as llm_state:
             _forget(proxy_config, config)
             _verify_started(proxy_server, master_key)
+            trim_per_request_work()
             # LiteLLM's startup re-levels its loggers; route them through ours (and the redaction) again.
             logs.adopt_library_loggers(logging.getLevelName(logging.getLogger().level))
             state.update(llm_state or {})

@@ -1,11 +1,13 @@
-"""Boots the gateway in this process (as ``gateway serve`` would, without opening a port), enters the lifespan
-(which starts LiteLLM), and prints what an attacker inside the process could see: the environment and LiteLLM's
-custom_auth. Run by test_isolation.py in a child process; its output is compared with the canary secrets there.
+"""Boots the gateway in this process (as ``gateway serve`` would, without opening a port), runs the app's ASGI
+lifespan startup (which starts LiteLLM), and prints what an attacker inside the process could see: the environment
+and LiteLLM's custom_auth, plus what the boot switched off in LiteLLM and whether the boot heap was frozen. Run by
+test_isolation.py in a child process; its output is compared with the canary secrets there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -17,15 +19,29 @@ async def main() -> None:
 
     booted = prepare(load_settings())
     assert booted.app is not None
-    async with booted.app._lifespan():
-        from litellm.proxy import proxy_server
+    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    lifespan = asyncio.create_task(booted.app({"type": "lifespan"}, inbox.get, outbox.put))
+    started = await outbox.get()
+    assert started["type"] == "lifespan.startup.complete", started
 
-        report = {
-            "environ": dict(os.environ),
-            "custom_auth": getattr(proxy_server.user_custom_auth, "__module__", None),
-            "router_models": sorted(proxy_server.llm_router.model_names) if proxy_server.llm_router else [],
-            "worker_config_left": "WORKER_CONFIG" in os.environ,
-        }
+    import litellm
+    from litellm.proxy import proxy_server
+    from litellm.proxy.auth import user_api_key_auth
+
+    report = {
+        "environ": dict(os.environ),
+        "custom_auth": getattr(proxy_server.user_custom_auth, "__module__", None),
+        "router_models": sorted(proxy_server.llm_router.model_names) if proxy_server.llm_router else [],
+        "worker_config_left": "WORKER_CONFIG" in os.environ,
+        "callbacks": {name: sorted(c if isinstance(c, str) else type(c).__name__ for c in getattr(litellm, name))
+                      for name in ("callbacks", "_async_success_callback", "_async_failure_callback")},
+        "seed_request_destinations": user_api_key_auth._seed_request_destinations.__name__,
+        "gc_frozen": gc.get_freeze_count(),
+    }
+    await inbox.put({"type": "lifespan.shutdown"})
+    await lifespan
     sys.stdout.write("PROBE-REPORT " + json.dumps(report) + "\n")
 
 

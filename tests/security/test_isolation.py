@@ -43,6 +43,13 @@ def test_no_secret_in_environment_after_litellm_started(stack: Stack, tmp_path: 
     assert report["custom_auth"] == "gateway.pipeline.bridge"
     assert report["router_models"] == ["chat-model", "echo-error-model", "embed-model", "failing-model",
                                        "other-chat-model", "slow-model", "text-model"]
+    # LiteLLM's hooks for features the gateway does not use were switched off (TM-T13), the rest kept...
+    kept = ["ResponsesIDSecurity", "SkillsInjectionHook", "_PROXY_SensitiveDataRoutingHandler"]
+    assert report["callbacks"]["callbacks"] == sorted(kept)
+    assert report["callbacks"]["_async_success_callback"] == sorted([*kept, "method"])  # + the router's own
+    assert report["seed_request_destinations"] == "_no_tenant_destinations"
+    # ...and the boot heap (LiteLLM's ~700k objects) is frozen out of the collector's full passes.
+    assert report["gc_frozen"] > 100_000
     # ...and no secret is left in the environment (names or values), nor the sentinel we used to start it.
     assert not report["worker_config_left"]
     assert any_listed(json.dumps(report["environ"]), stack.canaries) == []
