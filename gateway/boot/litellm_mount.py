@@ -78,12 +78,21 @@ def check_environment() -> None:
         raise BootError("environment", f"{present[0]} is set; it would reconfigure LiteLLM outside the policy. Unset it")
 
 
-def import_proxy() -> Any:
-    """Import LiteLLM's proxy module after the version and environment checks."""
+def import_litellm() -> Any:
+    """Import LiteLLM (not its proxy) after the version check, with the settings it reads at import time: without
+    them its import fetches a cost map from the internet (and retries for seconds when it cannot)."""
     check_litellm_version()
-    check_environment()
     for name, value in QUIET_ENV.items():
         os.environ[name] = value
+    import litellm
+
+    return litellm
+
+
+def import_proxy() -> Any:
+    """Import LiteLLM's proxy module after the version and environment checks."""
+    check_environment()
+    import_litellm()
     from litellm.proxy import proxy_server
 
     return proxy_server
@@ -238,7 +247,7 @@ def _forget(proxy_config: Any, config: dict[str, Any]) -> None:
 def resolve_prices(policy: Policy) -> dict[str, Price]:
     """Each exposed model's price: the policy's, else LiteLLM's bundled cost map. A model without one is refused:
     the gateway cannot reserve credit for a request it cannot price."""
-    import litellm
+    litellm = import_litellm()
 
     prices: dict[str, Price] = {}
     for model in policy.models:

@@ -10,7 +10,22 @@ import asyncio
 import gc
 import json
 import os
+import socket
 import sys
+
+LOCAL = ("127.0.0.1", "::1", "localhost")
+looked_up: list[str] = []
+_getaddrinfo = socket.getaddrinfo
+
+
+def _recording_getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - socket's signature
+    # Every outbound connection starts with a lookup (or a literal address, which getaddrinfo also sees).
+    if host not in LOCAL and not (isinstance(host, str) and host.startswith("127.")):
+        looked_up.append(str(host))
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _recording_getaddrinfo
 
 
 async def main() -> None:
@@ -39,6 +54,7 @@ async def main() -> None:
                       for name in ("callbacks", "_async_success_callback", "_async_failure_callback")},
         "seed_request_destinations": user_api_key_auth._seed_request_destinations.__name__,
         "gc_frozen": gc.get_freeze_count(),
+        "non_local_lookups": looked_up,
     }
     await inbox.put({"type": "lifespan.shutdown"})
     await lifespan

@@ -48,6 +48,8 @@ def test_no_secret_in_environment_after_litellm_started(stack: Stack, tmp_path: 
     assert report["callbacks"]["callbacks"] == sorted(kept)
     assert report["callbacks"]["_async_success_callback"] == sorted([*kept, "method"])  # + the router's own
     assert report["seed_request_destinations"] == "_no_tenant_destinations"
+    # ...it tried to reach nothing beyond this host (LiteLLM fetches a cost map at import unless told not to)...
+    assert report["non_local_lookups"] == []
     # ...and the boot heap (LiteLLM's ~700k objects) is frozen out of the collector's full passes.
     assert report["gc_frozen"] > 100_000
     # ...and no secret is left in the environment (names or values), nor the sentinel we used to start it.
