@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test install lint lock clean bench-ledger fuzz sbom soak
+.PHONY: dev test install lint lock clean bench bench-micro bench-profile bench-ledger fuzz sbom soak wrk
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,13 @@ dev: install
 	$(BIN)/gateway dev
 
 test: install
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests bench
 	$(BIN)/python -m pytest -q
 	$(BIN)/bandit -q -c pyproject.toml -r gateway --severity-level medium
 	$(BIN)/lint-imports
 
 lint: install
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests bench
 
 # CycloneDX SBOM of the installed environment (every package, pinned by the hash-locked requirements).
 sbom: install
@@ -41,6 +41,23 @@ fuzz: install
 # Ten minutes at 50 requests/s with a streaming mix; reports RSS growth, errors, parity (not a CI test).
 soak: install
 	$(BIN)/python bench/soak.py --seconds 600 --rate 50 --warmup 60
+
+# wrk drives the side-by-side benchmark; installed from Debian's packages when missing.
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+# Not part of `make test`. The gateway beside stock LiteLLM, LiteLLM with the gateway's trims, a two-process
+# forwarder and the bare stand-in (bench/compare.py); rewrites the measured section of docs/benchmarks.md.
+bench: install wrk
+	$(BIN)/python bench/compare.py --only abcde --rounds 5 --seconds 10
+
+# Not part of `make test`: pytest-benchmark microbenchmarks of the pre-flight's parts.
+bench-micro: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider bench/micro --benchmark-only --benchmark-columns=min,median,max,ops,rounds
+
+# Not part of `make test`: py-spy samples of the gateway under load, bucketed; flame graph in var/profile/.
+bench-profile: install wrk
+	$(BIN)/python bench/profile.py --seconds 20
 
 # Not part of `make test`: throughput of reserve+settle on SQLite and the machine's Postgres.
 bench-ledger: install

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,31 +17,7 @@ from pathlib import Path
 
 import httpx
 import openai
-
-from gateway.boot.bootstrap import bootstrap, issue_credentials, operator_client
-from gateway.boot.secret import Secret
-from gateway.boot.settings import Settings
-from gateway.credits.ledger import SqlLedger
-from gateway.devstack.openbao import free_port, start_dev_vault, stop_process, wait_http
-from gateway.keys.format import KeyKind
-from gateway.keys.hashing import KeyHasher
-from gateway.keys.service import KeyService
-from gateway.keys.store import SqlKeyStore
-from gateway.store.engine import open_store
-
-POLICY = """version: 1
-providers:
-  standin:
-    api_base: {base}
-models:
-  - name: chat-model
-    provider: standin
-    upstream_model: upstream-chat
-    price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
-rate_limits:
-  default_rpm: 1000000
-  default_tpm: 1000000000
-"""
+from stack import children, start_gateway, start_standin
 
 
 def rss_kib(pid: int) -> int:
@@ -101,39 +74,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=60)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
-    vault = start_dev_vault(work / "bao.log")
-    children: list[subprocess.Popen[bytes]] = [vault.process]
-    try:
-        standin_port = free_port()
-        children.append(subprocess.Popen([sys.executable, "-m", "gateway.devstack.fake_provider", "--port",
-                                          str(standin_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_http(f"http://127.0.0.1:{standin_port}/_standin/requests")
-        policy = work / "policy.yaml"
-        policy.write_text(POLICY.format(base=f"http://127.0.0.1:{standin_port}/v1"))
-        settings = Settings(vault_addr=vault.addr)
-        root = operator_client(settings, Secret(vault.root_token))
-        bootstrap(root, settings, provider_keys={"standin": Secret("soak-" + secrets.token_urlsafe(16))},
-                  credentials_dir=work)
-        core = root.secrets.kv.v2.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
-        database_url = f"sqlite:///{work / 'gw.db'}"
-        engine = open_store(database_url)
-        ledger = SqlLedger(engine)
-        account = ledger.create_account("soak")
-        ledger.top_up(account.id, 10**13, "soak")
-        key, _ = KeyService(SqlKeyStore(engine), KeyHasher(core["data"]["data"]["pepper"].encode())).issue(
-            KeyKind.CUSTOMER, name="soak", models=["chat-model"], account_id=account.id)
-        issue_credentials(root, settings, work)
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "LITELLM_"))}
-        env.update({"GATEWAY_VAULT_ADDR": vault.addr, "GATEWAY_VAULT_ROLE_ID_FILE": str(work / "role_id"),
-                    "GATEWAY_VAULT_SECRET_ID_FILE": str(work / "secret_id"), "GATEWAY_DATABASE_URL": database_url,
-                    "GATEWAY_POLICY_FILE": str(policy), "GATEWAY_PORT": str(port), "GATEWAY_LOG_LEVEL": "WARNING"})
-        gateway = subprocess.Popen([str(Path(sys.executable).parent / "gateway"), "serve"], env=env,
-                                   stdout=open(work / "gateway.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-        children.append(gateway)
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=90)
-        result = asyncio.run(drive(f"http://127.0.0.1:{port}", key, args.rate, args.seconds, args.warmup,
-                                   gateway.pid))
+    with children() as started:
+        gateway = start_gateway(work, start_standin(started), started, log_level="WARNING")
+        ledger = gateway.ledger
+        result = asyncio.run(drive(gateway.url, gateway.key, args.rate, args.seconds, args.warmup,
+                                   gateway.process.pid))
         drifts = ledger.check()
         open_left = ledger.open_reservations()
         growth = (result["rss_end_kib"] - result["rss_after_warmup_kib"]) / result["rss_after_warmup_kib"]
@@ -144,9 +89,6 @@ def main() -> int:
               f"at the end {result['rss_end_kib'] / 1024:.1f} MiB ({growth * 100:+.1f} %)")
         print(f"soak: ledger parity {'holds' if not drifts else 'BROKEN'}; open reservations {open_left}")
         return 0 if not result["errors"] and growth < 0.10 and not drifts and open_left == 0 else 1
-    finally:
-        for child in reversed(children):
-            stop_process(child)
 
 
 if __name__ == "__main__":

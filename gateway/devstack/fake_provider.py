@@ -28,13 +28,16 @@ REPLY = "Hello from the provider stand-in."
 
 
 class Recorder:
-    def __init__(self) -> None:
+    def __init__(self, keep: int | None = None) -> None:
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
+        self._keep = keep
 
     def add(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self._requests.append(entry)
+            if self._keep is not None and len(self._requests) > self._keep:
+                del self._requests[0]
 
     def all(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -176,8 +179,11 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="Provider stand-in (NOT a real LLM).")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--keep", type=int, default=None,
+                        help="record only the last N requests (benchmarks: a list growing by millions of entries "
+                             "makes the stand-in's own garbage collection a latency spike of every configuration)")
     args = parser.parse_args()
-    uvicorn.run(build_app(), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(build_app(Recorder(keep=args.keep)), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":
