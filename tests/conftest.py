@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from gateway.boot.bootstrap import write_private_file
 from gateway.credits.ledger import SqlLedger
 from gateway.devstack.openbao import DevVault, free_port, start_dev_vault
+from gateway.devstack.postgres import fresh_database
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
@@ -114,14 +114,8 @@ def postgres_url() -> Iterator[str]:
         if services_required():
             pytest.fail("Postgres at 127.0.0.1:5432 is required (GATEWAY_REQUIRE_SERVICES=1) but not reachable")
         pytest.skip("Postgres at 127.0.0.1:5432 is not reachable on this machine")
-    import psycopg
-
-    name = "gw_test_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(host=POSTGRES[0], port=POSTGRES[1], dbname="test", user="postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(host=POSTGRES[0], port=POSTGRES[1], dbname="test", user="postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("gw_test_") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

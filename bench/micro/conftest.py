@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from gateway.devstack.postgres import fresh_database
 from gateway.store.engine import open_store
 
 POSTGRES = ("127.0.0.1", 5432)
@@ -35,14 +35,8 @@ def postgres_url() -> Iterator[str]:
     """A fresh database on the machine's Postgres, dropped at the end of the session."""
     if not port_open(*POSTGRES):
         pytest.skip("Postgres at 127.0.0.1:5432 is not reachable on this machine")
-    import psycopg
-
-    name = "gw_bench_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(host=POSTGRES[0], port=POSTGRES[1], dbname="test", user="postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(host=POSTGRES[0], port=POSTGRES[1], dbname="test", user="postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("gw_bench_") as url:
+        yield url
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ looked_up: list[str] = []
 _getaddrinfo = socket.getaddrinfo
 
 
-def _recording_getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - socket's signature
+def _recording_getaddrinfo(host, *args, **kwargs):  # socket.getaddrinfo's signature
     # Every outbound connection starts with a lookup (or a literal address, which getaddrinfo also sees).
     if host not in LOCAL and not (isinstance(host, str) and host.startswith("127.")):
         looked_up.append(str(host))
