@@ -73,6 +73,9 @@ def test_revocation_elsewhere_takes_effect_within_the_ttl(tmp_path: Path) -> Non
     service.verify(key, KeyKind.CUSTOMER)
     store.revoke(record.id, by="elsewhere")
     revoked_at = time.monotonic()
+    # The price of the cache, stated: right after the revocation elsewhere, this process still accepts the key...
+    assert service.verify(key, KeyKind.CUSTOMER).key_id == record.id
+    # ...and refuses it once the entry has expired.
     while True:
         try:
             service.verify(key, KeyKind.CUSTOMER)
