@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.audit.log import AuditLog
 from gateway.credits.ledger import Account, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
-from gateway.keys.service import KeyService
+from gateway.keys.service import HoneytokenNotRotatable, KeyService
 from gateway.metrics import REGISTRY, REVOCATIONS
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.customer import new_request_id
@@ -177,7 +177,13 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
     @app.post("/admin/keys/{key_id}/rotate", status_code=201)
     def rotate_key(key_id: str, who: Admin, request: Request, payload: RotateKey | None = None) -> dict[str, object]:
         grace = payload.grace_seconds if payload and payload.grace_seconds is not None else rotation_grace_seconds
-        rotated = keys.rotate(key_id, grace=timedelta(seconds=grace))
+        try:
+            rotated = keys.rotate(key_id, grace=timedelta(seconds=grace))
+        except HoneytokenNotRotatable:
+            log.warning("honeytoken rotation refused", extra={"key_id": key_id, "by": who.key_id,
+                                                              "reason": "honeytoken_not_rotatable"})
+            raise Denial(409, "honeytoken_not_rotatable",
+                         "A honeytoken cannot be rotated; revoke it and mint a new one.") from None
         if rotated is None:
             raise Denial(404, "not_found", "No live customer key with that id.")
         plaintext, record = rotated

@@ -35,6 +35,11 @@ class AuthDenied(Exception):
         self.key_id = key_id
 
 
+class HoneytokenNotRotatable(Exception):
+    """A honeytoken was asked to rotate. It has no working settings to carry over (no account, no models), and a
+    canary must never gain a working successor: revoke it and mint a new one instead."""
+
+
 class KeyCache:
     """Customer key records by digest, for at most ``ttl`` seconds each, at most ``max_entries`` of them (LRU).
 
@@ -142,10 +147,15 @@ class KeyService:
     def rotate(self, key_id: str, *, grace: timedelta) -> tuple[str, KeyRecord] | None:
         """A new key with the same settings; the old one keeps working for ``grace``, then is rejected.
 
-        Returns None when there is no live customer key with that id."""
+        Returns None when there is no live customer key with that id; raises :class:`HoneytokenNotRotatable` for a
+        honeytoken (whatever its state)."""
         old = self.store.get(key_id)
         now = datetime.now(UTC)
-        if old is None or old.kind != KeyKind.CUSTOMER.value or old.state(now) != "active":
+        if old is None or old.kind != KeyKind.CUSTOMER.value:
+            return None
+        if old.honeytoken:
+            raise HoneytokenNotRotatable(key_id)
+        if old.state(now) != "active":
             return None
         plaintext, record = self.issue(
             KeyKind.CUSTOMER, name=old.name, models=list(old.models), expires_at=old.expires_at,

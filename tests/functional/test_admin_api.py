@@ -110,3 +110,23 @@ def test_admin_input_is_validated(gateway: RunningGateway) -> None:
     # Admin keys are not listed or revocable through the customer-key endpoints.
     admin_id = gateway.keys.service.store.list("ak")[0].id
     assert admin.get(f"/admin/keys/{admin_id}").status_code == 404
+
+
+def test_rotating_a_honeytoken_is_refused_with_a_409(gateway: RunningGateway) -> None:
+    admin = _admin(gateway)
+    minted = admin.post("/admin/honeytokens", json={"name": "planted, then rotated by mistake"}).json()
+    gateway.keys.stack.canaries.append(minted["key"])
+    before = {item["id"] for item in admin.get("/admin/keys").json()["data"]}
+    for body in (None, {"grace_seconds": 0}):
+        refused = admin.post(f"/admin/keys/{minted['id']}/rotate", json=body)
+        assert refused.status_code == 409, refused.text
+        assert refused.json() == {"error": {"message": "A honeytoken cannot be rotated; revoke it and mint a new one.",
+                                            "type": "invalid_request_error", "param": None,
+                                            "code": "honeytoken_not_rotatable"}}
+    # No successor was created and the canary itself is untouched (still a live honeytoken).
+    assert {item["id"] for item in admin.get("/admin/keys").json()["data"]} == before
+    shown = admin.get(f"/admin/keys/{minted['id']}").json()
+    assert shown["honeytoken"] is True and shown["state"] == "active" and shown.get("rotated_to") is None
+    # Still refused once revoked: a honeytoken never gains a working successor.
+    assert admin.post(f"/admin/keys/{minted['id']}/revoke").status_code == 200
+    assert admin.post(f"/admin/keys/{minted['id']}/rotate").json()["error"]["code"] == "honeytoken_not_rotatable"
