@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningGateway
+from tests.conftest import RunningGateway, _start_gateway
+from tests.support import Stack
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -130,3 +132,26 @@ def test_rotating_a_honeytoken_is_refused_with_a_409(gateway: RunningGateway) ->
     # Still refused once revoked: a honeytoken never gains a working successor.
     assert admin.post(f"/admin/keys/{minted['id']}/revoke").status_code == 200
     assert admin.post(f"/admin/keys/{minted['id']}/rotate").json()["error"]["code"] == "honeytoken_not_rotatable"
+
+
+def test_a_client_cannot_forge_log_lines(gateway: RunningGateway, stack: Stack, workdir: Path) -> None:
+    """threat-model: TM-I4"""
+    text_gateway = _start_gateway(stack, workdir, "gw-text-log", f"sqlite:///{workdir / 'text-log.db'}",
+                                  GATEWAY_LOG_FORMAT="text")
+    try:
+        for running in (text_gateway, gateway):
+            # Decoded by the server into the ASGI path, which the authentication denial logs as `path`.
+            denied = httpx.get(running.base_url + "/admin/keys/x%0AFAKE-LF%0D%0AFAKE-CRLF%E2%80%A8FAKE-LS%1B[2K",
+                               timeout=30)
+            assert denied.status_code == 401
+        text_log, json_log = text_gateway.process.output(), gateway.process.output()
+    finally:
+        text_gateway.process.stop()
+    for log in (text_log, json_log):
+        assert not [line for line in log.splitlines() if line.startswith("FAKE")]
+    assert "path=/admin/keys/x\\nFAKE-LF\\r\\nFAKE-CRLF\\u2028FAKE-LS\\x1b[2K" in text_log
+    # Each line that carries the hostile text is a record's own line, starting with its timestamp (LiteLLM's banner,
+    # printed to stdout around the logs, is why not every line of the output is checked).
+    carrying = [line for line in text_log.splitlines() if "FAKE" in line]
+    assert carrying and all(line[:4].isdigit() for line in carrying)
+    assert '"path": "/admin/keys/x\\nFAKE-LF\\r\\nFAKE-CRLF\\u2028FAKE-LS\\u001b[2K"' in json_log
