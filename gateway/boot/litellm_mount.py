@@ -29,6 +29,7 @@ from gateway import LITELLM_COMPROMISED, LITELLM_PIN, logs
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.credits.pricing import Price, per_million_from_usd_per_million, per_million_from_usd_per_token
+from gateway.pipeline.approval import Deployment, credential_digest
 from gateway.policy import Policy
 
 SENTINEL_CONFIG_PATH = "/proc/self/gateway-in-memory-config.yaml"
@@ -132,9 +133,23 @@ def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Se
             "num_retries": 0,
         },
         # No retries and no fallbacks: one customer request is at most one provider call, so the worst-case
-        # reservation bounds what the provider can bill for it (threat-model TM-T10).
-        "router_settings": {"num_retries": 0, "fallbacks": []},
+        # reservation bounds what the provider can bill for it (threat-model TM-T10). No cooldowns: an upstream
+        # error caused by one client's request must not take the model away from every other tenant (TM-D4).
+        "router_settings": {"num_retries": 0, "fallbacks": [], "disable_cooldowns": True},
     }
+
+
+def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[str, Deployment]:
+    """What the router must call for each policy model, as the approval check compares it (credentials as digests).
+    Mirrors :func:`build_config`'s model list."""
+    deployments = {}
+    for model in policy.models:
+        provider = policy.providers[model.provider]
+        deployments[model.name] = Deployment(
+            litellm_model=f"openai/{model.upstream_model}", api_base=provider.api_base,
+            credential=credential_digest(provider_keys[model.provider].reveal()), provider="openai",
+            timeout=policy.upstream.timeout_seconds)
+    return deployments
 
 
 # LiteLLM's own per-request hooks for features the gateway does not use, by class name: each would run on every call
@@ -204,9 +219,20 @@ def _verify_started(proxy_server: Any, master_key: Secret) -> None:
         raise BootError("litellm startup", "LiteLLM connected a database; the gateway allows none")
 
 
+def install_approval_check(deployments: dict[str, Deployment]) -> None:
+    """Put the gateway's approval check last in LiteLLM's callbacks, so it sees each call after every other hook."""
+    import litellm
+
+    from gateway.pipeline.bridge import ApprovalCheck
+
+    litellm.callbacks[:] = [c for c in litellm.callbacks if not isinstance(c, ApprovalCheck)]
+    litellm.callbacks.append(ApprovalCheck(deployments))
+
+
 @contextlib.asynccontextmanager
 async def litellm_lifespan(
-    proxy_server: Any, config: dict[str, Any], master_key: Secret, state: dict[str, Any]
+    proxy_server: Any, config: dict[str, Any], master_key: Secret, state: dict[str, Any],
+    deployments: dict[str, Deployment],
 ) -> AsyncIterator[None]:
     """Enter LiteLLM's lifespan with ``config`` in memory; ``state`` receives LiteLLM's lifespan state.
 
@@ -229,6 +255,7 @@ async def litellm_lifespan(
             _forget(proxy_config, config)
             _verify_started(proxy_server, master_key)
             trim_per_request_work()
+            install_approval_check(deployments)
             # LiteLLM's startup re-levels its loggers; route them through ours (and the redaction) again.
             logs.adopt_library_loggers(logging.getLevelName(logging.getLogger().level))
             state.update(llm_state or {})

@@ -74,6 +74,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     proxy_server = _step("litellm import", litellm_mount.import_proxy)
     logs.adopt_library_loggers(settings.log_level)
     config = litellm_mount.build_config(policy, secrets.master_key, secrets.provider_keys)
+    deployments = litellm_mount.build_deployments(policy, secrets.provider_keys)
     keys = KeyService(SqlKeyStore(engine), KeyHasher(secrets.pepper.reveal().encode("utf-8")),
                       cache_ttl=policy.keys.cache_ttl_seconds)
     llm_state: dict[str, Any] = {}
@@ -84,7 +85,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     del secrets
 
     def lifespan() -> Any:
-        return litellm_mount.litellm_lifespan(proxy_server, config, master_key, llm_state)
+        return litellm_mount.litellm_lifespan(proxy_server, config, master_key, llm_state, deployments)
 
     ledger = SqlLedger(engine)
     audit = AuditLog(engine, audit_key.reveal().encode("utf-8"))

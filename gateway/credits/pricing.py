@@ -64,6 +64,9 @@ class Estimate:
     amount: int
     body: dict[str, Any]  # the body to forward (max_tokens filled in, usage requested for streams)
     tokens: int = 0  # prompt bound + output bound, for tokens-per-minute limits
+    output_bound: int | None = None  # output tokens per choice the provider may produce (None: embeddings)
+    choices: int = 1  # n (or best_of for text completions)
+    stream: bool = False
 
 
 def _positive_int(body: dict[str, Any], name: str, default: int, cap: int) -> int:
@@ -96,7 +99,7 @@ def estimate(
     forwarded = dict(body)
     prompt_bound = raw_length + REQUEST_OVERHEAD_TOKENS
     if mode == "embedding":
-        return Estimate(price.cost(prompt_bound, 0), forwarded, prompt_bound)
+        return Estimate(price.cost(prompt_bound, 0), forwarded, prompt_bound, output_bound=None)
     if mode == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -107,10 +110,14 @@ def estimate(
         prompt_bound += TOOL_OVERHEAD_TOKENS * (len(tools) if isinstance(tools, list) else 1)
     elif "prompt" not in body:
         raise Denial(400, "invalid_request", "'prompt' is required.")
-    if "max_completion_tokens" in body and body["max_completion_tokens"] is not None:
-        output = _positive_int(body, "max_completion_tokens", max_output_tokens, max_output_tokens)
+    # Both names bound the output (max_completion_tokens is the newer); a provider may honour either, so each that is
+    # present must be valid and the bound is the larger. With neither, the model's cap is forwarded as max_tokens.
+    bounds = [_positive_int(body, name, max_output_tokens, max_output_tokens)
+              for name in ("max_tokens", "max_completion_tokens") if body.get(name) is not None]
+    if bounds:
+        output = max(bounds)
     else:
-        output = _positive_int(body, "max_tokens", max_output_tokens, max_output_tokens)
+        output = max_output_tokens
         forwarded["max_tokens"] = output
     choices = _positive_int(body, "n", 1, max_n)
     if mode == "completion":
@@ -124,4 +131,5 @@ def estimate(
             raise Denial(400, "invalid_request", "'stream_options' must be an object.")
         # Settlement needs the provider's own usage figures at the end of the stream.
         forwarded["stream_options"] = {**(options or {}), "include_usage": True}
-    return Estimate(price.cost(prompt_bound, output * choices), forwarded, prompt_bound + output * choices)
+    return Estimate(price.cost(prompt_bound, output * choices), forwarded, prompt_bound + output * choices,
+                    output_bound=output, choices=choices, stream=stream)

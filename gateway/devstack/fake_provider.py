@@ -7,7 +7,8 @@ path, query, headers, JSON body) so tests can assert on exactly what reached "th
 Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``DELETE /_standin/requests``.
 An upstream model named ``standin-error-500`` answers 500, ``standin-echo-error`` answers 400 with an error that echoes
 the Authorization header and URL it received; ``standin-slow-<ms>`` waits that many milliseconds before
-answering (and between stream chunks).
+answering (and between stream chunks). A chat request whose first message is ``standin-status:<code>`` answers that
+status for that request alone (with ``Retry-After: 3600`` on a 429): an upstream error one client's request causes.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _status_trigger(body: dict[str, Any]) -> int | None:
+    messages = body.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
+    match = re.fullmatch(r"standin-status:(\d{3})", str(first.get("content")))
+    return int(match.group(1)) if match else None
+
+
 def build_app(recorder: Recorder | None = None) -> Starlette:
     recorder = recorder or Recorder()
 
@@ -77,6 +85,11 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
         model = body.get("model", "unknown")
         if model == "standin-error-500":
             return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}}, status_code=500)
+        triggered = _status_trigger(body)
+        if triggered is not None:
+            headers = {"retry-after": "3600"} if triggered == 429 else {}
+            return JSONResponse({"error": {"message": "stand-in status", "type": "invalid_request_error"}},
+                                status_code=triggered, headers=headers)
         if model == "standin-echo-error":
             # A hostile or careless provider: its error echoes the credential it received and its own URL.
             echoed = f"bad request from {request.headers.get('authorization')} at {request.url}"

@@ -67,6 +67,7 @@ class Meter:
         self.available = available  # the account's available credit after the reservation
         self._mode = mode
         self._failed = False
+        self._abandoned = False
         self._completed = False
         self._usage: dict[str, Any] | None = None
         self._tail = b""
@@ -79,9 +80,12 @@ class Meter:
         """LiteLLM began a successful response (status < 400)."""
         self._started = True
 
-    def failed(self) -> None:
-        """LiteLLM answered an error status."""
+    def failed(self, status: int, dispatched: bool) -> None:
+        """LiteLLM answered an error status. ``dispatched``: the approval check had passed, so the provider was (or was
+        about to be) called."""
         self._failed = True
+        # 499: the client left. If the call had gone out, the provider may bill it up to its bound (threat-model TM-T9).
+        self._abandoned = status == 499 and dispatched
 
     def observe_json(self, body: bytes) -> None:
         self._completed = True
@@ -137,6 +141,11 @@ class Meter:
         if not self._closing.acquire(blocking=False):
             return None
         try:
+            if self._abandoned:
+                log.warning("charged the full reservation", extra={"request_id": self.request_id,
+                                                                   "key_id": self._key_id,
+                                                                   "reason": "client_gone_after_dispatch"})
+                return self._ledger.settle(self.request_id, self.amount)
             if self._failed or not self._started:
                 self._ledger.release(self.request_id, "upstream_error" if self._failed else "no_response")
                 return None
@@ -163,8 +172,8 @@ class CreditStep:
         return estimate(model.mode, body, raw_length, self._prices[model_name], model.max_output_tokens,
                         self._policy.limits.max_n)
 
-    def reserve(self, worst: Estimate, principal: Principal, model_name: str, request_id: str) -> tuple[Meter, bytes]:
-        """Reserve the worst case; returns the meter that will settle it and the body to forward."""
+    def reserve(self, worst: Estimate, principal: Principal, model_name: str, request_id: str) -> Meter:
+        """Reserve the worst case; returns the meter that will settle it."""
         model = self._policy.model(model_name)
         price = self._prices[model_name]
         if principal.account_id is None:
@@ -182,5 +191,4 @@ class CreditStep:
                          error_type="insufficient_quota") from None
         except LedgerUnavailable:
             raise unavailable() from None
-        meter = Meter(self._ledger, request_id, principal.key_id, price, amount, available, model.mode, self.threads)
-        return meter, json.dumps(worst.body, separators=(",", ":")).encode()
+        return Meter(self._ledger, request_id, principal.key_id, price, amount, available, model.mode, self.threads)

@@ -16,10 +16,11 @@ from gateway.keys.format import KeyKind
 from gateway.keys.service import KeyService
 from gateway.logs import REQUEST_ID
 from gateway.metrics import UPSTREAM_SECONDS
+from gateway.pipeline.approval import Approval
 from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.authz import check_model
-from gateway.pipeline.body import ClientGone, parse_json_object, read_body
+from gateway.pipeline.body import ClientGone, canonical_json, check_content_type, parse_json_object, read_body
 from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.errors import Denial, internal_error, send_denial
 from gateway.pipeline.fields import check_fields
@@ -76,7 +77,8 @@ class CustomerPipeline:
             principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id, self._audit)
             # 2. Requests per minute, before any further work (shared by the fleet when Redis is configured).
             self._rate_limiter.requests(principal, request_id)
-            # 3. Read the body once, bounded by the policy's size limit; it must be a JSON object.
+            # 3. Read the body once, bounded by the policy's size limit; it must be declared as and be a JSON object.
+            check_content_type(scope)
             raw = await read_body(scope, receive, self._max_body)
             body = parse_json_object(raw)
             # 4. Only the OpenAI API's fields for this route, at every level; bounded depth and message count.
@@ -91,9 +93,15 @@ class CustomerPipeline:
             # 7. Worst case of this request, then tokens per minute against it.
             worst = self._credits.estimate(body, len(raw), model)
             self._rate_limiter.tokens(principal, worst.tokens, request_id)
-            # 8. Reserve the worst-case cost; the meter settles the real cost when the response is done. The ledger
+            # 8. The approval: the one canonical body LiteLLM will get and the bounds it was priced at. LiteLLM's
+            #    call is checked against it just before the provider is contacted (approval.py).
+            forwarded = canonical_json(worst.body)
+            approval = Approval(request_id=request_id, key_id=principal.key_id, model=model, mode=mode,
+                                body=worst.body, output_bound=worst.output_bound, choices=worst.choices,
+                                stream=worst.stream)
+            # 9. Reserve the worst-case cost; the meter settles the real cost when the response is done. The ledger
             #    write runs on a worker thread, so a slow store holds up this request and not the event loop.
-            meter, raw = await self._credits.threads.run(self._credits.reserve, worst, principal, model, request_id)
+            meter = await self._credits.threads.run(self._credits.reserve, worst, principal, model, request_id)
         except Denial as denial:
             await send_denial(send, denial, request_id)
             return
@@ -103,7 +111,7 @@ class CustomerPipeline:
             log.exception("pre-flight failed", extra={"request_id": request_id})
             await send_denial(send, internal_error(), request_id)
             return
-        # 9. Hand off in-process to LiteLLM with the principal in the scope; settle when it is done.
+        # 10. Hand off in-process to LiteLLM with the principal in the scope; settle when it is done.
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -114,8 +122,9 @@ class CustomerPipeline:
 
         handed_off = time.perf_counter()
         try:
-            await hand_off(self._llm_app, scope, receive, tracking_send, principal=principal, raw_body=raw,
-                           request_id=request_id, llm_state=self._llm_state, meter=meter)
+            await hand_off(self._llm_app, scope, receive, tracking_send, principal=principal, raw_body=forwarded,
+                           request_id=request_id, llm_state=self._llm_state, meter=meter, approval=approval,
+                           audit=self._audit)
         except Exception:
             # LiteLLM's own error middleware re-raises after answering; answer only if nothing was sent yet.
             log.exception("handoff failed", extra={"request_id": request_id, "key_id": principal.key_id})

@@ -37,6 +37,7 @@ CALLED_FUNCTION_FIELDS = {"name", "arguments"}
 RESPONSE_FORMAT_FIELDS = {"type", "json_schema"}
 JSON_SCHEMA_FIELDS = {"name", "description", "schema", "strict"}
 STREAM_OPTIONS_FIELDS = {"include_usage"}
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 # Keys that would steer LiteLLM if they appeared in a JSON object it parses out of a string.
 STEERING_KEYS = {
@@ -120,6 +121,39 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> None:
         raise invalid(name, f"must be a number from {low} to {high}")
 
 
+def _integer(body: dict[str, Any], name: str, low: int, high: int) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(name, f"must be an integer from {low} to {high}")
+
+
+def _boolean(body: dict[str, Any], name: str) -> None:
+    if body.get(name) is not None and not isinstance(body[name], bool):
+        raise invalid(name, "must be a boolean")
+
+
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in value)
+
+
+def _text_or_tokens(body: dict[str, Any], name: str, *, required: bool) -> None:
+    """``prompt`` and embedding ``input``: a string, a list of strings, a list of token ids or a list of those."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise invalid(name, "is required")
+        return
+    if isinstance(value, str) or _token_ids(value):
+        return
+    if isinstance(value, list) and value and (
+            all(isinstance(item, str) for item in value) or all(_token_ids(item) for item in value)):
+        return
+    raise invalid(name, "must be a string, a list of strings, or a list of token ids (or of such lists)")
+
+
 def _messages(messages: Any, max_messages: int) -> None:
     if not isinstance(messages, list) or not messages:
         raise invalid("messages", "must be a non-empty list")
@@ -161,6 +195,14 @@ def _tools(body: dict[str, Any]) -> None:
         _only(choice.get("function", {}), {"name"}, "tool_choice.function")
     elif choice is not None and choice not in ("none", "auto", "required"):
         raise invalid("tool_choice", "must be none, auto, required or a function choice")
+    # The deprecated twin of tool_choice, checked the same way.
+    function_call = body.get("function_call")
+    if isinstance(function_call, dict):
+        _only(function_call, {"name"}, "function_call")
+        if not isinstance(function_call.get("name"), str):
+            raise invalid("function_call.name", "must be a string")
+    elif function_call is not None and function_call not in ("none", "auto"):
+        raise invalid("function_call", "must be none, auto or a function choice")
     if "response_format" in body and body["response_format"] is not None:
         response_format = _only(body["response_format"], RESPONSE_FORMAT_FIELDS, "response_format")
         if response_format.get("json_schema") is not None:
@@ -179,12 +221,17 @@ def check_fields(mode: str, body: dict[str, Any], *, max_depth: int, max_message
         _only(body["stream_options"], STREAM_OPTIONS_FIELDS, "stream_options")
     logit_bias = body.get("logit_bias")
     if logit_bias is not None and (not isinstance(logit_bias, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in logit_bias.values())):
-        raise invalid("logit_bias", "must map token ids to numbers")
+            isinstance(k, str) and k.isdigit() and len(k) <= 10 and isinstance(v, int | float)
+            and not isinstance(v, bool) and -100 <= v <= 100 for k, v in logit_bias.items())):
+        raise invalid("logit_bias", "must map token ids to numbers from -100 to 100")
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
     _number(body, "presence_penalty", -2, 2)
     _number(body, "frequency_penalty", -2, 2)
+    _integer(body, "seed", -(2**63), 2**63 - 1)
+    _boolean(body, "stream")
+    if isinstance(body.get("stream_options"), dict):
+        _boolean(body["stream_options"], "include_usage")
     user = body.get("user")
     if user is not None and (not isinstance(user, str) or len(user) > 256):
         raise invalid("user", "must be a string of at most 256 characters")
@@ -196,8 +243,19 @@ def check_fields(mode: str, body: dict[str, Any], *, max_depth: int, max_message
     if mode == "chat":
         _messages(body.get("messages"), max_messages)
         _tools(body)
+        _boolean(body, "logprobs")
+        _boolean(body, "parallel_tool_calls")
+        _integer(body, "top_logprobs", 0, 20)
+        if body.get("reasoning_effort") not in (None, *REASONING_EFFORTS):
+            raise invalid("reasoning_effort", "must be one of " + ", ".join(REASONING_EFFORTS))
+    elif mode == "completion":
+        _text_or_tokens(body, "prompt", required=True)
+        _boolean(body, "echo")
+        _integer(body, "logprobs", 0, 5)
+        if body.get("suffix") is not None and not isinstance(body["suffix"], str):
+            raise invalid("suffix", "must be a string")
     elif mode == "embedding":
         if body.get("encoding_format") not in (None, "float", "base64"):
             raise invalid("encoding_format", "must be float or base64")
-        if "input" not in body:
-            raise invalid("input", "is required")
+        _text_or_tokens(body, "input", required=True)
+        _integer(body, "dimensions", 1, 65536)

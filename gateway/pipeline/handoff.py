@@ -8,10 +8,13 @@ ours: LiteLLM's error bodies carry exception text, upstream messages and sometim
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
+from gateway.audit.log import AuditLog
+from gateway.pipeline.approval import CURRENT, Approval
 from gateway.pipeline.asgi import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
 from gateway.pipeline.body import replay
 from gateway.pipeline.credits import REMAINING_HEADER, Meter
@@ -39,6 +42,9 @@ def client_error_for(status: int) -> Denial:
 
 
 STREAM_ERROR = b"data: " + error_body(client_error_for(502))
+# LiteLLM was about to send something the pre-flight did not approve; the provider was not called.
+MISMATCH = Denial(400, "request_mismatch",
+                  "The request was not sent: the model backend read it differently from the gateway.")
 
 
 def sanitize_stream_chunk(chunk: bytes) -> bytes:
@@ -69,6 +75,8 @@ async def hand_off(
     request_id: str,
     llm_state: dict[str, Any],
     meter: Meter | None = None,
+    approval: Approval | None = None,
+    audit: AuditLog | None = None,
 ) -> None:
     inner = dict(scope)
     inner["headers"] = scrub_request(scope, len(raw_body))
@@ -87,7 +95,7 @@ async def hand_off(
             if status >= 400:
                 failed_status = status
                 if meter is not None:
-                    meter.failed()
+                    meter.failed(status, dispatched=approval is not None and approval.dispatched)
                 return
             message = dict(message)
             message["headers"] = scrub_response(list(message.get("headers", ())), request_id)
@@ -105,9 +113,18 @@ async def hand_off(
         elif failed_status is not None:
             # Swallow LiteLLM's error body; answer with ours once it is complete.
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                denial = client_error_for(failed_status)
-                log.warning("model backend error", extra={"request_id": request_id, "key_id": principal.key_id,
-                                                          "reason": f"litellm_status_{failed_status}"})
+                if approval is not None and approval.mismatch is not None:
+                    denial = MISMATCH
+                    log.warning("handoff refused: LiteLLM's call differs from the approval",
+                                extra={"request_id": request_id, "key_id": principal.key_id,
+                                       "reason": f"handoff_mismatch:{approval.mismatch}"})
+                    if audit is not None:
+                        await asyncio.to_thread(audit.try_record, "handoff_mismatch", actor=principal.key_id,
+                                                reason=approval.mismatch, request_id=request_id)
+                else:
+                    denial = client_error_for(failed_status)
+                    log.warning("model backend error", extra={"request_id": request_id, "key_id": principal.key_id,
+                                                              "reason": f"litellm_status_{failed_status}"})
                 body = error_body(denial)
                 headers = scrub_response([(b"content-type", b"application/json"),
                                           (b"content-length", str(len(body)).encode())], request_id)
@@ -134,4 +151,19 @@ async def hand_off(
                 return
         await send(message)
 
-    await llm_app(inner, replay(raw_body, receive), scrubbed_send)
+    # The approval rides in the context of this task; LiteLLM's call runs in it (or in tasks that copy it).
+    token = CURRENT.set(approval)
+    try:
+        await llm_app(inner, replay(raw_body, receive), scrubbed_send)
+    except Exception:
+        # LiteLLM's error middleware re-raises some exceptions after (or instead of) answering. A refused call is
+        # still answered as a refusal, if nothing was sent yet.
+        if approval is None or approval.mismatch is None or failed_status is not None or held_start is not None \
+                or streaming:
+            raise
+        failed_status = 500
+        if meter is not None:
+            meter.failed(500, dispatched=False)
+        await scrubbed_send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        CURRENT.reset(token)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from gateway.pipeline.asgi import Scope
 
-# Request headers LiteLLM may see. Authorization is replaced (never the customer's key).
-FORWARDED_REQUEST_HEADERS = frozenset({b"host", b"content-type", b"accept", b"user-agent"})
+# Request headers LiteLLM may see. Authorization is replaced (never the customer's key) and Content-Type is set by
+# the gateway: LiteLLM picks its body parser from it, and the body it gets is always our canonical JSON.
+FORWARDED_REQUEST_HEADERS = frozenset({b"host", b"accept", b"user-agent"})
 # The placeholder credential LiteLLM sees; our custom_auth bridge ignores it and reads the scope's principal.
 PLACEHOLDER_AUTHORIZATION = b"Bearer gateway-verified-principal"
 
@@ -23,6 +24,7 @@ PASSED_RESPONSE_HEADERS = frozenset(
 def scrub_request(scope: Scope, body_length: int) -> list[tuple[bytes, bytes]]:
     headers = [(k, v) for k, v in scope.get("headers", ()) if k in FORWARDED_REQUEST_HEADERS]
     headers.append((b"authorization", PLACEHOLDER_AUTHORIZATION))
+    headers.append((b"content-type", b"application/json"))
     headers.append((b"content-length", str(body_length).encode()))
     return headers
 

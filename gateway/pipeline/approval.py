@@ -1,0 +1,227 @@
+"""Step: what the pre-flight approved travels with the request, and LiteLLM's final view of the call is checked
+against it just before the provider is called.
+
+The gateway and LiteLLM parse a request separately. Any difference between the two readings (a content type LiteLLM
+parses as a form, a field LiteLLM reads that we did not, a default it fills in) would let LiteLLM act on something the
+pre-flight never approved. So the handoff does not rely on the readings agreeing: the pre-flight writes an
+:class:`Approval` (the deployment, the forwarded fields and their values, the output-token bound, the number of
+choices, streaming) and LiteLLM's last hook before dispatch (``async_pre_call_deployment_hook``, run after the router
+merged the deployment's parameters into the call) hands its keyword arguments to :func:`verify`. Anything that is not
+exactly what was approved refuses the call: the provider is never contacted, the client gets ``400 request_mismatch``
+and the audit log a ``handoff_mismatch`` entry. A future parser difference therefore fails closed.
+
+Where the approval travels: a context variable set by the handoff. LiteLLM runs the call in the handoff's own task (or
+in tasks it creates from it, which copy the context), so the variable is visible there and nowhere else. A call that
+reaches the hook without one (an internal LiteLLM call, or a request that bypassed the pipeline) is refused.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+# The LiteLLM entry point (``@client``-wrapped function) each route's call must go through.
+CALL_TYPES = {"chat": "acompletion", "completion": "atext_completion", "embedding": "aembedding"}
+
+# The deployment parameters the router merges into every call from the policy's model list (boot's build_config).
+DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key"})
+
+# LiteLLM's own arguments, added by its proxy and router to every call on the gateway's three routes (1.106.12, read
+# from its source and seen in tests/functional/test_approval.py), each with the only values it may carry. None of them
+# may select a provider, host, credential or price: those are the deployment parameters above, whose values are
+# checked. Any other argument that is not an approved body field refuses the call.
+
+
+def _anything(_value: Any, _deployment: Deployment) -> bool:
+    return True
+
+
+def _off(value: Any, _deployment: Deployment) -> bool:
+    return value is None or value is False
+
+
+def _no_retries(value: Any, _deployment: Deployment) -> bool:
+    return value is None or value == 0
+
+
+def _within_timeout(value: Any, deployment: Deployment) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool)
+                             and 0 < value <= deployment.timeout)
+
+
+def _proxy_metadata(value: Any, _deployment: Deployment) -> bool:
+    # Built by LiteLLM's proxy from the principal (the pre-flight refuses a client's metadata): only keys it writes.
+    if value is None:
+        return True
+    if not isinstance(value, dict) or not all(key in METADATA_KEYS for key in value):
+        return False
+    requester = value.get("requester_metadata")
+    return requester is None or (isinstance(requester, dict) and set(requester) <= REQUESTER_METADATA_KEYS)
+
+
+METADATA_KEYS = frozenset({
+    "_routing_request_tags", "actor_agent_id", "agent_execution_mode", "agent_id", "api_base", "attempted_fallbacks",
+    "attempted_retries", "billing_agent_id", "caching_groups", "caller_tags", "deployment", "deployment_model_name",
+    "endpoint", "global_max_parallel_requests", "headers", "inherited_tags", "litellm_api_version",
+    "litellm_parent_otel_span", "litellm_received_at", "litellm_roi_estimator", "llm_api_timing_windows",
+    "max_retries", "model_group", "model_group_alias", "model_group_size", "model_info", "original_model_group",
+    "queue_time_seconds", "requester_ip_address", "requester_metadata", "target_agent_id", "used_client_oauth_token",
+    "user_agent", "user_api_end_user_max_budget", "user_api_key", "user_api_key_alias", "user_api_key_auth",
+    "user_api_key_auth_metadata", "user_api_key_budget_reset_at", "user_api_key_end_user_id",
+    "user_api_key_end_user_model_max_budget", "user_api_key_hash", "user_api_key_max_budget", "user_api_key_metadata",
+    "user_api_key_model_max_budget", "user_api_key_object_permission_id", "user_api_key_org_alias",
+    "user_api_key_org_id", "user_api_key_project_alias", "user_api_key_project_id", "user_api_key_request_route",
+    "user_api_key_spend", "user_api_key_team_alias", "user_api_key_team_id", "user_api_key_team_max_budget",
+    "user_api_key_team_metadata", "user_api_key_team_model_max_budget", "user_api_key_team_object_permission_id",
+    "user_api_key_team_spend", "user_api_key_user_email", "user_api_key_user_id", "user_api_key_user_max_budget",
+    "user_api_key_user_model_max_budget", "user_api_key_user_spend", "verified_human_user_id",
+})
+# LiteLLM copies a client's own ``metadata`` here; the pre-flight refuses one, so only what the proxy adds remains.
+REQUESTER_METADATA_KEYS = frozenset({"headers", "used_client_oauth_token"})
+
+LITELLM_OWN: dict[str, Any] = {
+    # Opaque bookkeeping: ids, the logging object, the parsed request, HTTP clients and sessions.
+    "litellm_call_id": _anything, "litellm_logging_obj": _anything, "litellm_trace_id": _anything,
+    "proxy_server_request": _anything, "secret_fields": _anything, "shared_session": _anything,
+    "client": _anything, "_context_compaction_state": _anything, "model_info": _anything,
+    "metadata": _proxy_metadata, "litellm_metadata": _proxy_metadata,
+    # Switches that would change where or how the call goes: only their off values.
+    "caching": _off, "use_in_pass_through": _off, "use_litellm_proxy": _off, "use_xai_oauth": _off,
+    "merge_reasoning_content_in_choices": _off, "allow_client_keepalive_override": _off,
+    "max_retries": _no_retries, "num_retries": _no_retries,
+    "timeout": _within_timeout, "request_timeout": _within_timeout,
+}
+
+# Arguments LiteLLM may add with a default (``stream=False``); their values are checked against the bounds below.
+BOUNDS = frozenset({"stream", "max_tokens", "max_completion_tokens", "n", "best_of"})
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+
+
+def _shown(name: object) -> str:
+    """A field name fit for a log line or an audit reason (it may come from the client)."""
+    return name if isinstance(name, str) and _SAFE_NAME.match(name) else "?"
+
+
+_DIGEST_KEY = os.urandom(32)  # per process: the digests below mean nothing outside it
+
+
+def credential_digest(value: str) -> bytes:
+    """A per-process HMAC of a provider credential, so the check never holds the credential itself."""
+    return hmac.new(_DIGEST_KEY, value.encode("utf-8"), hashlib.sha256).digest()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deployment:
+    """What the router must call for one policy model: built at boot from the policy and Vault."""
+
+    litellm_model: str  # e.g. "openai/gpt-4o-mini"
+    api_base: str
+    credential: bytes  # credential_digest() of the provider key
+    provider: str  # LiteLLM's provider name ("openai")
+    timeout: float  # the policy's upstream timeout: the longest a call may be given
+
+
+class HandoffMismatch(Exception):
+    """LiteLLM was about to send something other than what the pre-flight approved (the reason is a short code)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Approval:
+    """One request's approval. Written by the pre-flight; ``dispatched`` and ``mismatch`` by the check."""
+
+    request_id: str
+    key_id: str
+    model: str  # the policy model name
+    mode: str  # chat, completion or embedding
+    body: Mapping[str, Any]  # the canonical body handed to LiteLLM (after shaping)
+    output_bound: int | None  # max tokens per choice; None for embeddings
+    choices: int
+    stream: bool
+    dispatched: bool = False  # the check passed: LiteLLM went on to call the provider
+    mismatch: str | None = None  # the check refused: why (a code, never a value)
+
+
+CURRENT: contextvars.ContextVar[Approval | None] = contextvars.ContextVar("gateway_approval", default=None)
+
+
+def _refuse(approval: Approval | None, reason: str) -> HandoffMismatch:
+    if approval is not None and approval.mismatch is None:
+        approval.mismatch = reason
+    return HandoffMismatch(reason)
+
+
+def _bound(kwargs: Mapping[str, Any], name: str) -> int | None:
+    value = kwargs.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HandoffMismatch(f"{name}_type")
+    return value
+
+
+def verify(kwargs: Mapping[str, Any], call_type: str | None, deployments: Mapping[str, Deployment]) -> Approval:
+    """Raise :class:`HandoffMismatch` unless ``kwargs`` (LiteLLM's arguments for the provider call) are exactly what
+    the request's approval allows; mark the approval dispatched otherwise."""
+    approval = CURRENT.get()
+    if approval is None:
+        raise _refuse(None, "no_approval")
+    try:
+        _verify(approval, kwargs, call_type, deployments)
+    except HandoffMismatch as mismatch:
+        raise _refuse(approval, mismatch.reason) from None
+    approval.dispatched = True
+    return approval
+
+
+def _verify(approval: Approval, kwargs: Mapping[str, Any], call_type: str | None,
+            deployments: Mapping[str, Deployment]) -> None:
+    if call_type != CALL_TYPES[approval.mode]:
+        raise HandoffMismatch("call_type")
+    deployment = deployments.get(approval.model)
+    if deployment is None:
+        raise HandoffMismatch("deployment_unknown")
+    # The deployment: the policy's upstream model, host and credential, nothing a request could have put there.
+    if kwargs.get("model") != deployment.litellm_model:
+        raise HandoffMismatch("model")
+    if kwargs.get("api_base") != deployment.api_base:
+        raise HandoffMismatch("api_base")
+    key = kwargs.get("api_key")
+    if not isinstance(key, str) or not hmac.compare_digest(credential_digest(key), deployment.credential):
+        raise HandoffMismatch("api_key")
+    # The fields: each argument is an approved body field, a deployment parameter or one of LiteLLM's own with an
+    # allowed value.
+    for name, value in kwargs.items():
+        if name in approval.body or name in DEPLOYMENT_PARAMS or name in BOUNDS:
+            continue
+        allowed = LITELLM_OWN.get(name)
+        if allowed is None or not allowed(value, deployment):
+            raise HandoffMismatch("field:" + _shown(name))
+    # The values: every approved field reaches the call with the approved value (none dropped, none rewritten).
+    for name, value in approval.body.items():
+        if name == "model":
+            continue  # the policy name was replaced by the deployment's, checked above
+        if name not in kwargs or kwargs[name] != value:
+            raise HandoffMismatch("value")
+    # The bounds the reservation was computed from.
+    if approval.output_bound is None:
+        if kwargs.get("max_tokens") is not None or kwargs.get("max_completion_tokens") is not None:
+            raise HandoffMismatch("output_bound")
+    else:
+        bounds = [b for b in (_bound(kwargs, "max_tokens"), _bound(kwargs, "max_completion_tokens")) if b is not None]
+        if not bounds or max(bounds) > approval.output_bound:
+            raise HandoffMismatch("output_bound")
+    choices = max(_bound(kwargs, "n") or 1, _bound(kwargs, "best_of") or 1)
+    if choices > approval.choices:
+        raise HandoffMismatch("choices")
+    if bool(kwargs.get("stream")) is not approval.stream:
+        raise HandoffMismatch("stream")
