@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,6 +247,9 @@ def audit_report(output: Annotated[Path, typer.Option("--output", "-o", help="Ma
 
 
 def main() -> None:
+    # Everything this process and its children create is private to the gateway's user (0600 files, 0700 folders):
+    # the SQLite database and its -wal/-shm side files, the dev stack's files and logs, reports.
+    os.umask(0o077)
     try:
         app()
     except KeyboardInterrupt:

@@ -76,19 +76,36 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+def _private_log(log_file: Path) -> int:
+    """A descriptor appending to ``log_file``, which is 0600 from its first byte: the dev server prints its root
+    token there. An existing file is narrowed to 0600 before anything is appended."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def start_dev_vault(log_file: Path | None = None) -> DevVault:
     port = free_port()
     token = "dev-root-" + secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     env["BAO_DEV_ROOT_TOKEN_ID"] = token
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(  # nosec B603
-        [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    out = _private_log(log_file) if log_file else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen(  # nosec B603
+            [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        # The child holds its own copy of the descriptor.
+        if out != subprocess.DEVNULL:
+            os.close(out)
     vault = DevVault(addr=f"http://127.0.0.1:{port}", root_token=token, process=process)
     try:
         wait_http(f"{vault.addr}/v1/sys/health")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -12,13 +13,19 @@ from alembic.config import Config
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+# SQLite's side files: the write-ahead log and its shared-memory index (WAL mode), the rollback journal otherwise.
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
 def make_engine(url: str) -> sa.Engine:
-    """An engine for ``url``; for a SQLite file, its folder is created private (0700) if missing."""
+    """An engine for ``url``; for a SQLite file, its folder is created private (0700) if missing, and the file and
+    its side files are private (0600) before the first connection."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).parent
         if not folder.exists():
             folder.mkdir(mode=0o700, parents=True)
+        _private_sqlite_files(parsed.database)
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     # hide_parameters: SQL logging (sqlalchemy.engine at INFO/DEBUG) must never print key digests.
@@ -28,6 +35,20 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _private_sqlite_files(database: str) -> None:
+    # SQLite creates the -wal and -shm files with the database file's own mode (not the umask), so a database file
+    # that is 0600 before the first connection makes them 0600 too. An empty file is a valid, empty database.
+    # Side files left by an earlier process (or an older version of this code) are narrowed as well.
+    fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(database + suffix, 0o600)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
@@ -52,7 +73,4 @@ def migrate(engine: sa.Engine) -> None:
 def open_store(url: str) -> sa.Engine:
     engine = make_engine(url)
     migrate(engine)
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        os.chmod(parsed.database, 0o600)
     return engine
