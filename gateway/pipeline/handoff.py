@@ -156,11 +156,14 @@ async def hand_off(
     try:
         await llm_app(inner, replay(raw_body, receive), scrubbed_send)
     except Exception:
-        # LiteLLM's error middleware re-raises some exceptions after (or instead of) answering. A refused call is
-        # still answered as a refusal, if nothing was sent yet.
-        if approval is None or approval.mismatch is None or failed_status is not None or held_start is not None \
+        # LiteLLM's error middleware re-raises some exceptions after (or instead of) answering. One raised before the
+        # provider call, on a request that passed the pre-flight, means LiteLLM refused what it read (its own ban
+        # list raises for api_base, for one): answered as a refusal, like the approval check's, if nothing was sent.
+        if approval is None or approval.dispatched or failed_status is not None or held_start is not None \
                 or streaming:
             raise
+        if approval.mismatch is None:
+            approval.mismatch = "litellm_refused"
         failed_status = 500
         if meter is not None:
             meter.failed(500, dispatched=False)

@@ -18,6 +18,7 @@ from tests.functional.test_credits import _account, wait_until_settled
 from tests.support import StandIn
 
 HI = [{"role": "user", "content": "Hi"}]
+CHAT = '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
 FORM = "application/x-www-form-urlencoded"
 SMUGGLING_BODY = ('{"model":"text-model","prompt":"x&model=other-chat-model&prompt=hi&n=4&api_key=sk-attacker'
                   '&api_base=http://127.0.0.1:9/&litellm_metadata[api_base]=http://127.0.0.1:9/&z="}')
@@ -133,7 +134,7 @@ def test_the_bound_reserved_is_the_bound_the_provider_gets(gateway: RunningGatew
     assert response.status_code == 200, response.text
     (upstream,) = standin.recorder.all()
     assert (upstream["body"]["max_tokens"], upstream["body"]["max_completion_tokens"]) == (7, 1)
-    reserve = [e for e in _account(gateway, account)["recent_ledger"] if e["kind"] == "reserve"][0]
+    reserve = next(e for e in _account(gateway, account)["recent_ledger"] if e["kind"] == "reserve")
     # The reservation covered 7 output tokens at 2 micro-USD each on top of the prompt bound (not 1).
     body_bytes = len(json.dumps({"model": "chat-model", "messages": HI, "max_completion_tokens": 1, "max_tokens": 7}))
     assert reserve["amount_micro_usd"] == body_bytes + 16 + 8 + 7 * 2
@@ -145,12 +146,9 @@ def test_the_bound_reserved_is_the_bound_the_provider_gets(gateway: RunningGatew
     ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],"seed":1e999}'),
     ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],"seed":1.5}'),
     ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],"seed":"7"}'),
-    ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
-                             '"logit_bias":{"50256":NaN}}'),
-    ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
-                             '"logit_bias":{"50256":1000}}'),
-    ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
-                             '"temperature":NaN}'),
+    ("/v1/chat/completions", CHAT + '"logit_bias":{"50256":NaN}}'),
+    ("/v1/chat/completions", CHAT + '"logit_bias":{"50256":1000}}'),
+    ("/v1/chat/completions", CHAT + '"temperature":NaN}'),
     ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"\\ud800"}]}'),
     ("/v1/completions", '{"model":"text-model","prompt":{"text":"hi"}}'),
     ("/v1/completions", '{"model":"text-model","prompt":[{"a":1}]}'),
@@ -161,14 +159,10 @@ def test_the_bound_reserved_is_the_bound_the_provider_gets(gateway: RunningGatew
     ("/v1/embeddings", '{"model":"embed-model","input":[]}'),
     ("/v1/embeddings", '{"model":"embed-model","input":[1,"a"]}'),
     ("/v1/embeddings", '{"model":"embed-model","input":"hi","dimensions":-1}'),
-    ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
-                             '"function_call":{"name":"f","api_base":"http://127.0.0.1:9"}}'),
-    ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
-                             '"function_call":"always"}'),
-    ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
-                             '"reasoning_effort":5}'),
-    ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
-                             '"reasoning_effort":{"api_key":"x"}}'),
+    ("/v1/chat/completions", CHAT + '"function_call":{"name":"f","api_base":"http://127.0.0.1:9"}}'),
+    ("/v1/chat/completions", CHAT + '"function_call":"always"}'),
+    ("/v1/chat/completions", CHAT + '"reasoning_effort":5}'),
+    ("/v1/chat/completions", CHAT + '"reasoning_effort":{"api_key":"x"}}'),
     ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],"stream":"yes"}'),
     ("/v1/chat/completions", '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],"logprobs":3}'),
 ])

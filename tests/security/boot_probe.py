@@ -52,6 +52,7 @@ async def main() -> None:
         "worker_config_left": "WORKER_CONFIG" in os.environ,
         "callbacks": {name: sorted(c if isinstance(c, str) else type(c).__name__ for c in getattr(litellm, name))
                       for name in ("callbacks", "_async_success_callback", "_async_failure_callback")},
+        "last_callback": type(litellm.callbacks[-1]).__name__,
         "seed_request_destinations": user_api_key_auth._seed_request_destinations.__name__,
         "gc_frozen": gc.get_freeze_count(),
         "non_local_lookups": looked_up,

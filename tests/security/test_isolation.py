@@ -44,8 +44,10 @@ def test_no_secret_in_environment_after_litellm_started(stack: Stack, tmp_path: 
     assert report["router_models"] == ["chat-model", "echo-error-model", "embed-model", "failing-model",
                                        "other-chat-model", "slow-model", "text-model"]
     # LiteLLM's hooks for features the gateway does not use were switched off (TM-T13), the rest kept...
+    # ...and the gateway's approval check was added, last, so it sees each call after every other hook (TM-E5).
     kept = ["ResponsesIDSecurity", "SkillsInjectionHook", "_PROXY_SensitiveDataRoutingHandler"]
-    assert report["callbacks"]["callbacks"] == sorted(kept)
+    assert report["callbacks"]["callbacks"] == sorted([*kept, "ApprovalCheck"])
+    assert report["last_callback"] == "ApprovalCheck"
     assert report["callbacks"]["_async_success_callback"] == sorted([*kept, "method"])  # + the router's own
     assert report["seed_request_destinations"] == "_no_tenant_destinations"
     # ...it tried to reach nothing beyond this host (LiteLLM fetches a cost map at import unless told not to)...

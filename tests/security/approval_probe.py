@@ -1,0 +1,78 @@
+"""Boots the gateway in this process with the real LiteLLM, then makes LiteLLM read each request differently from what
+the pre-flight approved (as a parser difference would) and prints what happened. Run by test_approval_check.py in a
+child process (LiteLLM's proxy is a module global: one per process).
+
+The difference is made the one way the handoff allows it: the bytes LiteLLM parses are replaced after approval,
+standing in for any future disagreement between the two parsers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import httpx
+
+# (name, what LiteLLM reads instead of the approved body)
+DIFFERENCES: list[tuple[str, dict[str, Any]]] = [
+    ("more_output", {"max_tokens": 900}),
+    ("more_choices", {"n": 3}),
+    ("other_model", {"model": "other-chat-model"}),
+    ("extra_field", {"temperature": 0.1}),
+    ("steering_field", {"custom_llm_provider": "ollama"}),
+    ("credential", {"api_key": "sk-attacker-credential"}),
+    ("host", {"api_base": "http://127.0.0.1:9/v1"}),
+    ("stream", {"stream": True}),
+    ("rewritten_prompt", {"messages": [{"role": "user", "content": "something else"}]}),
+    ("dropped_bound", {"max_tokens": None}),
+]
+
+
+async def main() -> None:
+    from gateway.boot.serve import prepare
+    from gateway.boot.settings import load_settings
+    from gateway.keys.format import KeyKind
+    from gateway.pipeline import customer
+
+    booted = prepare(load_settings())
+    app = booted.app
+    assert app is not None
+    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    lifespan = asyncio.create_task(app({"type": "lifespan"}, inbox.get, outbox.put))
+    assert (await outbox.get())["type"] == "lifespan.startup.complete"
+
+    account = app._ledger.create_account("probe")
+    app._ledger.top_up(account.id, 10_000_000, "probe credit")
+    key, _ = app._keys.issue(KeyKind.CUSTOMER, name="probe", models=["chat-model", "other-chat-model"],
+                             account_id=account.id)
+    approved = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
+    report: dict[str, Any] = {"account": account.id, "results": {}}
+    original = customer.canonical_json
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        for name, change in [("none", {}), *DIFFERENCES]:
+            def differing(body: dict[str, Any], change: dict[str, Any] = change) -> bytes:
+                changed = {**body, **change}
+                return original({k: v for k, v in changed.items() if v is not None})
+
+            customer.canonical_json = differing
+            try:
+                response = await client.post("/v1/chat/completions", json=approved,
+                                             headers={"Authorization": f"Bearer {key}"})
+            finally:
+                customer.canonical_json = original
+            report["results"][name] = {"status": response.status_code, "body": response.json()}
+    state = app._ledger.get_account(account.id)
+    report["balance"], report["reserved"] = state.balance_micro_usd, state.reserved_micro_usd
+    report["ledger"] = [entry["kind"] for entry in app._ledger.recent_entries(account.id)]
+    report["audit"] = [(e["event"], e["reason"]) for e in app._audit.list(event="handoff_mismatch")]
+    await inbox.put({"type": "lifespan.shutdown"})
+    await lifespan
+    sys.stdout.write("PROBE-REPORT " + json.dumps(report) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

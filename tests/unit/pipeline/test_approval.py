@@ -1,0 +1,146 @@
+"""The approval check: LiteLLM's final call must be exactly what the pre-flight approved, or it is refused.
+
+threat-model: TM-E5
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.pipeline.approval import (
+    CURRENT,
+    Approval,
+    Deployment,
+    HandoffMismatch,
+    credential_digest,
+    verify,
+)
+
+PROVIDER_KEY = "provider-key-for-the-test"
+DEPLOYMENTS = {"chat-model": Deployment("openai/upstream-chat", "http://127.0.0.1:9/v1",
+                                        credential_digest(PROVIDER_KEY), "openai", 600),
+               "other": Deployment("openai/upstream-other", "http://127.0.0.1:9/v1",
+                                   credential_digest(PROVIDER_KEY), "openai", 600)}
+BODY = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
+
+
+def _approval(**overrides: Any) -> Approval:
+    fields: dict[str, Any] = {"request_id": "req_1", "key_id": "key_1", "model": "chat-model", "mode": "chat",
+                              "body": BODY, "output_bound": 5, "choices": 1, "stream": False}
+    fields.update(overrides)
+    return Approval(**fields)
+
+
+def _call(**overrides: Any) -> dict[str, Any]:
+    """LiteLLM's arguments as its router builds them for an approved request (shape seen on 1.106.12)."""
+    kwargs: dict[str, Any] = {
+        "model": "openai/upstream-chat", "api_base": "http://127.0.0.1:9/v1", "api_key": PROVIDER_KEY,
+        "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "stream": False,
+        "litellm_call_id": "c", "litellm_logging_obj": object(), "litellm_trace_id": "t", "proxy_server_request": {},
+        "secret_fields": {}, "shared_session": None, "_context_compaction_state": object(), "model_info": {"id": "x"},
+        "metadata": {"model_group": "chat-model", "deployment": "openai/upstream-chat",
+                     "requester_metadata": {"headers": {}}},
+        "caching": False, "use_in_pass_through": False, "use_litellm_proxy": False, "use_xai_oauth": False,
+        "merge_reasoning_content_in_choices": False, "allow_client_keepalive_override": False,
+        "max_retries": 0, "timeout": 600, "request_timeout": 600,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def _verify(approval: Approval | None, kwargs: dict[str, Any], call_type: str = "acompletion") -> Approval:
+    token = CURRENT.set(approval)
+    try:
+        return verify(kwargs, call_type, DEPLOYMENTS)
+    finally:
+        CURRENT.reset(token)
+
+
+def test_the_approved_call_passes_and_is_marked_dispatched() -> None:
+    approval = _approval()
+    assert _verify(approval, _call()) is approval
+    assert approval.dispatched and approval.mismatch is None
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"model": "openai/upstream-other"}, "model"),
+    ({"model": "ollama/upstream-chat"}, "model"),
+    ({"api_base": "http://attacker.invalid/v1"}, "api_base"),
+    ({"api_key": "sk-attacker"}, "api_key"),
+    ({"api_key": None}, "api_key"),
+    ({"custom_llm_provider": "ollama"}, "field:custom_llm_provider"),
+    ({"extra_headers": {"x": "y"}}, "field:extra_headers"),
+    ({"headers": {"authorization": "x"}}, "field:headers"),
+    ({"user_config": {}}, "field:user_config"),
+    ({"aws_region_name": "us-east-1"}, "field:aws_region_name"),
+    ({"temperature": 0.5}, "field:temperature"),
+    ({"caching": True}, "field:caching"),
+    ({"use_litellm_proxy": True}, "field:use_litellm_proxy"),
+    ({"num_retries": 7}, "field:num_retries"),
+    ({"timeout": 3600}, "field:timeout"),
+    ({"metadata": {"model_group": "chat-model", "api_key": "x", "smuggled": 1}}, "field:metadata"),
+    ({"metadata": {"requester_metadata": {"api_base": "http://attacker.invalid"}}}, "field:metadata"),
+    ({"litellm_metadata": "x"}, "field:litellm_metadata"),
+    ({"messages": [{"role": "user", "content": "something else"}]}, "value"),
+    ({"max_tokens": 50}, "value"),
+    ({"max_completion_tokens": 6}, "output_bound"),
+    ({"n": 2}, "choices"),
+    ({"stream": True}, "stream"),
+    ({"\u00e9vil\nkey": 1}, "field:?"),
+])
+def test_any_difference_is_refused_with_a_reason(overrides: dict[str, Any], reason: str) -> None:
+    approval = _approval()
+    with pytest.raises(HandoffMismatch) as caught:
+        _verify(approval, _call(**overrides))
+    assert caught.value.reason == reason
+    assert approval.mismatch == reason and not approval.dispatched
+
+
+def test_a_dropped_field_is_refused() -> None:
+    kwargs = _call()
+    del kwargs["max_tokens"]
+    approval = _approval()
+    with pytest.raises(HandoffMismatch):
+        _verify(approval, kwargs)
+    assert approval.mismatch == "value"
+
+
+def test_the_route_decides_the_call_type() -> None:
+    with pytest.raises(HandoffMismatch) as caught:
+        _verify(_approval(), _call(), call_type="atext_completion")
+    assert caught.value.reason == "call_type"
+
+
+def test_a_call_without_an_approval_is_refused() -> None:
+    with pytest.raises(HandoffMismatch) as caught:
+        _verify(None, _call())
+    assert caught.value.reason == "no_approval"
+
+
+def test_embeddings_carry_no_output_bound() -> None:
+    body = {"model": "chat-model", "input": "x"}
+    approval = _approval(mode="embedding", body=body, output_bound=None)
+    kwargs = _call(input="x")
+    for name in ("messages", "max_tokens", "stream"):
+        kwargs.pop(name)
+    assert _verify(approval, kwargs, call_type="aembedding").dispatched
+    with pytest.raises(HandoffMismatch):
+        _verify(_approval(mode="embedding", body=body, output_bound=None), {**kwargs, "max_tokens": 3},
+                call_type="aembedding")
+
+
+def test_the_approval_is_per_context() -> None:
+    """The variable is set by the handoff of one request; another context (another request's task) never sees it."""
+    import contextvars
+
+    approval = _approval()
+    CURRENT.set(None)
+    inner = contextvars.copy_context()
+    token = CURRENT.set(approval)
+    try:
+        with pytest.raises(HandoffMismatch):
+            inner.run(verify, _call(), "acompletion", DEPLOYMENTS)
+    finally:
+        CURRENT.reset(token)
