@@ -22,7 +22,7 @@ import importlib.metadata
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from gateway import LITELLM_COMPROMISED, LITELLM_PIN, logs
@@ -236,7 +236,8 @@ async def litellm_lifespan(
 ) -> AsyncIterator[None]:
     """Enter LiteLLM's lifespan with ``config`` in memory; ``state`` receives LiteLLM's lifespan state.
 
-    ``config`` is emptied once LiteLLM has read it, so no copy of it outlives the startup.
+    ``config`` is emptied once LiteLLM has read it, so no copy of it outlives the startup, and the copy LiteLLM keeps
+    as its config state is stored without secrets (:func:`_without_secrets`).
     """
     proxy_config = proxy_server.proxy_config
 
@@ -245,8 +246,12 @@ async def litellm_lifespan(
             raise RuntimeError("LiteLLM asked for a config file other than the gateway's in-memory config")
         return copy.deepcopy(config)
 
+    def config_state_without_secrets(config: Mapping[str, Any]) -> None:
+        type(proxy_config).update_config_state(proxy_config, config=_without_secrets(config))
+
     llm_app = proxy_server.app
     proxy_config._get_config_from_file = in_memory_config
+    proxy_config.update_config_state = config_state_without_secrets
     # Not a secret: where to find the config, and the per-request timeout LiteLLM's proxy passes with every call.
     os.environ["WORKER_CONFIG"] = json.dumps({"config": SENTINEL_CONFIG_PATH,
                                               "request_timeout": config["litellm_settings"]["request_timeout"]})
@@ -266,9 +271,39 @@ async def litellm_lifespan(
 
 def _forget(proxy_config: Any, config: dict[str, Any]) -> None:
     os.environ.pop("WORKER_CONFIG", None)
-    with contextlib.suppress(AttributeError):
-        del proxy_config._get_config_from_file
+    for swapped in ("_get_config_from_file", "update_config_state"):
+        with contextlib.suppress(AttributeError):
+            delattr(proxy_config, swapped)
     config.clear()
+
+
+# What LiteLLM's config state keeps of each deployment's litellm_params: where it routes, never a credential.
+CONFIG_STATE_PARAMS = ("model", "api_base")
+
+
+def _without_secrets(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as LiteLLM may keep it for the life of the process: no master key, no provider credential.
+
+    LiteLLM stores a deep copy of the loaded config as ``proxy_config.config`` (its "config state"), and its startup
+    keeps another deep copy of that in a local of its lifespan generator, suspended until shutdown. Dropping
+    ``proxy_config.config`` after startup would leave that second copy; stripping the secrets before the state is
+    stored leaves neither. Nothing on the routes the gateway exposes reads the secrets from the state: LiteLLM reads
+    it for team callbacks (``load_team_config``, only for a caller with a team, which the bridge never sets), search
+    tools and its config/admin endpoints (unreachable). The master key and router it uses come from the config
+    returned to ``load_config``, not from the state.
+    """
+    state = dict(config)
+    general_settings = state.get("general_settings")
+    if isinstance(general_settings, Mapping):
+        state["general_settings"] = {k: v for k, v in general_settings.items() if k != "master_key"}
+    model_list = state.get("model_list")
+    if isinstance(model_list, list):
+        state["model_list"] = [
+            {**entry, "litellm_params": {k: v for k, v in entry.get("litellm_params", {}).items()
+                                         if k in CONFIG_STATE_PARAMS}}
+            for entry in model_list if isinstance(entry, Mapping)
+        ]
+    return state
 
 
 def resolve_prices(policy: Policy) -> dict[str, Price]:
