@@ -11,10 +11,11 @@ import contextlib
 import gc
 import json
 import logging
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+
+import re2
 
 from gateway.audit.log import AuditLog
 from gateway.credits.ledger import SqlLedger
@@ -104,7 +105,7 @@ class GatewayApp:
             limits=policy.limits,
             guardrails=Guardrails(
                 secret_scan=policy.guardrails.secret_scan,
-                deny_patterns=[(rule.name, re.compile(rule.pattern)) for rule in policy.guardrails.deny_patterns],
+                deny_patterns=[(rule.name, re2.compile(rule.pattern)) for rule in policy.guardrails.deny_patterns],
             ),
             llm_state=llm_state if llm_state is not None else {},
             credits=CreditStep(ledger, prices, policy),
