@@ -34,9 +34,9 @@ sbom: install
 	$(BIN)/cyclonedx-py environment --output-format JSON --output-file sbom.cdx.json $(BIN)/python
 	@echo "wrote sbom.cdx.json"
 
-# A longer fuzzing run than the one in `make test` (ten times the cases).
+# A longer fuzzing run than the one in `make test` (ten times the cases), the differential property included.
 fuzz: install
-	GATEWAY_FUZZ_SCALE=10 $(BIN)/python -m pytest -q tests/security/test_fuzz.py
+	GATEWAY_FUZZ_SCALE=10 $(BIN)/python -m pytest -q tests/security/test_fuzz.py tests/security/test_differential.py
 
 # Ten minutes at 50 requests/s with a streaming mix; reports RSS growth, errors, parity (not a CI test).
 soak: install

@@ -83,6 +83,7 @@ class GatewayApp:
         prices: dict[str, Price],
         rate_limiter: RateLimiter,
         audit: AuditLog,
+        model_fields: dict[str, frozenset[str]],
         lifespan: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
         llm_state: dict[str, Any] | None = None,
         llm_ready: Callable[[], bool] | None = None,
@@ -102,6 +103,7 @@ class GatewayApp:
             keys=keys,
             exposed_models=frozenset(policy.model_names()),
             model_modes={m.name: m.mode for m in policy.models},
+            model_fields=model_fields,
             limits=policy.limits,
             guardrails=Guardrails(
                 secret_scan=policy.guardrails.secret_scan,

@@ -26,6 +26,7 @@ from gateway.keys.service import KeyService
 from gateway.keys.store import SqlKeyStore
 from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.customer import CustomerPipeline
+from gateway.pipeline.fields import ALLOWED_TOP
 from gateway.pipeline.guardrails import Guardrails
 from gateway.pipeline.ratelimit import RateLimiter
 from gateway.policy import load_policy
@@ -71,7 +72,8 @@ def test_preflight_and_settlement_per_request(benchmark: BenchmarkFixture, sqlit
     key, _ = keys.issue(KeyKind.CUSTOMER, name="bench", models=["chat-model"], account_id=account.id)
     pipeline = CustomerPipeline(
         llm_app=stub_litellm, keys=keys, exposed_models=frozenset(policy.model_names()),
-        model_modes={m.name: m.mode for m in policy.models}, limits=policy.limits,
+        model_modes={m.name: m.mode for m in policy.models},
+        model_fields={m.name: frozenset(ALLOWED_TOP[m.mode]) for m in policy.models}, limits=policy.limits,
         guardrails=Guardrails(secret_scan=True, deny_patterns=[("x", re.compile(r"(?i)project\s+falcon"))]),
         llm_state={}, credits=CreditStep(ledger, {"chat-model": Price(1_000_000, 2_000_000)}, policy),
         rate_limiter=RateLimiter(storage_uri="memory://", storage_options={}, default_rpm=1_000_000,

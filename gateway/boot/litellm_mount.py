@@ -30,6 +30,7 @@ from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.credits.pricing import Price, per_million_from_usd_per_million, per_million_from_usd_per_token
 from gateway.pipeline.approval import Deployment, credential_digest
+from gateway.pipeline.fields import ALLOWED_TOP
 from gateway.policy import Policy
 
 SENTINEL_CONFIG_PATH = "/proc/self/gateway-in-memory-config.yaml"
@@ -148,8 +149,23 @@ def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[
         deployments[model.name] = Deployment(
             litellm_model=f"openai/{model.upstream_model}", api_base=provider.api_base,
             credential=credential_digest(provider_keys[model.provider].reveal()), provider="openai",
-            timeout=policy.upstream.timeout_seconds)
+            timeout=policy.upstream.timeout_seconds, fields=forwarded_fields(model.mode, model.upstream_model))
     return deployments
+
+
+def forwarded_fields(mode: str, upstream_model: str) -> frozenset[str]:
+    """The request fields LiteLLM sends on to this upstream model. LiteLLM drops some OpenAI fields without an error
+    after its last hook, depending on the model name (``user`` outside OpenAI's own model catalogue,
+    ``reasoning_effort`` for models it thinks do not reason, ``dimensions`` before text-embedding-3); the pre-flight
+    refuses those instead, so what reaches the provider is what was approved (tests/security/test_differential.py)."""
+    allowed = set(ALLOWED_TOP[mode])
+    if mode == "chat":
+        litellm = import_litellm()
+        supported = set(litellm.get_supported_openai_params(model=upstream_model, custom_llm_provider="openai") or ())
+        return frozenset(allowed & (supported | {"model", "messages"}))
+    if mode == "embedding" and "text-embedding-3" not in upstream_model:
+        allowed.discard("dimensions")
+    return frozenset(allowed)
 
 
 # LiteLLM's own per-request hooks for features the gateway does not use, by class name: each would run on every call

@@ -99,6 +99,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
         prices=prices,
         rate_limiter=rate_limiter,
         audit=audit,
+        model_fields={name: deployment.fields for name, deployment in deployments.items()},
         lifespan=lifespan,
         llm_state=llm_state,
         llm_ready=lambda: proxy_server.llm_router is not None,

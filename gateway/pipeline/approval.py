@@ -125,6 +125,7 @@ class Deployment:
     credential: bytes  # credential_digest() of the provider key
     provider: str  # LiteLLM's provider name ("openai")
     timeout: float  # the policy's upstream timeout: the longest a call may be given
+    fields: frozenset[str]  # the body fields LiteLLM forwards to this deployment (others it would drop silently)
 
 
 class HandoffMismatch(Exception):
@@ -206,8 +207,11 @@ def _verify(approval: Approval, kwargs: Mapping[str, Any], call_type: str | None
         allowed = LITELLM_OWN.get(name)
         if allowed is None or not allowed(value, deployment):
             raise HandoffMismatch("field:" + _shown(name))
-    # The values: every approved field reaches the call with the approved value (none dropped, none rewritten).
+    # The values: every approved field reaches the call with the approved value (none dropped, none rewritten), and
+    # is one LiteLLM forwards to this deployment rather than dropping it after this hook.
     for name, value in approval.body.items():
+        if name not in deployment.fields:
+            raise HandoffMismatch("not_forwarded:" + _shown(name))
         if name == "model":
             continue  # the policy name was replaced by the deployment's, checked above
         if name not in kwargs or kwargs[name] != value:

@@ -6,6 +6,7 @@ marked; each is a plain function that raises :class:`Denial` or returns what the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -23,7 +24,7 @@ from gateway.pipeline.authz import check_model
 from gateway.pipeline.body import ClientGone, canonical_json, check_content_type, parse_json_object, read_body
 from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.errors import Denial, internal_error, send_denial
-from gateway.pipeline.fields import check_fields
+from gateway.pipeline.fields import check_fields, check_forwarded
 from gateway.pipeline.guardrails import Guardrails
 from gateway.pipeline.handoff import hand_off
 from gateway.pipeline.ratelimit import RateLimiter
@@ -32,6 +33,8 @@ from gateway.policy import Limits
 log = logging.getLogger("gateway.pipeline")
 
 
+# Bodies up to this size are scanned on the event loop (well under a millisecond); larger ones on a worker thread.
+GUARDRAILS_INLINE_BYTES = 64 * 1024
 ROUTE_MODES = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/embeddings": "embedding"}
 
 
@@ -49,6 +52,7 @@ class CustomerPipeline:
         keys: KeyService,
         exposed_models: frozenset[str],
         model_modes: dict[str, str],
+        model_fields: dict[str, frozenset[str]],
         limits: Limits,
         guardrails: Guardrails,
         llm_state: dict[str, Any],
@@ -62,6 +66,7 @@ class CustomerPipeline:
         self._max_body = limits.max_body_bytes
         self._limits = limits
         self._modes = model_modes
+        self._model_fields = model_fields  # per model: the fields its deployment receives
         self._guardrails = guardrails
         # LiteLLM's lifespan state (filled when its lifespan starts); its handlers read it from scope["state"].
         self._llm_state = llm_state
@@ -88,8 +93,14 @@ class CustomerPipeline:
             model = check_model(body, principal, self._exposed, request_id)
             if self._modes[model] != mode:
                 raise Denial(400, "invalid_request", "This model does not serve this endpoint.")
+            check_forwarded(body, self._model_fields[model])
             # 6. Guardrails: no credentials or operator-denied content sent to a provider.
-            self._guardrails.check(mode, body, principal.key_id, request_id)
+            if len(raw) > GUARDRAILS_INLINE_BYTES:
+                # RE2 scans in linear time but a crafted megabyte still costs tenths of a second; it releases the
+                # GIL, so a worker thread keeps that off the event loop (threat-model TM-D1).
+                await asyncio.to_thread(self._guardrails.check, mode, body, principal.key_id, request_id)
+            else:
+                self._guardrails.check(mode, body, principal.key_id, request_id)
             # 7. Worst case of this request, then tokens per minute against it.
             worst = self._credits.estimate(body, len(raw), model)
             self._rate_limiter.tokens(principal, worst.tokens, request_id)

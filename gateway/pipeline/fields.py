@@ -233,8 +233,9 @@ def check_fields(mode: str, body: dict[str, Any], *, max_depth: int, max_message
     if isinstance(body.get("stream_options"), dict):
         _boolean(body["stream_options"], "include_usage")
     user = body.get("user")
-    if user is not None and (not isinstance(user, str) or len(user) > 256):
-        raise invalid("user", "must be a string of at most 256 characters")
+    # An empty user is not forwarded by LiteLLM; refusing it keeps what reaches the provider what was approved.
+    if user is not None and (not isinstance(user, str) or not 1 <= len(user) <= 256):
+        raise invalid("user", "must be a string of 1 to 256 characters")
     stop = body.get("stop")
     if stop is not None and not (isinstance(stop, str) or (
             isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
@@ -259,3 +260,13 @@ def check_fields(mode: str, body: dict[str, Any], *, max_depth: int, max_message
             raise invalid("encoding_format", "must be float or base64")
         _text_or_tokens(body, "input", required=True)
         _integer(body, "dimensions", 1, 65536)
+
+
+def check_forwarded(body: dict[str, Any], forwarded: frozenset[str]) -> None:
+    """Refuse a field this model's deployment would not receive: LiteLLM drops some OpenAI fields silently for some
+    models (see ``gateway.boot.litellm_mount.forwarded_fields``); a client must not believe they were applied."""
+    for name in body:
+        if name not in forwarded:
+            shown = _PRINTABLE.sub("?", name)[:80]
+            raise Denial(400, "unsupported_parameter", f"Unsupported parameter for this model: {shown}.",
+                         error_type="invalid_request_error")

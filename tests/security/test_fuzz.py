@@ -78,7 +78,24 @@ JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70)
 JSON = st.recursive(JSON_LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                           st.dictionaries(HOSTILE_KEYS | st.text(max_size=10), inner,
                                                                           max_size=4)), max_leaves=20)
+# Hostile cases an attack review found (each also has a regression test in tests/functional/test_exact_handoff.py).
+# json.dumps writes the non-finite floats as NaN and Infinity, which the gateway must refuse with a 400.
+HI = [{"role": "user", "content": "Hi"}]
+FOUND = st.sampled_from([
+    {"model": "chat-model", "messages": HI, "seed": float("inf")},
+    {"model": "chat-model", "messages": HI, "seed": float("-inf")},
+    {"model": "chat-model", "messages": HI, "logit_bias": {"50256": float("nan")}},
+    {"model": "chat-model", "messages": HI, "max_completion_tokens": 1, "max_tokens": 1_000_000_000},
+    {"model": "chat-model", "messages": HI, "max_tokens": -5},
+    {"model": "chat-model", "messages": HI, "max_tokens": "lots"},
+    {"model": "chat-model", "messages": HI, "function_call": {"name": "f", "api_base": "http://attacker.invalid"}},
+    {"model": "chat-model", "messages": HI, "reasoning_effort": {"api_key": "x"}},
+    {"model": "text-model", "prompt": {"text": "hi"}},
+    {"model": "text-model", "prompt": "x&model=chat-model&n=4&api_key=sk-attacker&z="},
+    {"model": "embed-model", "input": {"api_base": "http://attacker.invalid"}},
+])
 BODIES = st.one_of(
+    FOUND,
     st.dictionaries(HOSTILE_KEYS, JSON, max_size=8),
     st.fixed_dictionaries({"model": st.sampled_from(["chat-model", "text-model", "embed-model"]),
                            "messages": st.just([{"role": "user", "content": "Hi"}]), "prompt": st.just("x"),

@@ -19,10 +19,11 @@ from gateway.pipeline.approval import (
 )
 
 PROVIDER_KEY = "provider-key-for-the-test"
+FIELDS = frozenset({"model", "messages", "max_tokens", "input", "user"})
 DEPLOYMENTS = {"chat-model": Deployment("openai/upstream-chat", "http://127.0.0.1:9/v1",
-                                        credential_digest(PROVIDER_KEY), "openai", 600),
+                                        credential_digest(PROVIDER_KEY), "openai", 600, FIELDS),
                "other": Deployment("openai/upstream-other", "http://127.0.0.1:9/v1",
-                                   credential_digest(PROVIDER_KEY), "openai", 600)}
+                                   credential_digest(PROVIDER_KEY), "openai", 600, FIELDS)}
 BODY = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
 
 
@@ -96,6 +97,14 @@ def test_any_difference_is_refused_with_a_reason(overrides: dict[str, Any], reas
         _verify(approval, _call(**overrides))
     assert caught.value.reason == reason
     assert approval.mismatch == reason and not approval.dispatched
+
+
+def test_a_field_litellm_would_drop_later_is_refused() -> None:
+    body = {**BODY, "reasoning_effort": "low"}
+    approval = _approval(body=body)
+    with pytest.raises(HandoffMismatch) as caught:
+        _verify(approval, _call(reasoning_effort="low"))
+    assert caught.value.reason == "not_forwarded:reasoning_effort"
 
 
 def test_a_dropped_field_is_refused() -> None:

@@ -1,0 +1,150 @@
+"""Differential property: for every hostile request that gets a 2xx, what reached the provider is exactly what the
+pre-flight approved. The provider stand-in records each call; the test compares it with what the client sent.
+
+For every 2xx: one provider call, on the route's own path, carrying the configured provider key and nothing else a
+client could send as a credential; the approved model's upstream name; only fields the client sent (plus the
+gateway's own ``max_tokens`` and ``stream_options``) with the values the client sent; at most the approved output
+bound and number of choices. Bodies come from the fuzz corpus, sent as JSON and as form, multipart and other
+content types and charsets, plus the hand-made cases an attack review found.
+
+threat-model: TM-E1, TM-E5
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Any
+
+import httpx
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import RunningGateway
+from tests.security.test_fuzz import BODIES, FUZZ_SETTINGS, SCALE
+from tests.support import Stack, StandIn
+
+ROUTES = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions",
+          "/v1/embeddings": "/embeddings"}
+UPSTREAM = {"chat-model": "upstream-chat", "text-model": "upstream-text", "embed-model": "upstream-embed"}
+CAPS = {"chat-model": 1000, "text-model": 4096, "embed-model": None}
+GATEWAY_ADDED = {"max_tokens", "stream_options"}
+DEFAULTS = {("stream", False)}
+CONTENT_TYPES = st.one_of(
+    st.sampled_from([["application/json"], [], ["application/json; charset=utf-8"]]),
+    st.sampled_from([["application/x-www-form-urlencoded"], ["APPLICATION/X-WWW-FORM-URLENCODED; charset=utf-8"],
+                     ["application/x-www-form-urlencoded", "application/json"],
+                     ["application/json", "application/x-www-form-urlencoded"], ["multipart/form-data; boundary=gw"],
+                     ["text/plain"], ["application/json; charset=utf-16"], ["application/json; charset=latin-1"]]),
+)
+ENCODINGS = st.one_of(st.just("json"), st.sampled_from(["json", "form", "utf-16"]))
+SMUGGLED_PROMPT = ("x&model=chat-model&prompt=hi&n=4&api_key=sk-attacker&api_base=http://127.0.0.1:9/"
+                   "&litellm_metadata[api_base]=http://127.0.0.1:9/&custom_llm_provider=ollama&z=")
+
+
+COMMON_OPTIONAL = {
+    "temperature": st.floats(min_value=0, max_value=2), "top_p": st.floats(min_value=0, max_value=1),
+    "n": st.integers(min_value=1, max_value=4), "max_tokens": st.integers(min_value=1, max_value=1000),
+    "stop": st.one_of(st.text(max_size=5), st.lists(st.text(max_size=5), max_size=4)),
+    "seed": st.integers(min_value=-(2**63), max_value=2**63 - 1), "stream": st.booleans(),
+    "presence_penalty": st.floats(min_value=-2, max_value=2), "frequency_penalty": st.floats(min_value=-2, max_value=2),
+    "logit_bias": st.dictionaries(st.integers(0, 100_000).map(str), st.integers(-100, 100), max_size=3),
+}
+TEXT = st.text(max_size=60) | st.just(SMUGGLED_PROMPT)
+VALID = {
+    "/v1/chat/completions": st.fixed_dictionaries(
+        {"model": st.just("chat-model"),
+         "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]),
+                                                     "content": TEXT}), min_size=1, max_size=3)},
+        optional={**COMMON_OPTIONAL, "max_completion_tokens": st.integers(min_value=1, max_value=1000),
+                  "parallel_tool_calls": st.booleans(), "logprobs": st.booleans(),
+                  "top_logprobs": st.integers(0, 20),
+                  "response_format": st.just({"type": "json_object"}),
+                  "reasoning_effort": st.sampled_from(["low", "medium", "high"])}),
+    "/v1/completions": st.fixed_dictionaries(
+        {"model": st.just("text-model"),
+         "prompt": TEXT | st.lists(st.integers(0, 50_000), min_size=1, max_size=4)},
+        optional={**COMMON_OPTIONAL, "user": st.text(min_size=1, max_size=20), "echo": st.booleans(), "suffix": st.text(max_size=5),
+                  "best_of": st.integers(1, 4)}),
+    "/v1/embeddings": st.fixed_dictionaries(
+        {"model": st.just("embed-model"), "input": TEXT | st.lists(st.text(max_size=10), min_size=1, max_size=3)},
+        optional={"encoding_format": st.sampled_from(["float", "base64"]), "user": st.text(min_size=1, max_size=20),
+                  "dimensions": st.integers(1, 3072)}),
+}
+
+
+def _encode(body: dict[str, Any], encoding: str) -> bytes:
+    if encoding == "form":
+        return urllib.parse.urlencode({k: json.dumps(v) if not isinstance(v, str) else v
+                                       for k, v in body.items()}).encode()
+    text = json.dumps(body)
+    return text.encode("utf-16") if encoding == "utf-16" else text.encode()
+
+
+def _check_upstream(path: str, sent: dict[str, Any], stack: Stack, standin: StandIn) -> None:
+    calls = [c for c in standin.recorder.all() if c["method"] == "POST"]
+    assert len(calls) == 1, calls
+    (call,) = calls
+    assert call["path"].endswith(ROUTES[path]) and call["query"] == ""
+    headers = call["headers"]
+    assert headers.get("authorization") == f"Bearer {stack.provider_key}"
+    assert not {"api-key", "x-api-key", "x-goog-api-key", "x-litellm-api-key"} & set(headers)
+    received = call["body"]
+    assert isinstance(received, dict)
+    model = sent["model"]
+    assert received["model"] == UPSTREAM[model]
+    assert set(received) <= set(sent) | GATEWAY_ADDED, set(received) - set(sent)
+    for name, value in sent.items():
+        if name in ("model", "stream_options") or (name == "max_tokens" and value is None):
+            continue
+        if name not in received and (value is None or (name, value) in DEFAULTS):
+            continue  # an explicit null or default may be left out: it means the same either way
+        assert received.get(name) == value, (name, received.get(name), value)
+    cap = CAPS[model]
+    if cap is None:
+        assert "max_tokens" not in received and "max_completion_tokens" not in received
+    else:
+        bounds = [received.get("max_tokens"), received.get("max_completion_tokens")]
+        assert any(b is not None for b in bounds) and all(b is None or 1 <= b <= cap for b in bounds), bounds
+    assert (received.get("n") or 1) <= max(sent.get("n") or 1, 1)
+
+
+def test_what_reaches_the_provider_is_what_was_approved(gateway: RunningGateway, stack: Stack,
+                                                        standin: StandIn) -> None:
+    counter = {"sent": 0, "ok": 0}
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
+        for path in ROUTES:
+
+            @settings(max_examples=100 * SCALE, **FUZZ_SETTINGS)
+            @given(body=BODIES | VALID[path], content_types=CONTENT_TYPES, encoding=ENCODINGS)
+            @example(body={"model": "text-model", "prompt": SMUGGLED_PROMPT},
+                     content_types=["application/x-www-form-urlencoded"], encoding="json")
+            @example(body={"model": "text-model", "prompt": SMUGGLED_PROMPT}, content_types=[], encoding="json")
+            @example(body={"model": "chat-model", "messages": [{"role": "user", "content": SMUGGLED_PROMPT}]},
+                     content_types=["application/x-www-form-urlencoded", "application/json"], encoding="json")
+            @example(body={"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}],
+                           "max_completion_tokens": 1, "max_tokens": 1_000_000_000},
+                     content_types=["application/json"], encoding="json")
+            @example(body={"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}], "n": 2,
+                           "max_tokens": 3, "stream": True, "stream_options": {"include_usage": False}},
+                     content_types=["application/json"], encoding="json")
+            @example(body={"model": "embed-model", "input": "x", "user": "u"}, content_types=[], encoding="json")
+            def run(body: dict[str, Any], content_types: list[str], encoding: str) -> None:
+                if isinstance(body.get("extra"), dict):
+                    body = {**body, **body.pop("extra")}
+                standin.recorder.clear()
+                headers = [("Authorization", f"Bearer {gateway.customer_key}")]
+                headers += [("Content-Type", value) for value in content_types]
+                response = client.post(path, content=_encode(body, encoding), headers=headers)  # noqa: B023
+                counter["sent"] += 1
+                assert response.status_code < 500, (response.status_code, response.text[:300])
+                if response.status_code >= 300:
+                    assert not [c for c in standin.recorder.all() if c["method"] == "POST"]
+                    return
+                response.read()
+                counter["ok"] += 1
+                _check_upstream(path, body, stack, standin)  # noqa: B023
+
+            run()
+    print(f"differential cases: {counter}")
+    assert counter["ok"] >= 40, counter
