@@ -19,7 +19,7 @@ from gateway.credits.ledger import Account, Drift, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
-from gateway.keys.store import SqlKeyStore
+from gateway.keys.store import InvalidExpiry, SqlKeyStore
 from gateway.policy import PolicyError, load_policy
 from gateway.store.engine import open_store
 
@@ -152,9 +152,12 @@ def create_key(
     engine = _engine(settings)
     service = KeyService(SqlKeyStore(engine), KeyHasher(core.pepper.reveal().encode("utf-8")))
     audit = _audit(settings, engine, core)
-    plaintext, record = service.issue(kind, name=name, models=models, expires_at=expires_at, account_id=account_id,
-                                      spend_cap_micro_usd=spend_cap_micro_usd, spend_cap_period=spend_cap_period,
-                                      rpm_limit=rpm_limit, tpm_limit=tpm_limit)
+    try:
+        plaintext, record = service.issue(kind, name=name, models=models, expires_at=expires_at,
+                                          account_id=account_id, spend_cap_micro_usd=spend_cap_micro_usd,
+                                          spend_cap_period=spend_cap_period, rpm_limit=rpm_limit, tpm_limit=tpm_limit)
+    except InvalidExpiry as exc:  # the message is ours and fixed: never a value
+        _die(BootError("keys create", str(exc)))
     audit.record("admin_key_created" if kind is KeyKind.ADMIN else "key_created", actor="cli", subject=record.id)
     return plaintext, record.public(datetime.now(UTC))
 

@@ -67,10 +67,12 @@ class KeyStore(Protocol):
                spend_cap_period: str = "none", rpm_limit: int | None = None,
                tpm_limit: int | None = None, honeytoken: bool = False) -> KeyRecord: ...
     def retire(self, key_id: str, *, successor: str, not_after: datetime) -> None: ...
+    def rotate(self, key_id: str, *, digest: str, not_after: datetime) -> KeyRecord | None: ...
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None: ...
     def get(self, key_id: str) -> KeyRecord | None: ...
     def list(self, kind: str | None = None) -> list[KeyRecord]: ...
     def revoke(self, key_id: str, *, by: str) -> KeyRecord | None: ...
+    def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, list[str]]: ...
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -141,6 +143,39 @@ class SqlKeyStore:
             )
             conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(rotated_to=successor))
 
+    def rotate(self, key_id: str, *, digest: str, not_after: datetime) -> KeyRecord | None:
+        """Rotate ``key_id`` atomically: claim it and insert its successor (same settings, ``digest``) in one
+        transaction. The old key stays valid until ``not_after`` (or its own earlier expiry), then is rejected.
+
+        The claim is one conditional update (live, customer, not a honeytoken, not rotated before), so of several
+        rotations, or a rotation and a revocation, of one key, whichever reaches the row second sees the first: on
+        Postgres the second update waits for the row's lock and re-checks its condition; SQLite serializes writers.
+        None when the claim fails; the caller reads the row to say why."""
+        new_id = "key_" + uuid.uuid4().hex[:24]
+        now = datetime.now(UTC)
+        with self._engine.begin() as conn:
+            claimed = conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.kind == "ck", api_keys.c.honeytoken.is_(sa.false()),
+                       api_keys.c.revoked_at.is_(None), api_keys.c.rotated_to.is_(None),
+                       sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now))
+                .values(rotated_to=new_id)
+            ).rowcount
+            if claimed != 1:
+                return None
+            old = _record(conn.execute(sa.select(*_COLUMNS).where(api_keys.c.id == key_id)).one())
+            if old.expires_at is None or old.expires_at > not_after:
+                conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(expires_at=not_after))
+            conn.execute(
+                api_keys.insert().values(
+                    id=new_id, kind=old.kind, name=old.name, key_digest=digest, models=list(old.models),
+                    created_at=now, expires_at=old.expires_at, revoked_at=None, account_id=old.account_id,
+                    spend_cap_micro_usd=old.spend_cap_micro_usd, spend_cap_period=old.spend_cap_period,
+                    rpm_limit=old.rpm_limit, tpm_limit=old.tpm_limit, honeytoken=False,
+                )
+            )
+        return dataclasses.replace(old, id=new_id, created_at=now, revoked_at=None, rotated_to=None)
+
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None:
         try:
             with self._engine.connect() as conn:
@@ -164,6 +199,33 @@ class SqlKeyStore:
             query = query.where(api_keys.c.kind == kind)
         with self._engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
+
+    def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, list[str]]:
+        """Revoke ``key_id`` and every key rotated from it (its successor, that one's successor, ...) in one
+        transaction. Returns the record of ``key_id`` (None if there is no such key) and the ids of the successors
+        this call revoked. The first update takes the row's lock before the successor link is read, so a rotation
+        racing this revocation either committed first (and its successor is revoked here) or fails its claim."""
+        revoked: list[str] = []
+        with self._engine.begin() as conn:
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC), revoked_by=by)
+            )
+            row = conn.execute(sa.select(*_COLUMNS).where(api_keys.c.id == key_id)).first()
+            seen = {key_id}
+            successor = None if row is None else row._mapping["rotated_to"]
+            while successor is not None and successor not in seen:
+                seen.add(successor)
+                if conn.execute(
+                    api_keys.update()
+                    .where(api_keys.c.id == successor, api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=datetime.now(UTC), revoked_by=by)
+                ).rowcount == 1:
+                    revoked.append(successor)
+                successor = conn.execute(
+                    sa.select(api_keys.c.rotated_to).where(api_keys.c.id == successor)).scalar_one_or_none()
+        return (None if row is None else _record(row)), revoked
 
     def revoke(self, key_id: str, *, by: str) -> KeyRecord | None:
         """Mark revoked (idempotent: the first revocation time is kept). None if there is no such key."""
