@@ -61,6 +61,32 @@ class StoreUnavailable(Exception):
     """The key store cannot be reached or answered with an error: callers fail closed (503)."""
 
 
+class InvalidExpiry(ValueError):
+    """An ``expires_at`` the store refuses: naive, or outside the years it can keep (2001 to 8999 in UTC)."""
+
+
+# Instants the store keeps: after 2000 and before 9000, in UTC. Far enough from year 1 and 9999 that no offset can
+# push a value out of Python's or Postgres's range (a '9999-12-31T23:59:59-23:59' is year 10000 in UTC).
+EARLIEST_EXPIRY = datetime(2001, 1, 1, tzinfo=UTC)
+LATEST_EXPIRY = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def to_stored_utc(value: datetime) -> datetime:
+    """``value`` as the UTC instant the store keeps, or :class:`InvalidExpiry`.
+
+    SQLite keeps date-times as text without an offset, so the store writes UTC only: an offset that reached it
+    unconverted would be dropped and shift the instant by up to a day."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidExpiry("expires_at must carry a timezone offset")
+    try:
+        converted = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidExpiry("expires_at is out of range") from None
+    if not EARLIEST_EXPIRY <= converted < LATEST_EXPIRY:
+        raise InvalidExpiry("expires_at must be after 2000 and before the year 9000 (UTC)")
+    return converted
+
+
 class KeyStore(Protocol):
     def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None,
                account_id: str | None = None, spend_cap_micro_usd: int | None = None,
@@ -76,10 +102,13 @@ class KeyStore(Protocol):
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    # SQLite drops the offset; everything we write is UTC.
-    if value is None or value.tzinfo is not None:
+    # SQLite drops the offset; everything we write is UTC (to_stored_utc), so a naive value read back is UTC. Postgres
+    # answers in the session's time zone: normalize so every record compares and prints in UTC.
+    if value is None:
         return value
-    return value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _record(row: sa.Row[tuple[object, ...]]) -> KeyRecord:
@@ -120,6 +149,7 @@ class SqlKeyStore:
                tpm_limit: int | None = None, honeytoken: bool = False) -> KeyRecord:
         key_id = "key_" + uuid.uuid4().hex[:24]
         now = datetime.now(UTC)
+        expires_at = None if expires_at is None else to_stored_utc(expires_at)
         with self._engine.begin() as conn:
             conn.execute(
                 api_keys.insert().values(
@@ -134,6 +164,7 @@ class SqlKeyStore:
 
     def retire(self, key_id: str, *, successor: str, not_after: datetime) -> None:
         """Mark a rotated key: it stays valid until ``not_after`` (or its own earlier expiry), then is rejected."""
+        not_after = to_stored_utc(not_after)
         with self._engine.begin() as conn:
             conn.execute(
                 api_keys.update()
@@ -153,6 +184,7 @@ class SqlKeyStore:
         None when the claim fails; the caller reads the row to say why."""
         new_id = "key_" + uuid.uuid4().hex[:24]
         now = datetime.now(UTC)
+        not_after = to_stored_utc(not_after)
         with self._engine.begin() as conn:
             claimed = conn.execute(
                 api_keys.update()
