@@ -5,13 +5,24 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Security-hardened LLM gateway.")
+EXIT_CODES_HELP = ("Exit codes: 0 success; 1 an integrity check found a break or drift (named on stderr); 2 a usage "
+                   "or operational failure (one line on stderr); 3 the command itself failed unexpectedly (a bug: "
+                   "one line on stderr, the traceback only with GATEWAY_LOG_LEVEL=DEBUG; nothing was verified).")
+# Exit codes (also in EXIT_CODES_HELP and the README): integrity findings, usage failures and crashes stay apart, so a
+# crash of a checker is never read as a finding, nor a finding as a crash.
+EXIT_BROKEN = 1
+EXIT_FAILURE = 2
+EXIT_CRASH = 3
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Security-hardened LLM gateway. " + EXIT_CODES_HELP)
 keys_app = typer.Typer(no_args_is_help=True, help="Keys on the store directly: create customer keys; list and revoke any key.")
 admin_key_app = typer.Typer(no_args_is_help=True, help="Admin keys (created on the host only).")
 secrets_app = typer.Typer(no_args_is_help=True, help="The Vault side: policy, AppRole, secrets.")
@@ -28,7 +39,7 @@ app.add_typer(secrets_app, name="secrets")
 
 def _fail(line: str) -> None:
     typer.echo(line, err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(EXIT_FAILURE)
 
 
 @app.command()
@@ -200,16 +211,16 @@ def accounts_show(account_id: str) -> None:
 
 @ledger_app.command("check")
 def ledger_check() -> None:
-    """Verify balance == Σ entries and reserved == Σ open reservations for every account; exit 1 on drift."""
+    """Verify every account and key cap against the ledger's entries; exit 1 naming each drift, 3 if the check
+    itself fails."""
     from gateway.boot.cli_ops import check_ledger
 
     drifts = check_ledger()
     for drift in drifts:
-        typer.echo(f"drift: account {drift.account_id} {drift.field}: stored {drift.stored}, ledger says "
-                   f"{drift.expected}", err=True)
+        typer.echo(f"drift: {drift.describe()}", err=True)
     if drifts:
-        raise typer.Exit(1)
-    typer.echo("ledger parity holds for every account")
+        raise typer.Exit(EXIT_BROKEN)
+    typer.echo("ledger parity holds for every account and key cap")
 
 
 @ledger_app.command("sweep")
@@ -225,16 +236,28 @@ def ledger_sweep(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the audit chain (reads the audit key from Vault); exit 1 naming each break."""
+def audit_verify(
+    expect_head: Annotated[str | None, typer.Option(
+        "--expect-head", metavar="SEQ:MAC",
+        help="A head recorded earlier (the audit_head=SEQ:MAC of a log line kept off the host): the chain must still "
+             "hold that entry with that MAC, else it was rewound.")] = None,
+) -> None:
+    """Walk the audit chain (reads the audit key from Vault); exit 1 naming each break, 3 if the check itself fails."""
+    from gateway.audit.log import parse_head
     from gateway.boot.cli_ops import verify_audit
 
-    broken, entries = verify_audit()
+    anchor = None
+    if expect_head is not None:
+        try:
+            anchor = parse_head(expect_head)
+        except ValueError:
+            _fail("gateway: --expect-head must be SEQ:MAC as logged in audit_head=SEQ:MAC")
+    broken, entries = verify_audit(anchor)
     for item in broken:
         typer.echo(f"audit chain broken at seq {item.seq}: {item.problem}", err=True)
     if broken:
-        raise typer.Exit(1)
-    typer.echo(f"audit chain intact ({entries} entries)")
+        raise typer.Exit(EXIT_BROKEN)
+    typer.echo(f"audit chain intact ({entries} entries)" + (f", holds head {anchor[0]}" if anchor else ""))
 
 
 @audit_app.command("report")
@@ -254,3 +277,14 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line and its own exit code, never a traceback
+        _crashed(exc)
+
+
+def _crashed(exc: Exception) -> None:
+    # Only the exception's type: its text may carry a database URL or a value from the store.
+    if os.environ.get("GATEWAY_LOG_LEVEL", "").upper() == "DEBUG":
+        traceback.print_exception(exc)
+    typer.echo(f"gateway: the command failed unexpectedly ({type(exc).__name__}); nothing was verified. This is a "
+               "bug, not a finding: set GATEWAY_LOG_LEVEL=DEBUG for the traceback", err=True)
+    sys.exit(EXIT_CRASH)

@@ -15,7 +15,7 @@ from gateway.boot import vault
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings, load_settings, read_credential_file
-from gateway.credits.ledger import Account, Drift, SqlLedger, UnknownAccount
+from gateway.credits.ledger import Account, BalanceLimit, Drift, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
@@ -69,14 +69,17 @@ def credit_account(account_id: str, amount: int, reason: str) -> dict[str, Any]:
         account = SqlLedger(engine).top_up(account_id, amount, reason)
     except UnknownAccount:
         _die(BootError("accounts credit", f"no account with id {account_id}"))
+    except BalanceLimit as exc:  # the message is ours and fixed
+        _die(BootError("accounts credit", str(exc)))
     audit.record("credits_added", actor="cli", subject=account_id)
     return _account_view(account)
 
 
-def verify_audit() -> tuple[list[Broken], int]:
+def verify_audit(expect_head: tuple[int, str] | None = None) -> tuple[list[Broken], int]:
+    """The chain's breaks and how many entries were walked; ``expect_head`` is a head logged earlier."""
     settings = _settings()
     audit = _audit(settings, _engine(settings))
-    return audit.verify(), audit.head()[0]
+    return audit.verify_chain(expect_head)
 
 
 def show_account(account_id: str) -> dict[str, Any]:

@@ -93,11 +93,10 @@ def build_report() -> str:
     drifts = SqlLedger(engine).check()
     lines.append("## Ledger parity\n")
     lines.append("Parity holds for every account." if not drifts else "\n".join(
-        f"- DRIFT: account `{d.account_id}` {d.field}: stored {d.stored}, ledger says {d.expected}" for d in drifts))
+        f"- DRIFT: {d.describe()}" for d in drifts))
 
     audit = _audit(settings, engine)
-    broken = audit.verify()
-    seq, _ = audit.head()
+    broken, seq = audit.verify_chain()
     lines.append("\n## Audit chain\n")
     lines.append(f"Intact: {seq} entries verified." if not broken else "\n".join(
         f"- BROKEN at seq {b.seq}: {b.problem}" for b in broken))

@@ -1,10 +1,13 @@
 """The ledger: accounts, reservations and append-only entries, in integer micro-USD.
 
-Invariants (``gateway ledger check`` verifies them for every account)::
+Invariants (``gateway ledger check`` verifies them for every account and key)::
 
     balance  == Σ topup − Σ settle
     reserved == Σ reserve − Σ settle − Σ release − Σ expire == Σ amount of open reservations
-    0 <= reserved <= balance
+    0 <= reserved <= balance <= MAX_BALANCE_MICRO_USD (10^15, enforced by top_up)
+    key_spend.spent    == Σ settle of the key's reservations in that cap period
+    key_spend.reserved == Σ amount of the key's open reservations in that cap period
+    every entry's kind is one of ENTRY_KINDS, and its account row exists
 
 Every state change is one transaction. Reservation is a single conditional UPDATE (``... WHERE balance − reserved >=
 amount``), so two concurrent requests can never both take the last credit, on SQLite (one writer at a time) or
@@ -46,6 +49,18 @@ class UnknownAccount(Exception):
     pass
 
 
+# The largest top-up and the largest balance the ledger keeps: 10^15 micro-USD (1e9 USD). Far below 2^63, so no sum of
+# balances or entries the gateway writes can overflow a BIGINT (Postgres) or turn into a float (SQLite).
+MAX_BALANCE_MICRO_USD = 10**15
+
+# Every kind of ledger entry the gateway writes; ``check`` reports any other.
+ENTRY_KINDS = ("topup", "reserve", "settle", "release", "expire")
+
+
+class BalanceLimit(ValueError):
+    """A top-up larger than, or leaving the balance above, ``MAX_BALANCE_MICRO_USD``. Nothing is written."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Account:
     id: str
@@ -74,10 +89,22 @@ class KeyCap:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Drift:
+    """One disagreement between the stored state and the ledger. ``account_id`` is the key id when ``scope`` is
+    "key" (a key's spend for a cap period)."""
+
     account_id: str
     field: str
     stored: int
     expected: int
+    scope: str = "account"
+
+    def describe(self) -> str:
+        if self.field == "account_row":
+            return f"account {self.account_id} has {self.expected} ledger entries but no account row"
+        if self.field.startswith("unknown_kind:"):
+            kind = self.field.removeprefix("unknown_kind:")
+            return f"account {self.account_id} has {self.stored} ledger entries of unknown kind {kind!r}"
+        return f"{self.scope} {self.account_id} {self.field}: stored {self.stored}, ledger says {self.expected}"
 
 
 class Ledger(Protocol):
@@ -205,12 +232,18 @@ class SqlLedger:
     def top_up(self, account_id: str, amount: int, reason: str) -> Account:
         if amount <= 0:
             raise ValueError("amount must be a positive number of micro-USD")
+        if amount > MAX_BALANCE_MICRO_USD:
+            raise BalanceLimit(f"a top-up is at most {MAX_BALANCE_MICRO_USD} micro-USD")
         at = _now()
         with self._engine.begin() as conn:
-            updated = conn.execute(accounts.update().where(accounts.c.id == account_id)
-                                   .values(balance_micro_usd=accounts.c.balance_micro_usd + amount)).rowcount
+            # The bound is written as balance <= MAX - amount so the database never computes a sum past it.
+            updated = conn.execute(accounts.update().where(
+                accounts.c.id == account_id, accounts.c.balance_micro_usd <= MAX_BALANCE_MICRO_USD - amount)
+                .values(balance_micro_usd=accounts.c.balance_micro_usd + amount)).rowcount
             if updated != 1:
-                raise UnknownAccount(account_id)
+                if conn.execute(sa.select(accounts.c.id).where(accounts.c.id == account_id)).first() is None:
+                    raise UnknownAccount(account_id)
+                raise BalanceLimit(f"a balance is at most {MAX_BALANCE_MICRO_USD} micro-USD")
             _entry(conn, account_id=account_id, kind="topup", amount=amount, reason=reason[:200], at=at)
         account = self.get_account(account_id)
         if account is None:
@@ -375,7 +408,8 @@ class SqlLedger:
                                     .where(reservations.c.state == "open")).scalar_one())
 
     def check(self) -> list[Drift]:
-        """Compare every account's stored balance and reservation with what the ledger and reservations imply."""
+        """Compare every account's stored balance and reservation, and every key's spend per cap period, with what
+        the ledger and reservations imply; name entries of an unknown kind and entries whose account row is gone."""
         sums = (sa.select(
             ledger_entries.c.account_id,
             sa.func.coalesce(sa.func.sum(sa.case((ledger_entries.c.kind == "topup", ledger_entries.c.amount_micro_usd),
@@ -389,6 +423,22 @@ class SqlLedger:
         ).group_by(ledger_entries.c.account_id))
         open_sums = (sa.select(reservations.c.account_id, sa.func.sum(reservations.c.amount_micro_usd).label("open"))
                      .where(reservations.c.state == "open").group_by(reservations.c.account_id))
+        unknown_kinds = (sa.select(ledger_entries.c.account_id, ledger_entries.c.kind, sa.func.count().label("n"))
+                         .where(ledger_entries.c.kind.not_in(ENTRY_KINDS))
+                         .group_by(ledger_entries.c.account_id, ledger_entries.c.kind))
+        counts = (sa.select(ledger_entries.c.account_id, sa.func.count().label("n"))
+                  .group_by(ledger_entries.c.account_id))
+        # A key's spend per cap period, from its settled charges: each settle entry's reservation names the period.
+        settled_by_key = (sa.select(reservations.c.key_id, reservations.c.period,
+                                    sa.func.sum(ledger_entries.c.amount_micro_usd).label("spent"))
+                          .select_from(ledger_entries.join(reservations,
+                                                           reservations.c.request_id == ledger_entries.c.request_id))
+                          .where(ledger_entries.c.kind == "settle", reservations.c.period != "")
+                          .group_by(reservations.c.key_id, reservations.c.period))
+        open_by_key = (sa.select(reservations.c.key_id, reservations.c.period,
+                                 sa.func.sum(reservations.c.amount_micro_usd).label("open"))
+                       .where(reservations.c.state == "open", reservations.c.period != "")
+                       .group_by(reservations.c.key_id, reservations.c.period))
         drifts: list[Drift] = []
         with self._engine.begin() as conn:
             # One snapshot, so the sums and the stored balances agree even while traffic runs (SQLite: the read
@@ -400,7 +450,22 @@ class SqlLedger:
                 conn.exec_driver_sql("BEGIN")
             ledger = {r.account_id: r for r in conn.execute(sums)}
             open_by = {r.account_id: int(r.open or 0) for r in conn.execute(open_sums)}
+            entry_counts = {r.account_id: int(r.n) for r in conn.execute(counts)}
+            drifts += [Drift(r.account_id, f"unknown_kind:{r.kind}", int(r.n), 0) for r in conn.execute(unknown_kinds)]
+            spent = {(r.key_id, r.period): int(r.spent or 0) for r in conn.execute(settled_by_key)}
+            held = {(r.key_id, r.period): int(r.open or 0) for r in conn.execute(open_by_key)}
+            stored_spend = {(r.key_id, r.period): r for r in conn.execute(sa.select(key_spend))}
+            for key_period in sorted(set(spent) | set(held) | set(stored_spend)):
+                row = stored_spend.get(key_period)
+                for field_name, expected_value in (("spent_micro_usd", spent.get(key_period, 0)),
+                                                   ("reserved_micro_usd", held.get(key_period, 0))):
+                    stored_value = int(getattr(row, field_name)) if row is not None else 0
+                    if stored_value != expected_value:
+                        drifts.append(Drift(key_period[0], f"{field_name} (period {key_period[1]})", stored_value,
+                                            expected_value, scope="key"))
+            seen: set[str] = set()
             for account in conn.execute(sa.select(accounts)):
+                seen.add(account.id)
                 sums_row = ledger.get(account.id)
                 topups, settled, reserves, freed = (
                     (int(sums_row.topups), int(sums_row.settled), int(sums_row.reserves), int(sums_row.freed))
@@ -415,4 +480,7 @@ class SqlLedger:
                 if int(account.reserved_micro_usd) != open_by.get(account.id, 0):
                     drifts.append(Drift(account.id, "open_reservations", int(account.reserved_micro_usd),
                                         open_by.get(account.id, 0)))
+            # Entries (or open reservations) of an account whose row is gone: a deleted account hides its history.
+            for orphan in sorted((set(entry_counts) | set(open_by)) - seen):
+                drifts.append(Drift(orphan, "account_row", 0, entry_counts.get(orphan, 0)))
         return drifts
