@@ -67,9 +67,13 @@ def parse_head(value: str) -> tuple[int, str]:
     return int(seq), mac
 
 
+def _as_utc(value: datetime) -> datetime:
+    # Written as UTC: SQLite gives it back without an offset, Postgres in the session's time zone.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _canonical(row: dict[str, Any]) -> bytes:
-    at = row["at"] if row["at"].tzinfo else row["at"].replace(tzinfo=UTC)
-    fields = [row["seq"], at.astimezone(UTC).isoformat(timespec="microseconds"), row["event"], row["actor"],
+    fields = [row["seq"], _as_utc(row["at"]).isoformat(timespec="microseconds"), row["event"], row["actor"],
               row["subject"], row["reason"], row["request_id"]]
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -186,6 +190,6 @@ class AuditLog:
             query = query.where(audit_events.c.subject == subject)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [{"seq": r.seq, "at": (r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC)).isoformat(),
+        return [{"seq": r.seq, "at": _as_utc(r.at).isoformat(),
                  "event": r.event, "actor": r.actor, "subject": r.subject, "reason": r.reason,
                  "request_id": r.request_id} for r in rows]

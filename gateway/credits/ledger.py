@@ -121,6 +121,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _as_utc(value: datetime) -> datetime:
+    # Written as UTC: SQLite gives it back without an offset, Postgres in the session's time zone.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 # The hot path (reserve and close, twice per request) uses fixed, prebuilt statements: the same SQL on SQLite and
 # Postgres, no per-call statement construction or cache-key work.
 _RESERVE_ACCOUNT = sa.text(
@@ -226,8 +231,7 @@ class SqlLedger:
         if row is None:
             return None
         m = row._mapping
-        created = m["created_at"] if m["created_at"].tzinfo else m["created_at"].replace(tzinfo=UTC)
-        return Account(m["id"], m["name"], m["balance_micro_usd"], m["reserved_micro_usd"], created)
+        return Account(m["id"], m["name"], m["balance_micro_usd"], m["reserved_micro_usd"], _as_utc(m["created_at"]))
 
     def top_up(self, account_id: str, amount: int, reason: str) -> Account:
         if amount <= 0:
@@ -257,8 +261,7 @@ class SqlLedger:
             rows = conn.execute(query).all()
         return [
             {"kind": r.kind, "amount_micro_usd": r.amount_micro_usd, "request_id": r.request_id, "key_id": r.key_id,
-             "reason": r.reason, "created_at": (r.created_at if r.created_at.tzinfo else r.created_at.replace(
-                 tzinfo=UTC)).isoformat()}
+             "reason": r.reason, "created_at": _as_utc(r.created_at).isoformat()}
             for r in rows
         ]
 

@@ -79,3 +79,32 @@ def test_out_of_range_expiry_is_refused_and_listing_still_works(service: KeyServ
         service.store.retire(kept_id, successor="key_next", not_after=value)
     assert [r.id for r in service.store.list()] == [kept_id]
     assert service.verify(kept, KeyKind.CUSTOMER).key_id == kept_id
+
+
+def test_records_read_back_in_utc_whatever_the_sessions_time_zone(store_url: str) -> None:
+    """Postgres answers in the session's time zone: every record still reads back in UTC."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite has no session time zone")
+    from gateway.credits.ledger import SqlLedger
+
+    open_store(store_url)
+    engine = sa.create_engine(sa.make_url(store_url).set(drivername="postgresql+psycopg"),
+                              connect_args={"options": "-c timezone=Pacific/Kiritimati"})
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SHOW timezone")).scalar_one() == "Pacific/Kiritimati"
+    store = SqlKeyStore(engine)
+    key_id = store.insert(kind="ck", name="tz", digest="e" * 64, models=["m"],
+                          expires_at=datetime.now(UTC) + timedelta(hours=1), account_id="acct_t").id
+    record = store.get(key_id)
+    assert record is not None and record.expires_at is not None
+    assert record.created_at.utcoffset() == record.expires_at.utcoffset() == timedelta(0)
+    ledger = SqlLedger(engine)
+    account = ledger.create_account("tz")
+    ledger.top_up(account.id, 5, "tz")
+    shown = ledger.get_account(account.id)
+    assert shown is not None and shown.created_at.utcoffset() == timedelta(0)
+    assert ledger.recent_entries(account.id)[0]["created_at"].endswith("+00:00")
+    with engine.begin() as conn:  # the session's Postgres database is shared: leave it as it was
+        conn.execute(sa.text("DELETE FROM api_keys WHERE id = :id"), {"id": key_id})
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE account_id = :id"), {"id": account.id})
+        conn.execute(sa.text("DELETE FROM accounts WHERE id = :id"), {"id": account.id})
