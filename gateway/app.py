@@ -25,7 +25,8 @@ from gateway.keys.format import KeyKind
 from gateway.keys.service import AuthDenied, KeyService
 from gateway.metrics import HONEYTOKEN_USES, REQUESTS, RESERVATIONS_OPEN, REVOCATIONS
 from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send, bearer_token
-from gateway.pipeline.authn import authenticate
+from gateway.pipeline.authn import ADMIN_PRINCIPAL_SCOPE_KEY, authenticate
+from gateway.pipeline.body import ClientGone, read_body, replay
 from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.customer import CustomerPipeline, new_request_id
 from gateway.pipeline.errors import Denial, invalid_api_key, not_found, send_denial
@@ -43,6 +44,8 @@ HANDOFF_ROUTES = frozenset(
 OWN_ROUTES = frozenset({("GET", "/v1/models"), ("POST", "/v1/keys/revoke")})
 # Unauthenticated probes for the orchestrator; they reveal nothing but "ok" / "ready" / "not_ready".
 PROBE_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})
+# The largest admin request body: the biggest (a key with 200 models) is a few KiB.
+ADMIN_MAX_BODY_BYTES = 64 * 1024
 
 
 def counted(send: Send, route: str) -> Send:
@@ -166,10 +169,25 @@ class GatewayApp:
             await send_json(send, 200, {"status": "ready"}, request_id)
 
     async def _admin_call(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Every admin response gets a request id and ``Cache-Control: no-store`` (one of them carries a new key)."""
+        """Authenticate, then read the body (bounded), then hand over to the admin app.
+
+        Every admin response gets a request id and ``Cache-Control: no-store`` (one of them carries a new key). The
+        admin key is checked before a byte of the body is read, so an unauthenticated client cannot make the
+        gateway buffer anything (FastAPI would parse the body before its dependencies run); an admin body is at most
+        ``ADMIN_MAX_BODY_BYTES``. The verified principal travels in the scope, where nothing on the wire can put one.
+        """
         request_id = new_request_id()
+        try:
+            principal = authenticate(scope, self._keys, KeyKind.ADMIN, request_id, self._audit)
+            body = await read_body(scope, receive, ADMIN_MAX_BODY_BYTES)
+        except Denial as denial:
+            await send_denial(send, denial, request_id)
+            return
+        except ClientGone:
+            return
         scope = dict(scope)
         scope["state"] = {**(scope.get("state") or {}), "request_id": request_id}
+        scope[ADMIN_PRINCIPAL_SCOPE_KEY] = principal
 
         async def marked_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -178,7 +196,7 @@ class GatewayApp:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self._admin(scope, receive, marked_send)
+        await self._admin(scope, replay(body, receive), marked_send)
 
     async def _models(self, scope: Scope, send: Send) -> None:
         request_id = new_request_id()

@@ -228,9 +228,14 @@ def ledger_sweep(
     ttl_seconds: Annotated[int | None, typer.Option(help="Expire reservations open longer than this "
                                                             "(default: the policy's reservation_ttl_seconds).")] = None,
 ) -> None:
-    """Expire reservations left open by requests that can no longer finish."""
+    """Expire reservations left open by requests that can no longer finish (audited as ``ledger_swept``)."""
     from gateway.boot.cli_ops import sweep_ledger
 
+    if ttl_seconds is not None and ttl_seconds < 0:
+        # A negative TTL reaches into the future: every open reservation, in-flight requests included, would be
+        # expired and charged nothing.
+        _fail("gateway: --ttl-seconds cannot be negative (0 expires every open reservation: only with no gateway "
+              "serving)")
     expired, still_open = sweep_ledger(ttl_seconds)
     typer.echo(json.dumps({"expired": expired, "open": still_open}))
 

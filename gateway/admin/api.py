@@ -6,6 +6,7 @@ No ``from __future__ import annotations`` here: FastAPI resolves the ``Annotated
 
 import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -19,21 +20,29 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.audit.log import AuditLog
 from gateway.credits.ledger import Account, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
-from gateway.keys.service import HoneytokenNotRotatable, KeyService
+from gateway.keys.service import AlreadyRotated, HoneytokenNotRotatable, KeyService
 from gateway.metrics import REGISTRY, REVOCATIONS
-from gateway.pipeline.authn import authenticate
+from gateway.pipeline.authn import ADMIN_PRINCIPAL_SCOPE_KEY, authenticate
 from gateway.pipeline.customer import new_request_id
 from gateway.pipeline.errors import Denial, error_body, internal_error
 from gateway.principal import Principal
 
 log = logging.getLogger("gateway.admin")
 
+# Ids as the store issues them. Anything else is answered 404 before the store is asked: a NUL, for one, made
+# Postgres raise (a 500), and no other byte has a reason to reach a query.
+KEY_ID = re.compile(r"key_[0-9a-f]{24}")
+ACCOUNT_ID = re.compile(r"acct_[0-9a-f]{24}")
+# Free text (names, reasons, audit filters): no control characters, NUL included (Postgres refuses NUL in text).
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]
+
 
 class CreateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
-    models: list[str] = Field(min_length=1, max_length=200)
-    account_id: str = Field(min_length=1, max_length=32)
+    name: Text
+    models: list[Text] = Field(min_length=1, max_length=200)
+    account_id: str = Field(pattern=r"^acct_[0-9a-f]{24}$")
     expires_at: datetime | None = None
     spend_cap_micro_usd: int | None = Field(default=None, ge=0, le=10**15, strict=True)
     spend_cap_period: Literal["none", "daily", "monthly"] = "none"
@@ -55,13 +64,13 @@ class RotateKey(BaseModel):
 
 class CreateAccount(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: Text
 
 
 class AddCredits(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount_micro_usd: int = Field(gt=0, le=10**15, strict=True)
-    reason: str = Field(min_length=1, max_length=200)
+    reason: Text
 
 
 def _denial_response(denial: Denial, request_id: str) -> JSONResponse:
@@ -86,7 +95,19 @@ def _account_view(account: Account) -> dict[str, object]:
 
 class CreateHoneytoken(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: Text
+
+
+def _known_key_id(key_id: str) -> str:
+    if not KEY_ID.fullmatch(key_id):
+        raise Denial(404, "not_found", "No such key.")
+    return key_id
+
+
+def _known_account_id(account_id: str) -> str:
+    if not ACCOUNT_ID.fullmatch(account_id):
+        raise Denial(404, "not_found", "No such account.")
+    return account_id
 
 
 def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozenset[str],
@@ -95,14 +116,19 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="gateway admin", redirect_slashes=False)
 
     def admin(request: Request) -> Principal:
-        # The request id is set by gateway.app before the admin app runs.
+        # gateway.app verified the admin key before reading the body and put the principal in the scope (a Python
+        # object nothing on the wire can create). Mounted any other way, the key is verified here.
+        verified = request.scope.get(ADMIN_PRINCIPAL_SCOPE_KEY)
+        if type(verified) is Principal and verified.kind == KeyKind.ADMIN.value:
+            return verified
         return authenticate(request.scope, keys, KeyKind.ADMIN, _request_id(request), audit)
 
-    def audit_event(event: str, request: Request, who: Principal, subject: str | None = None) -> None:
+    def audit_event(event: str, request: Request, who: Principal, subject: str | None = None,
+                    reason: str | None = None) -> None:
         # Written right after the change. If the audit write fails the request answers 500 and the error is logged:
         # the change itself has happened, and the operator learns that its record is missing.
         if audit is not None:
-            audit.record(event, actor=who.key_id, subject=subject, request_id=_request_id(request))
+            audit.record(event, actor=who.key_id, subject=subject, reason=reason, request_id=_request_id(request))
 
     Admin = Annotated[Principal, Depends(admin)]
 
@@ -156,46 +182,54 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
 
     @app.get("/admin/keys/{key_id}")
     def show_key(key_id: str, who: Admin) -> dict[str, object]:
-        record = keys.store.get(key_id)
+        record = keys.store.get(_known_key_id(key_id))
         if record is None or record.kind != KeyKind.CUSTOMER.value:
             raise Denial(404, "not_found", "No such key.")
         return record.public(datetime.now(UTC))
 
     @app.post("/admin/keys/{key_id}/revoke")
     def revoke_key(key_id: str, who: Admin, request: Request) -> dict[str, object]:
-        record = keys.store.get(key_id)
+        """Revokes the key and every key rotated from it (a revocation that raced a rotation leaves no live key)."""
+        record = keys.store.get(_known_key_id(key_id))
         if record is None or record.kind != KeyKind.CUSTOMER.value:
             raise Denial(404, "not_found", "No such key.")
-        revoked = keys.revoke(key_id, by=who.key_id)
+        revoked, successors = keys.revoke_line(key_id, by=who.key_id)
         if revoked is None:  # keys are never deleted, so this means the store changed under us
             raise Denial(404, "not_found", "No such key.")
         log.warning("key revoked", extra={"key_id": key_id, "by": who.key_id})
         REVOCATIONS.labels(channel="admin").inc()
-        audit_event("key_revoked", request, who, key_id)
-        return revoked.public(datetime.now(UTC))
+        audit_event("key_revoked", request, who, key_id,
+                    reason=f"successors_revoked={len(successors)}" if successors else None)
+        for successor in successors:
+            log.warning("key revoked", extra={"key_id": successor, "by": who.key_id, "reason": "predecessor_revoked"})
+            REVOCATIONS.labels(channel="admin").inc()
+            audit_event("key_revoked", request, who, successor, reason=f"predecessor={key_id}")
+        return {**revoked.public(datetime.now(UTC)), "revoked_successors": successors}
 
     @app.post("/admin/keys/{key_id}/rotate", status_code=201)
     def rotate_key(key_id: str, who: Admin, request: Request, payload: RotateKey | None = None) -> dict[str, object]:
         grace = payload.grace_seconds if payload and payload.grace_seconds is not None else rotation_grace_seconds
         try:
-            rotated = keys.rotate(key_id, grace=timedelta(seconds=grace))
+            rotated = keys.rotate(_known_key_id(key_id), grace=timedelta(seconds=grace))
         except HoneytokenNotRotatable:
             log.warning("honeytoken rotation refused", extra={"key_id": key_id, "by": who.key_id,
                                                               "reason": "honeytoken_not_rotatable"})
             raise Denial(409, "honeytoken_not_rotatable",
                          "A honeytoken cannot be rotated; revoke it and mint a new one.") from None
+        except AlreadyRotated as refused:
+            log.warning("rotation refused", extra={"key_id": key_id, "by": who.key_id, "reason": "already_rotated"})
+            audit_event("key_rotation_refused", request, who, key_id, reason=f"already_rotated_to={refused.successor}")
+            raise Denial(409, "already_rotated",
+                         "This key was already rotated; rotate its successor instead.") from None
         if rotated is None:
             raise Denial(404, "not_found", "No live customer key with that id.")
         plaintext, record = rotated
         old = keys.store.get(key_id)
         log.warning("key rotated", extra={"key_id": key_id, "by": who.key_id, "outcome": record.id})
-        record_rotation(request, who, key_id)
+        audit_event("key_rotated", request, who, key_id, reason=f"successor={record.id}")
         until = old.expires_at.isoformat() if old is not None and old.expires_at is not None else None
         return {**record.public(datetime.now(UTC)), "key": plaintext, "replaces": key_id,
                 "old_key_valid_until": until}
-
-    def record_rotation(request: Request, who: Principal, key_id: str) -> None:
-        audit_event("key_rotated", request, who, key_id)
 
     @app.post("/admin/honeytokens", status_code=201)
     def create_honeytoken(payload: CreateHoneytoken, who: Admin, request: Request) -> dict[str, object]:
@@ -209,9 +243,9 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         who: Admin,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-        event: Annotated[str | None, Query(max_length=40)] = None,
-        actor: Annotated[str | None, Query(max_length=64)] = None,
-        subject: Annotated[str | None, Query(max_length=64)] = None,
+        event: Annotated[str | None, Query(max_length=40, pattern=NO_CONTROL)] = None,
+        actor: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL)] = None,
+        subject: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL)] = None,
     ) -> dict[str, object]:
         if audit is None:
             raise Denial(404, "not_found", "Not found.")
@@ -233,16 +267,18 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
     @app.post("/admin/accounts/{account_id}/credits")
     def add_credits(account_id: str, payload: AddCredits, who: Admin, request: Request) -> dict[str, object]:
         try:
-            account = ledger.top_up(account_id, payload.amount_micro_usd, payload.reason)
+            account = ledger.top_up(_known_account_id(account_id), payload.amount_micro_usd, payload.reason)
         except UnknownAccount:
             raise Denial(404, "not_found", "No such account.") from None
         log.info("credits added", extra={"by": who.key_id, "outcome": account_id})
-        audit_event("credits_added", request, who, account_id)
+        # The amount goes into the chained entry; the operator's free-text reason (at most 200 characters, no
+        # control characters) stays in the ledger entry.
+        audit_event("credits_added", request, who, account_id, reason=f"amount_micro_usd={payload.amount_micro_usd}")
         return _account_view(account)
 
     @app.get("/admin/accounts/{account_id}")
     def show_account(account_id: str, who: Admin) -> dict[str, object]:
-        account = ledger.get_account(account_id)
+        account = ledger.get_account(_known_account_id(account_id))
         if account is None:
             raise Denial(404, "not_found", "No such account.")
         return {**_account_view(account), "recent_ledger": ledger.recent_entries(account_id)}

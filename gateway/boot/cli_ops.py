@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,17 @@ from gateway.keys.service import KeyService
 from gateway.keys.store import InvalidExpiry, SqlKeyStore
 from gateway.policy import PolicyError, load_policy
 from gateway.store.engine import open_store
+
+
+def cli_actor() -> str:
+    """Who runs the host CLI, for the audit trail: ``cli:<user name>`` from the effective uid (not the environment,
+    which the caller sets)."""
+    uid = os.geteuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid{uid}"
+    return f"cli:{name}"[:64]
 
 
 def _die(exc: BootError) -> NoReturn:
@@ -57,11 +70,13 @@ def create_account(name: str) -> dict[str, Any]:
     engine = _engine(settings)
     audit = _audit(settings, engine)
     account = SqlLedger(engine).create_account(name)
-    audit.record("account_created", actor="cli", subject=account.id)
+    audit.record("account_created", actor=cli_actor(), subject=account.id)
     return _account_view(account)
 
 
 def credit_account(account_id: str, amount: int, reason: str) -> dict[str, Any]:
+    if not reason or len(reason) > 200 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in reason):
+        _die(BootError("accounts credit", "--reason must be 1 to 200 characters without control characters"))
     settings = _settings()
     engine = _engine(settings)
     audit = _audit(settings, engine)
@@ -71,7 +86,7 @@ def credit_account(account_id: str, amount: int, reason: str) -> dict[str, Any]:
         _die(BootError("accounts credit", f"no account with id {account_id}"))
     except BalanceLimit as exc:  # the message is ours and fixed
         _die(BootError("accounts credit", str(exc)))
-    audit.record("credits_added", actor="cli", subject=account_id)
+    audit.record("credits_added", actor=cli_actor(), subject=account_id, reason=f"amount_micro_usd={amount}")
     return _account_view(account)
 
 
@@ -101,8 +116,18 @@ def sweep_ledger(ttl_seconds: int | None) -> tuple[int, int]:
             ttl_seconds = load_policy(settings.policy_file).credits.reservation_ttl_seconds
         except PolicyError as exc:
             _die(BootError("policy", str(exc)))
-    ledger = SqlLedger(_engine(settings))
+    engine = _engine(settings)
+    ledger = SqlLedger(engine)
     expired = ledger.sweep(timedelta(seconds=ttl_seconds))
+    # Audited when the audit key can be read. A sweep only releases (never charges) what requests left open, which
+    # the gateways' own sweepers do every minute unaudited, so a missing Vault credential does not stop it; it is
+    # said on stderr.
+    try:
+        audit = AuditLog(engine, core_from_vault(settings).audit_key.reveal().encode("utf-8"))
+    except BootError as exc:
+        print(f"gateway: sweep not audited ({exc.step}: {exc.message})", file=sys.stderr)
+    else:
+        audit.record("ledger_swept", actor=cli_actor(), reason=f"ttl_seconds={ttl_seconds} expired={expired}")
     return expired, ledger.open_reservations()
 
 
@@ -161,7 +186,8 @@ def create_key(
                                           spend_cap_period=spend_cap_period, rpm_limit=rpm_limit, tpm_limit=tpm_limit)
     except InvalidExpiry as exc:  # the message is ours and fixed: never a value
         _die(BootError("keys create", str(exc)))
-    audit.record("admin_key_created" if kind is KeyKind.ADMIN else "key_created", actor="cli", subject=record.id)
+    audit.record("admin_key_created" if kind is KeyKind.ADMIN else "key_created", actor=cli_actor(),
+                 subject=record.id)
     return plaintext, record.public(datetime.now(UTC))
 
 
@@ -175,9 +201,14 @@ def revoke_key(key_id: str) -> dict[str, Any] | None:
     settings = _settings()
     engine = _engine(settings)
     audit = _audit(settings, engine)
-    record = SqlKeyStore(engine).revoke(key_id, by="cli")
+    actor = cli_actor()
+    # Like the admin API: the key and every key rotated from it (a rotation racing this revocation leaves no live key).
+    record, successors = SqlKeyStore(engine).revoke_line(key_id, by=actor)
     if record is not None:
-        audit.record("key_revoked", actor="cli", subject=key_id)
+        audit.record("key_revoked", actor=actor, subject=key_id,
+                     reason=f"successors_revoked={len(successors)}" if successors else None)
+        for successor in successors:
+            audit.record("key_revoked", actor=actor, subject=successor, reason=f"predecessor={key_id}")
     return None if record is None else record.public(datetime.now(UTC))
 
 

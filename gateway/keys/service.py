@@ -4,7 +4,8 @@ Denial reasons (go to logs and metrics, never to the client, who always sees ``4
 
     AuthDenied(reason)
       ├── "missing"     no Authorization: Bearer header
-      ├── "malformed"   not our format, wrong kind for this surface, or bad checksum (no store lookup made)
+      ├── "malformed"   not our format, wrong kind for this surface, or bad checksum (no store lookup made, except
+      │                 for a customer-format key on the admin surface: it is looked up to catch a honeytoken)
       ├── "unknown"     well-formed, but no such key
       ├── "revoked"
       ├── "expired"
@@ -38,6 +39,16 @@ class AuthDenied(Exception):
 class HoneytokenNotRotatable(Exception):
     """A honeytoken was asked to rotate. It has no working settings to carry over (no account, no models), and a
     canary must never gain a working successor: revoke it and mint a new one instead."""
+
+
+class AlreadyRotated(Exception):
+    """The key was rotated before and is still in its grace period: a second rotation would hand out a key that
+    dies with that grace period, so it is refused. ``successor`` names the key it was rotated to."""
+
+    def __init__(self, key_id: str, successor: str) -> None:
+        super().__init__(key_id)
+        self.key_id = key_id
+        self.successor = successor
 
 
 class KeyCache:
@@ -148,20 +159,24 @@ class KeyService:
         """A new key with the same settings; the old one keeps working for ``grace``, then is rejected.
 
         Returns None when there is no live customer key with that id; raises :class:`HoneytokenNotRotatable` for a
-        honeytoken (whatever its state)."""
+        honeytoken (whatever its state) and :class:`AlreadyRotated` for a key rotated before. Of concurrent
+        rotations of one key exactly one succeeds (the store claims the old key with a conditional update)."""
         old = self.store.get(key_id)
-        now = datetime.now(UTC)
         if old is None or old.kind != KeyKind.CUSTOMER.value:
             return None
         if old.honeytoken:
             raise HoneytokenNotRotatable(key_id)
-        if old.state(now) != "active":
+        plaintext = key_format.generate(KeyKind.CUSTOMER)
+        record = None
+        if old.rotated_to is None and old.state(datetime.now(UTC)) == "active":
+            record = self.store.rotate(key_id, digest=self._hasher.digest(plaintext),
+                                       not_after=datetime.now(UTC) + grace)
+        if record is None:
+            # Lost the claim (or never had one): say why from what the store holds now.
+            current = self.store.get(key_id)
+            if current is not None and current.rotated_to is not None and current.state(datetime.now(UTC)) == "active":
+                raise AlreadyRotated(key_id, current.rotated_to)
             return None
-        plaintext, record = self.issue(
-            KeyKind.CUSTOMER, name=old.name, models=list(old.models), expires_at=old.expires_at,
-            account_id=old.account_id, spend_cap_micro_usd=old.spend_cap_micro_usd,
-            spend_cap_period=old.spend_cap_period, rpm_limit=old.rpm_limit, tpm_limit=old.tpm_limit)
-        self.store.retire(key_id, successor=record.id, not_after=now + grace)
         self.cache.forget(key_id)
         return plaintext, record
 
@@ -172,6 +187,34 @@ class KeyService:
         finally:
             self.cache.forget(key_id)
 
+    def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, list[str]]:
+        """Revoke ``key_id`` and every key rotated from it (see :meth:`SqlKeyStore.revoke_line`); returns the record
+        and the successors revoked. What an operator's revocation by id does; self-revocation revokes one key."""
+        revoked: list[str] = []
+        try:
+            record, revoked = self.store.revoke_line(key_id, by=by)
+            return record, revoked
+        finally:
+            for forgotten in (key_id, *revoked):
+                self.cache.forget(forgotten)
+
+    def _check_wrong_kind(self, presented: str, kind: KeyKind) -> None:
+        """A well-formed customer key presented as an admin key is looked up after all: honeytokens are
+        customer-format, and a canary used anywhere must raise the alarm. Raises ``honeytoken`` for one, else
+        ``malformed`` naming the key's id when it exists. Admin-format keys on the customer surface are still
+        refused without a lookup (no honeytoken has that format), so /v1 pays nothing for this."""
+        if kind is not KeyKind.ADMIN:
+            return
+        try:
+            key_format.check(presented, KeyKind.CUSTOMER)
+        except key_format.MalformedKey:
+            return
+        digest = self._hasher.digest(presented)
+        found = self.store.find_by_digest(digest)
+        if found is None or not hmac.compare_digest(found[1], digest):
+            return
+        raise AuthDenied("honeytoken" if found[0].honeytoken else "malformed", found[0].id)
+
     def verify(self, presented: str | None, kind: KeyKind) -> Principal:
         """The principal for ``presented``, or :class:`AuthDenied`."""
         if not presented:
@@ -179,6 +222,7 @@ class KeyService:
         try:
             key_format.check(presented, kind)
         except key_format.MalformedKey:
+            self._check_wrong_kind(presented, kind)
             raise AuthDenied("malformed") from None
         digest = self._hasher.digest(presented)
         cacheable = kind is KeyKind.CUSTOMER

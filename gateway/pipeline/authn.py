@@ -15,6 +15,10 @@ from gateway.principal import Principal
 
 log = logging.getLogger("gateway.authn")
 
+# Where gateway.app puts the verified admin principal for the admin app (a Python object: nothing on the wire can
+# create a scope entry), so the admin key is verified once, before the body is read.
+ADMIN_PRINCIPAL_SCOPE_KEY = "gateway.admin_principal"
+
 
 def authenticate(scope: Scope, keys: KeyService, kind: KeyKind, request_id: str,
                  audit: AuditLog | None = None) -> Principal:

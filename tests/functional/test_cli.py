@@ -181,3 +181,31 @@ def test_a_failing_command_is_one_line_and_exit_3(stack: Stack, tmp_path: Path) 
     debug = run_gateway(["keys", "list"], _store_env(stack, tmp_path / "debug", database_url,
                                                      GATEWAY_LOG_LEVEL="DEBUG"))
     assert debug.returncode == 3 and "Traceback" in debug.stderr
+
+
+def test_ledger_sweep_refuses_a_negative_ttl_and_is_audited(stack: Stack, gateway: RunningGateway,
+                                                             tmp_path: Path) -> None:
+    """threat-model: TM-R1"""
+    import pwd
+
+    from gateway.audit.log import AuditLog
+    from gateway.store.engine import open_store
+
+    refused = run_gateway(["ledger", "sweep", "--ttl-seconds", "-60"], _env(stack, gateway, tmp_path / "n"))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip().count("\n") == 0 and "--ttl-seconds cannot be negative" in refused.stderr
+    swept = run_gateway(["ledger", "sweep", "--ttl-seconds", "900"], _env(stack, gateway, tmp_path / "s"))
+    assert swept.returncode == 0, swept.stderr
+    expired = json.loads(swept.stdout)["expired"]
+    audit = AuditLog(open_store(gateway.process.env["GATEWAY_DATABASE_URL"]), stack.audit_key.encode())
+    actor = "cli:" + pwd.getpwuid(os.geteuid()).pw_name
+    entry = audit.list(event="ledger_swept", limit=1)[0]
+    assert entry["actor"] == actor and entry["reason"] == f"ttl_seconds=900 expired={expired}"
+    credited = run_gateway(["accounts", "credit", gateway.keys.rich_account, "--amount-micro-usd", "77",
+                            "--reason", "cli top-up"], _env(stack, gateway, tmp_path / "c"))
+    assert credited.returncode == 0, credited.stderr
+    entry = audit.list(event="credits_added", subject=gateway.keys.rich_account, limit=1)[0]
+    assert entry["actor"] == actor and entry["reason"] == "amount_micro_usd=77"
+    _, key_id = gateway.keys.customer()
+    assert run_gateway(["keys", "revoke", key_id], _env(stack, gateway, tmp_path / "r")).returncode == 0
+    assert audit.list(event="key_revoked", subject=key_id)[0]["actor"] == actor
