@@ -6,9 +6,11 @@ referenced by provider name and resolved from Vault at boot.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import re2
 import yaml
@@ -37,6 +39,15 @@ class Provider(_Strict):
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", value):
             raise ValueError("must be an http(s) URL")
+        parts = urlsplit(value)
+        if "@" in parts.netloc:
+            # A user part is a credential in the policy file; provider keys come from Vault only.
+            raise ValueError("must not carry a user part (user:password@); provider keys come from Vault")
+        if not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            # The provider key and every prompt would cross the network in clear text.
+            raise ValueError("plain http is allowed only to a loopback address; use https")
         return value.rstrip("/")
 
 
@@ -188,13 +199,78 @@ class Policy(_Strict):
         raise KeyError(name)
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP address: the only hosts plain http may reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# Deeper than any policy needs; PyYAML's composer recurses once per level and would hit Python's recursion limit.
+MAX_YAML_DEPTH = 32
+
+
+class _PolicyYamlError(Exception):
+    pass
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    """Safe YAML, plus: a key given twice in one mapping is refused (YAML would keep the last one silently, so a
+    reviewer could read one setting and the gateway apply another), and nesting is bounded."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _PolicyYamlError(f"nested deeper than {MAX_YAML_DEPTH} levels (line {line})")
+            return super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # unhashable: the constructor below refuses it
+            if duplicate:
+                raise _PolicyYamlError(f"key {str(key)[:64]!r} appears twice in one mapping "
+                                       f"(line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(text: str) -> object:
+    loader = _PolicyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_policy(path: Path) -> Policy:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _read_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PolicyError(f"policy file {path} does not exist") from None
+    except _PolicyYamlError as exc:
+        raise PolicyError(f"policy file {path}: {exc}") from None
     except (OSError, yaml.YAMLError) as exc:
         raise PolicyError(f"policy file {path} cannot be read as YAML ({type(exc).__name__})") from None
+    except RecursionError:
+        raise PolicyError(f"policy file {path} is nested too deeply") from None
     try:
         return Policy.model_validate(raw)
     except ValidationError as exc:

@@ -19,11 +19,11 @@ def test_shipped_policy_is_valid() -> None:
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ("version: 1\nproviders: {p: {api_base: 'http://x'}}\nmodels: [{name: m, provider: q, upstream_model: m}]",
+    ("version: 1\nproviders: {p: {api_base: 'http://127.0.0.1:9'}}\nmodels: [{name: m, provider: q, upstream_model: m}]",
      "unknown provider"),
-    (("version: 1\nproviders: {p: {api_base: 'http://x'}}\nmodels: [{name: m, provider: p, upstream_model: m},"
+    (("version: 1\nproviders: {p: {api_base: 'http://127.0.0.1:9'}}\nmodels: [{name: m, provider: p, upstream_model: m},"
       " {name: m, provider: p, upstream_model: n}]"), "listed twice"),
-    ("version: 1\nproviders: {p: {api_base: 'http://x', api_key: 'sk-oops'}}\nmodels: []", "providers.p.api_key"),
+    ("version: 1\nproviders: {p: {api_base: 'http://127.0.0.1:9', api_key: 'sk-oops'}}\nmodels: []", "providers.p.api_key"),
     ("version: 2\nproviders: {}\nmodels: []", "version"),
     ("version: 1\nproviders: {p: {api_base: 'file:///etc/passwd'}}\nmodels: [{name: m, provider: p, upstream_model: m}]",
      "api_base"),
@@ -45,7 +45,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def _with_deny_pattern(tmp_path: Path, pattern: str) -> Path:
     path = tmp_path / "policy.yaml"
-    path.write_text("version: 1\nproviders: {p: {api_base: 'http://x'}}\n"
+    path.write_text("version: 1\nproviders: {p: {api_base: 'http://127.0.0.1:9'}}\n"
                     "models: [{name: m, provider: p, upstream_model: m}]\n"
                     f"guardrails: {{deny_patterns: [{{name: no-falcon, pattern: {json.dumps(pattern)}}}]}}\n")
     return path
@@ -66,3 +66,72 @@ def test_deny_patterns_in_re2_syntax_load(tmp_path: Path) -> None:
     policy = load_policy(_with_deny_pattern(tmp_path, r"(?i)\bproject\s+falcon\b"))
     rule = policy.guardrails.deny_patterns[0]
     assert re2.compile(rule.pattern).search("Tell me about Project  FALCON")
+
+
+def _policy_with(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = "version: 1\nproviders: {p: {api_base: 'API_BASE'}}\nmodels: [{name: m, provider: p, upstream_model: m}]\n"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    (MINIMAL.replace("API_BASE", "https://api.example.com/v1") + "providers: {p: {api_base: 'https://evil.example'}}\n",
+     "providers"),
+    (("version: 1\nproviders:\n  p:\n    api_base: https://api.example.com/v1\n    api_base: https://evil.example\n"
+      "models: [{name: m, provider: p, upstream_model: m}]\n"), "api_base"),
+    (MINIMAL.replace("API_BASE", "https://api.example.com/v1") + "limits: {max_n: 1, max_n: 128}\n", "max_n"),
+])
+def test_duplicate_keys_are_refused_naming_the_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    """YAML keeps the last of two equal keys; a reviewer would read the first (threat-model TM-E1)."""
+    path = _policy_with(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    message = str(caught.value)
+    assert str(path) in message and f"key {key!r} appears twice" in message
+
+
+@pytest.mark.parametrize("api_base", [
+    "http://api.example.com/v1", "http://10.0.0.5:8000/v1", "http://127.0.0.1.example.com/v1",
+])
+def test_plain_http_api_base_off_loopback_is_refused(tmp_path: Path, api_base: str) -> None:
+    """The provider key and the prompts would cross the network in clear text (threat-model TM-I5)."""
+    path = _policy_with(tmp_path, MINIMAL.replace("API_BASE", api_base))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert str(path) in str(caught.value) and "providers.p.api_base" in str(caught.value)
+    assert "loopback" in str(caught.value)
+
+
+@pytest.mark.parametrize("api_base", [
+    "https://user:hunter2@api.example.com/v1", "https://token@api.example.com/v1", "http://u:p@127.0.0.1:9/v1",
+])
+def test_user_part_in_api_base_is_refused(tmp_path: Path, api_base: str) -> None:
+    """threat-model: TM-I5"""
+    path = _policy_with(tmp_path, MINIMAL.replace("API_BASE", api_base))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert "providers.p.api_base" in str(caught.value) and "user part" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("api_base", ["http://127.0.0.1:9/v1", "http://localhost:8000/v1", "http://[::1]:9/v1",
+                                      "https://api.example.com/v1"])
+def test_https_and_loopback_http_api_bases_load(tmp_path: Path, api_base: str) -> None:
+    policy = load_policy(_policy_with(tmp_path, MINIMAL.replace("API_BASE", api_base)))
+    assert policy.providers["p"].api_base == api_base.rstrip("/")
+
+
+@pytest.mark.parametrize("text", [
+    "version: 1\nnested: " + "[" * 5000 + "]" * 5000 + "\n",
+    "version: 1\nnested: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
+    "version: 1\nnested:\n" + "".join("  " * i + "- \n" for i in range(1, 200)),
+])
+def test_deep_nesting_is_a_policy_error_naming_the_file(tmp_path: Path, text: str) -> None:
+    """threat-model: TM-D1"""
+    path = _policy_with(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert str(path) in str(caught.value) and "nested deeper than" in str(caught.value)
