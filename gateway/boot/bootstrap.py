@@ -6,9 +6,11 @@ come from Python's :mod:`secrets` module and go straight to Vault; credential fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import hvac.exceptions
 import requests
 
 from gateway.boot.errors import BootError
+from gateway.boot.litellm_mount import check_transport_environment
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
 
@@ -44,17 +47,45 @@ def role_definition(folder: Path | None = None) -> dict[str, object]:
 
 
 def write_private_file(path: Path, content: str) -> None:
-    """Write ``content`` to ``path`` with mode 0600 from the first byte (no window where it is readable)."""
+    """Write ``content`` to ``path`` with mode 0600 from the first byte (no window where it is readable).
+
+    The content goes to a new file created exclusively next to ``path`` (``O_CREAT | O_EXCL | O_NOFOLLOW``), which
+    then replaces ``path`` in one rename. A symlink, or anything but a regular file we own, already at ``path`` is
+    refused and left as it is: writing through it would hand the credential to whoever planted it. Our own regular
+    file is replaced (``issue-secret-id`` delivers a fresh secret_id before every start)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, content.encode("utf-8"))
-    finally:
-        os.close(fd)
+        info = os.lstat(path)
+    except FileNotFoundError:
+        info = None
+    if info is not None:
+        if stat.S_ISLNK(info.st_mode):
+            raise BootError("bootstrap", f"{path} is a symlink; remove it, credential files are written in place only")
+        if not stat.S_ISREG(info.st_mode):
+            raise BootError("bootstrap", f"{path} exists and is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise BootError("bootstrap", f"{path} exists and belongs to another user (uid {info.st_uid}); remove it")
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            data = content.encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def operator_client(settings: Settings, token: Secret) -> hvac.Client:
+    # The operator token and the secret_ids it issues must not travel through a proxy either.
+    check_transport_environment()
     client = hvac.Client(url=settings.vault_addr, token=token.reveal(), timeout=settings.vault_timeout_seconds)
     try:
         ok = client.is_authenticated()

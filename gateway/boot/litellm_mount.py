@@ -53,6 +53,33 @@ FORBIDDEN_ENV = (
     "UI_USERNAME",
     "UI_PASSWORD",
 )
+# Environment variables that change where secrets travel or how TLS is checked, for hvac (requests), httpx, aiohttp
+# or LiteLLM: turning verification off (SSL_VERIFY), weakening it (ciphers, curves), presenting a client certificate,
+# writing the TLS session keys to a file (SSLKEYLOGFILE, which urllib3 and Python's ssl honour), rerouting LiteLLM to
+# another proxy, and hvac's CA and client-certificate settings (read when hvac is imported, so they cannot be undone
+# later). Compared without regard to case. Every ``*_proxy`` variable is refused as well (see _is_proxy_variable).
+TRANSPORT_ENV = (
+    "SSL_VERIFY",
+    "SSL_CERTIFICATE",
+    "SSL_SECURITY_LEVEL",
+    "SSL_ECDH_CURVE",
+    "SSLKEYLOGFILE",
+    "AIOHTTP_TRUST_ENV",
+    "LITELLM_PROXY_API_BASE",
+    "LITELLM_PROXY_API_KEY",
+    "VAULT_CACERT",
+    "VAULT_CAPATH",
+    "VAULT_CLIENT_CERT",
+    "VAULT_CLIENT_KEY",
+)
+# Variables that replace the CA bundle requests, httpx, LiteLLM and OpenSSL trust. They are common in base images
+# (pointing at the system bundle), so boot removes them from its own environment instead of refusing: TLS to Vault
+# and to providers is then checked against certifi's bundle (pinned in the hash-locked requirements), and a variable
+# can never add a certificate authority. A warning names each one removed.
+NEUTRALIZED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+# `import litellm` loads a .env file found by walking up from LiteLLM's install folder unless LITELLM_MODE is set to
+# something other than "DEV"; boot sets it to PRODUCTION, the only value it accepts from the environment.
+LITELLM_MODE = "PRODUCTION"
 # Non-secret settings LiteLLM reads at import time: use the bundled cost map (no outbound fetch at boot), no
 # feedback box or banner noise on stdout, no telemetry.
 QUIET_ENV = {
@@ -74,10 +101,44 @@ def check_litellm_version() -> str:
     return installed
 
 
+def _is_proxy_variable(name: str) -> bool:
+    # urllib's getproxies (used by requests and aiohttp) takes any "<scheme>_proxy" variable, in any case; httpx reads
+    # HTTP_PROXY, HTTPS_PROXY and ALL_PROXY. NO_PROXY only exempts hosts from a proxy, and no proxy is allowed.
+    lowered = name.lower()
+    return lowered.endswith("_proxy") and lowered != "no_proxy"
+
+
 def check_environment() -> None:
+    """Refuse variables that reconfigure LiteLLM or reroute secrets; neutralize CA overrides and LiteLLM's .env.
+
+    Runs before the Vault login (``serve.prepare``) and before LiteLLM is imported. The error names the variable,
+    never its value."""
     present = [name for name in FORBIDDEN_ENV if name in os.environ]
     if present:
         raise BootError("environment", f"{present[0]} is set; it would reconfigure LiteLLM outside the policy. Unset it")
+    check_transport_environment()
+    mode = os.environ.get("LITELLM_MODE")
+    if mode is not None and mode != LITELLM_MODE:
+        raise BootError("environment", f"LITELLM_MODE is set to a value other than {LITELLM_MODE}; LiteLLM would load "
+                                       "a .env file. Unset it")
+    os.environ["LITELLM_MODE"] = LITELLM_MODE
+
+
+def check_transport_environment() -> None:
+    """Refuse proxy and TLS variables (TRANSPORT_ENV, ``*_proxy``), then remove CA overrides (NEUTRALIZED_ENV). Also
+    run by the operator commands, whose Vault calls carry the operator token and a new secret_id."""
+    transport = {name.upper() for name in TRANSPORT_ENV}
+    for name in sorted(os.environ):
+        if _is_proxy_variable(name):
+            raise BootError("environment", f"{name} is set; a proxy would see the Vault credentials and the provider "
+                                           "keys. Unset it")
+        if name.upper() in transport:
+            raise BootError("environment", f"{name} is set; it changes how secrets travel or how TLS is checked. "
+                                           "Unset it")
+    for name in NEUTRALIZED_ENV:
+        if os.environ.pop(name, None) is not None:
+            logging.getLogger("gateway.boot").warning(
+                "%s removed from the environment: TLS is checked against certifi's bundle", name)
 
 
 def import_litellm() -> Any:

@@ -21,7 +21,7 @@ from gateway.app import GatewayApp
 from gateway.audit.log import AuditLog
 from gateway.boot import litellm_mount, vault
 from gateway.boot.errors import BootError
-from gateway.boot.settings import Settings, load_settings, read_credential_file
+from gateway.boot.settings import Settings, load_settings, read_credential_file, redacted_url
 from gateway.credits.ledger import SqlLedger
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
@@ -118,7 +118,8 @@ def build_rate_limiter(settings: Settings, policy: Policy) -> RateLimiter:
                           default_rpm=policy.rate_limits.default_rpm, default_tpm=policy.rate_limits.default_tpm,
                           unsafe_fail_open=settings.unsafe_rate_limit_fail_open)
     if settings.redis_url and not limiter.reachable():
-        raise BootError("redis", f"Redis at {settings.redis_url} is unreachable")
+        # Host, port and database only: never a user part or query parameters, which may carry a credential.
+        raise BootError("redis", f"Redis at {redacted_url(settings.redis_url)} is unreachable")
     return limiter
 
 

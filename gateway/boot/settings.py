@@ -5,18 +5,19 @@ Credential files (role_id, secret_id, token) must not be readable by group or ot
 
 from __future__ import annotations
 
-import ipaddress
+import errno
 import os
 import re
 import stat
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.boot.errors import BootError
+from gateway.policy import is_loopback_host
 
 
 class Settings(BaseSettings):
@@ -48,8 +49,9 @@ class Settings(BaseSettings):
     @classmethod
     def _no_password_in_url(cls, value: str | None) -> str | None:
         # A password in a URL would sit in the environment; use a 0600 file (Redis) or ~/.pgpass (Postgres).
-        if value and re.match(r"^[a-z0-9+]+://[^/@]*:[^/@]*@", value):
-            raise ValueError("must not carry a password; use GATEWAY_REDIS_PASSWORD_FILE or ~/.pgpass")
+        if value and url_carries_credential(value):
+            raise ValueError("must not carry a password, in the user part or as a query parameter; use "
+                             "GATEWAY_REDIS_PASSWORD_FILE or ~/.pgpass")
         return value
 
     @field_validator("redis_url")
@@ -65,19 +67,49 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if "@" in parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be scheme://host[:port] without a user part, query or fragment")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             # Secrets and tokens would cross the network in clear text.
             raise ValueError("plain http is allowed only to a loopback address; use https")
         return value.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+# Query parameters that carry a credential: libpq's password and sslpassword, redis-py's password and ssl_password
+# (redis-py passes any unknown query parameter on to its connection), and the generic names.
+CREDENTIAL_QUERY_PARAMETERS = frozenset({"password", "passwd", "pwd", "pass", "sslpassword", "ssl_password", "token",
+                                         "auth", "secret", "key", "api_key", "apikey", "access_token",
+                                         "auth_token", "credentials"})
+
+
+def url_carries_credential(url: str) -> bool:
+    """True when ``url`` holds a password in its user part or a credential-named query parameter."""
+    # A colon before an "@" ahead of the path: a password, however the URL's parser splits the rest (SQLAlchemy takes
+    # "?" and "#" into the user part where urllib ends the host there).
+    if re.match(r"^[A-Za-z0-9+.-]+://[^/@]*:[^/]*@", url):
         return True
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return True
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        lowered = name.strip().lower().replace("-", "_")
+        if lowered in CREDENTIAL_QUERY_PARAMETERS or any(word in lowered for word in ("password", "passwd", "secret",
+                                                                                     "token")):
+            return True
+    return False
+
+
+def redacted_url(url: str) -> str:
+    """``url`` reduced to scheme, host, port and path, for error lines: no user part, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
     try:
-        return ipaddress.ip_address(host).is_loopback
+        port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
-        return False
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def load_settings() -> Settings:
@@ -90,25 +122,42 @@ def load_settings() -> Settings:
 
 
 def read_credential_file(path: Path | None, setting: str) -> str:
-    """Read a credential file that only its owner may read; refuse anything else."""
+    """Read a credential file that the gateway's user owns and only it may read; refuse anything else.
+
+    The file is opened without following a symlink (``O_NOFOLLOW``) and checked on the open descriptor, so what is
+    checked is what is read: a regular file, owned by this process's effective user, with no group or other access.
+    A file someone else owns could be rewritten by them (a secret_id of their choosing, a token they also hold)."""
     if path is None:
         raise BootError("settings", f"{setting} is not set")
     try:
-        info = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise BootError("settings", f"{setting}: file {path} does not exist") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BootError("settings", f"{setting}: {path} is a symlink; point the setting at the file itself") from None
         raise BootError("settings", f"{setting}: file {path} cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise BootError("settings", f"{setting}: {path} is not a regular file")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise BootError(
-            "settings", f"{setting}: file {path} is accessible by group or others (mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it"
-        )
     try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
         raise BootError("settings", f"{setting}: file {path} cannot be read") from None
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise BootError("settings", f"{setting}: {path} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_uid != os.geteuid():
+            raise BootError("settings", f"{setting}: file {path} belongs to another user (uid {info.st_uid}); "
+                                        "credential files must belong to the gateway's user")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise BootError(
+                "settings",
+                f"{setting}: file {path} is accessible by group or others (mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it",
+            )
+        try:
+            value = handle.read().decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            raise BootError("settings", f"{setting}: file {path} cannot be read") from None
     if not value:
         raise BootError("settings", f"{setting}: file {path} is empty")
     return value

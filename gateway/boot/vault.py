@@ -13,7 +13,10 @@ text of an hvac exception (which may echo request data).
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import math
+import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 
@@ -135,6 +138,30 @@ def _entropy_bits(text: str) -> float:
     return per_char * len(text)
 
 
+def _compressed_bits(text: str) -> int:
+    """Bits left after zlib removes the repetition it can find (its fixed header and checksum not counted)."""
+    return 8 * (len(zlib.compress(text.encode("utf-8"), 9)) - _ZLIB_OVERHEAD)
+
+
+def _longest_constant_step_run(text: str) -> int:
+    """Length of the longest stretch of characters whose code points move by one fixed step: repeats ("aaaa"), the
+    alphabet in order ("ABCD", "0123") or backwards, or with a stride ("ACEG")."""
+    longest = run = min(len(text), 2)
+    for i in range(2, len(text)):
+        if ord(text[i]) - ord(text[i - 1]) == ord(text[i - 1]) - ord(text[i - 2]):
+            run += 1
+        else:
+            run = 2
+        longest = max(longest, run)
+    return longest
+
+
+_ZLIB_OVERHEAD = len(zlib.compress(b"", 9))
+# A run this long in random text is beyond chance: for hex (the smallest alphabet a generator uses) one position in
+# 16**8 starts one.
+MAX_CONSTANT_STEP_RUN = 9
+
+
 def check_strong(secret: Secret, where: str, *, prefix: str = "") -> None:
     """Refuse a secret that is public, short, or visibly non-random. Raises; never returns a verdict."""
     value = secret.reveal()
@@ -148,12 +175,50 @@ def check_strong(secret: Secret, where: str, *, prefix: str = "") -> None:
     # 32 random bytes encode to 43 base64url characters or 64 hex characters; anything shorter cannot hold them.
     if len(body) < 43:
         raise BootError("vault secrets", f"{where} is too short: it must carry at least {MIN_SECRET_BYTES} random bytes")
-    # Generous floors that random text clears easily: 32 random bytes as hex or base64url score well over 200 bits
-    # of Shannon estimate, and almost all their character pairs differ; repeated or patterned text fails one or both.
-    bigrams = [body[i : i + 2] for i in range(len(body) - 1)]
-    if _entropy_bits(body) < 160 or len(set(bigrams)) < 0.5 * len(bigrams):
+    # Floors that random text of any length clears easily, each catching a different pattern:
+    # * Shannon estimate from the character frequencies: few distinct characters or a skewed mix (32 random bytes as
+    #   hex or base64url score well over 200 bits);
+    # * distinct character pairs: random text shows most of the pairs it can (as many as it has pairs, at most the
+    #   square of its alphabet); a repeated block or a short cycle shows few;
+    # * what zlib cannot squeeze out, against what the alphabet could carry: periodic text of any length compresses
+    #   to almost nothing, random text hardly at all;
+    # * no long run with a fixed step (the alphabet in order has every character once and passes the others).
+    distinct = len(set(body))
+    pairs = len(body) - 1
+    bigrams = len({body[i : i + 2] for i in range(pairs)})
+    capacity = len(body) * math.log2(max(distinct, 2))
+    if (
+        _entropy_bits(body) < 160
+        or bigrams < 0.5 * min(pairs, distinct * distinct)
+        or _compressed_bits(body) < max(160, 0.5 * capacity)
+        or _longest_constant_step_run(body) > MAX_CONSTANT_STEP_RUN
+    ):
         raise BootError("vault secrets", f"{where} does not look random; generate it from a CSPRNG")
     del value, body
+
+
+def _forms(value: str) -> set[bytes]:
+    """A value and its body without a leading word prefix ("sk-", "sk-proj-"), for the distinctness check."""
+    return {value.encode("utf-8"), _PREFIX.sub("", value).encode("utf-8")}
+
+
+_PREFIX = re.compile(r"^(?:[A-Za-z]{2,8}[-_])+")
+
+
+def check_distinct(named: dict[str, Secret]) -> None:
+    """Refuse two secrets that are the same value, also once a prefix such as "sk-" is set aside: one leaked value
+    must not open a second door (the pepper and the audit key are HMAC keys; the master key is sent nowhere but
+    LiteLLM; provider keys go to providers). Compared in constant time; the error names the fields only."""
+    items = [(where, _forms(secret.reveal())) for where, secret in named.items()]
+    for i, (first_where, first) in enumerate(items):
+        for second_where, second in items[i + 1 :]:
+            same = False
+            for a in first:
+                for b in second:
+                    same |= hmac.compare_digest(a, b)
+            if same:
+                raise BootError("vault secrets", f"{first_where} and {second_where} hold the same value; generate "
+                                                 "each secret separately")
 
 
 def read_secrets(client: hvac.Client, settings: Settings, provider_names: Iterable[str]) -> VaultSecrets:
@@ -172,6 +237,13 @@ def read_secrets(client: hvac.Client, settings: Settings, provider_names: Iterab
         providers = _read(client, settings, "providers")
         for name in names:
             provider_keys[name] = _field(providers, providers_where, name)
+    check_distinct({
+        f"{core_where} field 'master_key'": master_key,
+        f"{core_where} field 'pepper'": pepper,
+        f"{core_where} field 'audit_key'": audit_key,
+        **{f"{settings.vault_mount}/{settings.vault_path}/providers field {name!r}": key
+           for name, key in provider_keys.items()},
+    })
     return VaultSecrets(master_key=master_key, pepper=pepper, audit_key=audit_key, provider_keys=provider_keys)
 
 

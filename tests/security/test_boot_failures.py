@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from pathlib import Path
 
 import pytest
@@ -72,6 +75,10 @@ def test_credential_file_readable_by_others_is_refused(stack: Stack, tmp_path: P
     _assert_refused(result, port, stack, "settings", "accessible by group or others")
 
 
+BASE64URL_IN_ORDER = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+SHARED_BODY = secrets.token_urlsafe(48)
+
+
 def _write_core(stack: Stack, path: str, **fields: str) -> None:
     stack.root().secrets.kv.v2.create_or_update_secret(path=f"{path}/core", secret=fields)
     stack.root().secrets.kv.v2.create_or_update_secret(path=f"{path}/providers", secret={"standin": "p"})
@@ -96,6 +103,9 @@ def _grant(stack: Stack, path: str) -> None:
         ("public-master", {"master_key": "sk-1234", "pepper": "x"}, "publicly known"),
         ("short-master", {"master_key": "sk-" + "a1B2" * 5, "pepper": "x"}, "too short"),
         ("patterned-master", {"master_key": "sk-" + "ab" * 40, "pepper": "x"}, "does not look random"),
+        ("alphabet-master", {"master_key": "sk-" + BASE64URL_IN_ORDER, "pepper": "x"}, "does not look random"),
+        ("one-value-thrice", {"master_key": "sk-" + SHARED_BODY, "pepper": SHARED_BODY, "audit_key": SHARED_BODY},
+         "same value"),
     ],
 )
 def test_bad_vault_secrets(stack: Stack, tmp_path: Path, name: str, fields: dict | None, words: str) -> None:
@@ -104,7 +114,8 @@ def test_bad_vault_secrets(stack: Stack, tmp_path: Path, name: str, fields: dict
     if fields is not None:
         _write_core(stack, path, **fields)
     result, port, _ = _boot(stack, tmp_path, GATEWAY_VAULT_PATH=path)
-    step = "vault secrets" if words in ("publicly known", "too short", "does not look random") else "vault read"
+    step = "vault secrets" if words in ("publicly known", "too short", "does not look random", "same value") \
+        else "vault read"
     _assert_refused(result, port, stack, step, words)
 
 
@@ -137,6 +148,92 @@ def test_wrong_litellm_version(stack: Stack, tmp_path: Path, version: str) -> No
 def test_litellm_environment_is_refused(stack: Stack, tmp_path: Path, variable: str) -> None:
     result, port, _ = _boot(stack, tmp_path, **{variable: "x"})
     _assert_refused(result, port, stack, "environment", variable)
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                                      "all_proxy"])
+def test_a_proxy_in_the_environment_stops_the_boot_before_the_vault_login(stack: Stack, tmp_path: Path,
+                                                                          variable: str) -> None:
+    """threat-model: TM-I6"""
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen(8)
+        proxy.settimeout(0.2)
+        address = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+        result, port, env = _boot(stack, tmp_path, **{variable: address})
+        _assert_refused(result, port, stack, "environment", f"{variable} is set")
+        assert address not in result.stderr + result.stdout
+        with pytest.raises(TimeoutError):
+            proxy.accept()  # nothing went through the proxy
+    # The secret_id was not spent: without the variable, the same credentials log in.
+    env.pop(variable)
+    again = run_gateway(["serve", "--check"], {**env, "GATEWAY_PORT": str(free_port())})
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("SSL_VERIFY", "False"), ("SSL_CERTIFICATE", "/tmp/client.pem"), ("SSL_SECURITY_LEVEL", "DEFAULT@SECLEVEL=0"),
+    ("SSL_ECDH_CURVE", "prime192v1"), ("SSLKEYLOGFILE", "/tmp/keys.log"), ("AIOHTTP_TRUST_ENV", "True"),
+    ("LITELLM_PROXY_API_BASE", "http://attacker.invalid"), ("LITELLM_PROXY_API_KEY", "x"),
+    ("USE_LITELLM_PROXY", "True"), ("VAULT_CACERT", "/tmp/ca.pem"), ("VAULT_CAPATH", "/tmp"),
+    ("VAULT_CLIENT_CERT", "/tmp/c.pem"), ("VAULT_CLIENT_KEY", "/tmp/k.pem"), ("LITELLM_MODE", "DEV"),
+])
+def test_tls_and_rerouting_variables_are_refused(stack: Stack, tmp_path: Path, variable: str, value: str) -> None:
+    """threat-model: TM-I6"""
+    result, port, _ = _boot(stack, tmp_path, **{variable: value})
+    _assert_refused(result, port, stack, "environment", variable)
+    assert value not in result.stderr.replace(variable, "")
+
+
+def test_ca_bundle_variables_are_removed_not_honoured(stack: Stack, tmp_path: Path) -> None:
+    """threat-model: TM-I6"""
+    bundle = tmp_path / "attacker-ca.pem"
+    bundle.write_text("not a certificate\n")
+    overrides = {name: str(bundle) for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+                                                "CURL_CA_BUNDLE")}
+    result, _, _ = _boot(stack, tmp_path, check=True, **overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in overrides:
+        assert f"{name} removed from the environment" in result.stderr
+
+
+def test_credential_file_owned_by_another_user_is_refused(stack: Stack, tmp_path: Path) -> None:
+    """threat-model: TM-S4"""
+    stack.fresh_credentials(tmp_path)
+    secret_id = tmp_path / "secret_id"
+    os.chown(secret_id, 65534, 65534)
+    result, port, _ = _boot(stack, tmp_path / "x", GATEWAY_VAULT_SECRET_ID_FILE=str(secret_id))
+    _assert_refused(result, port, stack, "settings", "belongs to another user")
+
+
+def test_credential_file_behind_a_symlink_is_refused(stack: Stack, tmp_path: Path) -> None:
+    """threat-model: TM-S4"""
+    stack.fresh_credentials(tmp_path)
+    link = tmp_path / "secret_id_link"
+    link.symlink_to(tmp_path / "secret_id")
+    result, port, _ = _boot(stack, tmp_path / "x", GATEWAY_VAULT_SECRET_ID_FILE=str(link))
+    _assert_refused(result, port, stack, "settings", "symlink")
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("GATEWAY_DATABASE_URL", "postgresql+psycopg://127.0.0.1:5432/test?password=hunter2-canary"),
+    ("GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/0?password=hunter2-canary"),
+    ("GATEWAY_REDIS_URL", "redis://:hunter2-canary@127.0.0.1:6379/0"),
+])
+def test_a_password_in_a_url_is_refused_and_never_printed(stack: Stack, tmp_path: Path, variable: str,
+                                                          value: str) -> None:
+    """threat-model: TM-I7"""
+    result, port, _ = _boot(stack, tmp_path, **{variable: value})
+    _assert_refused(result, port, stack, "settings", variable)
+    assert "hunter2-canary" not in result.stderr + result.stdout
+
+
+def test_redis_unreachable_names_host_port_and_database_only(stack: Stack, tmp_path: Path) -> None:
+    """threat-model: TM-I7"""
+    redis_port = free_port()
+    result, port, _ = _boot(stack, tmp_path, GATEWAY_REDIS_URL=f"redis://127.0.0.1:{redis_port}/3?socket_timeout=1")
+    _assert_refused(result, port, stack, "redis", f"Redis at redis://127.0.0.1:{redis_port}/3 is unreachable")
+    assert "socket_timeout" not in result.stderr
 
 
 def test_bad_settings_and_policy(stack: Stack, tmp_path: Path) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from gateway.boot.errors import BootError
-from gateway.boot.settings import load_settings, read_credential_file
+from gateway.boot.settings import load_settings, read_credential_file, redacted_url
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,3 +61,73 @@ def test_credential_files(tmp_path: Path) -> None:
         read_credential_file(None, "GATEWAY_VAULT_SECRET_ID_FILE")
     with pytest.raises(BootError, match="not a regular file"):
         read_credential_file(tmp_path, "S")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("GATEWAY_DATABASE_URL", "postgresql+psycopg://gw:hunter2@db.internal/gateway"),
+    ("GATEWAY_DATABASE_URL", "postgresql+psycopg://db.internal/gateway?password=hunter2"),
+    ("GATEWAY_DATABASE_URL", "postgresql+psycopg://gw@db.internal/gateway?sslmode=require&PASSWORD=hunter2"),
+    ("GATEWAY_DATABASE_URL", "postgresql+psycopg://db.internal/gateway?sslpassword=hunter2"),
+    ("GATEWAY_DATABASE_URL", "postgresql://gw?x:hunter2@db.internal/gateway"),
+    ("GATEWAY_REDIS_URL", "redis://:hunter2@redis.internal:6379/0"),
+    ("GATEWAY_REDIS_URL", "redis://redis.internal:6379/0?password=hunter2"),
+    ("GATEWAY_REDIS_URL", "rediss://redis.internal:6379/0?ssl_password=hunter2"),
+    ("GATEWAY_REDIS_URL", "redis://redis.internal:6379/0?pass%77ord=hunter2"),
+    ("GATEWAY_REDIS_URL", "redis://redis.internal:6379/0?token=hunter2"),
+    ("GATEWAY_VAULT_ADDR", "https://admin:hunter2@vault.internal:8200"),
+])
+def test_credentials_in_urls_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    """threat-model: TM-I6"""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(BootError) as caught:
+        load_settings()
+    assert caught.value.step == "settings" and name in caught.value.message
+    assert "hunter2" not in caught.value.line()
+
+
+@pytest.mark.parametrize("value", [
+    "postgresql+psycopg://gw@db.internal:5432/gateway?sslmode=verify-full&sslkey=/etc/gw/client.key&passfile=/x",
+    "redis://redis.internal:6379/0?socket_timeout=1", "sqlite:///var/gateway.db",
+])
+def test_urls_without_credentials_are_accepted(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    name = "GATEWAY_REDIS_URL" if value.startswith("redis") else "GATEWAY_DATABASE_URL"
+    monkeypatch.setenv(name, value)
+    assert getattr(load_settings(), name.removeprefix("GATEWAY_").lower()) == value
+
+
+def test_redacted_url_keeps_host_port_and_database_only() -> None:
+    assert redacted_url("redis://u:hunter2@redis.internal:6380/2?password=hunter2#x") == "redis://redis.internal:6380/2"
+    assert redacted_url("rediss://[::1]:6379/0") == "rediss://[::1]:6379/0"
+
+
+def _owned_file(tmp_path: Path, name: str = "secret_id") -> Path:
+    path = tmp_path / name
+    path.write_text("value\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_credential_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    """threat-model: TM-S4"""
+    path = _owned_file(tmp_path)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(BootError) as caught:
+        read_credential_file(path, "GATEWAY_VAULT_SECRET_ID_FILE")
+    assert "belongs to another user" in caught.value.message and "GATEWAY_VAULT_SECRET_ID_FILE" in caught.value.message
+
+
+def test_credential_file_behind_a_symlink_is_refused(tmp_path: Path) -> None:
+    """threat-model: TM-S4"""
+    target = _owned_file(tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(BootError) as caught:
+        read_credential_file(link, "GATEWAY_VAULT_SECRET_ID_FILE")
+    assert "symlink" in caught.value.message
+
+
+def test_a_fifo_is_not_a_credential_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(BootError, match="not a regular file"):
+        read_credential_file(fifo, "S")
