@@ -85,7 +85,7 @@ MINIMAL = "version: 1\nproviders: {p: {api_base: 'API_BASE'}}\nmodels: [{name: m
     (MINIMAL.replace("API_BASE", "https://api.example.com/v1") + "limits: {max_n: 1, max_n: 128}\n", "max_n"),
 ])
 def test_duplicate_keys_are_refused_naming_the_file_and_key(tmp_path: Path, text: str, key: str) -> None:
-    """YAML keeps the last of two equal keys; a reviewer would read the first (threat-model TM-E1)."""
+    """YAML keeps the last of two equal keys; a reviewer would read the first (threat-model: TM-I5)."""
     path = _policy_with(tmp_path, text)
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
@@ -97,7 +97,7 @@ def test_duplicate_keys_are_refused_naming_the_file_and_key(tmp_path: Path, text
     "http://api.example.com/v1", "http://10.0.0.5:8000/v1", "http://127.0.0.1.example.com/v1",
 ])
 def test_plain_http_api_base_off_loopback_is_refused(tmp_path: Path, api_base: str) -> None:
-    """The provider key and the prompts would cross the network in clear text (threat-model TM-I5)."""
+    """The provider key and the prompts would cross the network in clear text (threat-model: TM-I5)."""
     path = _policy_with(tmp_path, MINIMAL.replace("API_BASE", api_base))
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
