@@ -134,7 +134,12 @@ def _record(row: sa.Row[tuple[object, ...]]) -> KeyRecord:
     )
 
 
-_COLUMNS = [c for c in api_keys.c if c.name != "key_digest"]
+# An expiry at or past LATEST_EXPIRY (a Postgres row written before the bound, such as year 10000, which no driver
+# can read) is read as LATEST_EXPIRY, so one such row cannot break every listing and lookup.
+_EXPIRES_AT = sa.case((api_keys.c.expires_at >= sa.literal(LATEST_EXPIRY, sa.DateTime(timezone=True)),
+                       sa.literal(LATEST_EXPIRY, sa.DateTime(timezone=True))),
+                      else_=api_keys.c.expires_at).label("expires_at")
+_COLUMNS = [_EXPIRES_AT if c.name == "expires_at" else c for c in api_keys.c if c.name != "key_digest"]
 
 
 class SqlKeyStore:

@@ -108,3 +108,28 @@ def test_records_read_back_in_utc_whatever_the_sessions_time_zone(store_url: str
         conn.execute(sa.text("DELETE FROM api_keys WHERE id = :id"), {"id": key_id})
         conn.execute(sa.text("DELETE FROM ledger_entries WHERE account_id = :id"), {"id": account.id})
         conn.execute(sa.text("DELETE FROM accounts WHERE id = :id"), {"id": account.id})
+
+
+def test_a_year_10000_row_left_by_older_code_does_not_break_listing(store_url: str) -> None:
+    """Postgres kept '9999-12-31T23:59:59-23:59' as year 10000, which no driver reads: it now reads as the bound."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite never stored a year past 9999 (it dropped the offset instead)")
+    engine = open_store(store_url)
+    store = SqlKeyStore(engine)
+    hasher = KeyHasher(PEPPER)
+    service = KeyService(store, hasher)
+    plaintext, record = service.issue(KeyKind.CUSTOMER, name="far", account_id="acct_t", models=["m"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE api_keys SET expires_at = '10000-01-01 23:58:59+00' WHERE id = :id"),
+                     {"id": record.id})
+        assert conn.execute(sa.text("SELECT extract(year FROM expires_at AT TIME ZONE 'UTC') FROM api_keys "
+                                    "WHERE id = :id"), {"id": record.id}).scalar_one() == 10000
+    try:
+        listed = {r.id: r for r in store.list()}
+        assert listed[record.id].expires_at == datetime(9000, 1, 1, tzinfo=UTC)
+        assert service.verify(plaintext, KeyKind.CUSTOMER).key_id == record.id
+        got = store.get(record.id)
+        assert got is not None and got.state(datetime.now(UTC)) == "active"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM api_keys WHERE id = :id"), {"id": record.id})
