@@ -42,7 +42,7 @@ class CreateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Text
     models: list[Text] = Field(min_length=1, max_length=200)
-    account_id: str = Field(pattern=r"^acct_[0-9a-f]{24}$")
+    account_id: str = Field(pattern=f"^{ACCOUNT_ID.pattern}$")
     expires_at: datetime | None = None
     spend_cap_micro_usd: int | None = Field(default=None, ge=0, le=10**15, strict=True)
     spend_cap_period: Literal["none", "daily", "monthly"] = "none"

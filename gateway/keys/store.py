@@ -142,6 +142,15 @@ _EXPIRES_AT = sa.case((api_keys.c.expires_at >= sa.literal(LATEST_EXPIRY, sa.Dat
 _COLUMNS = [_EXPIRES_AT if c.name == "expires_at" else c for c in api_keys.c if c.name != "key_digest"]
 
 
+def _mark_revoked(conn: sa.Connection, key_id: str, by: str) -> bool:
+    """Revoke one key unless it already was (the first revocation time is kept); True if this call revoked it."""
+    return conn.execute(
+        api_keys.update()
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC), revoked_by=by)
+    ).rowcount == 1
+
+
 class SqlKeyStore:
     """Key records in SQLite or Postgres through SQLAlchemy Core."""
 
@@ -244,21 +253,13 @@ class SqlKeyStore:
         racing this revocation either committed first (and its successor is revoked here) or fails its claim."""
         revoked: list[str] = []
         with self._engine.begin() as conn:
-            conn.execute(
-                api_keys.update()
-                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC), revoked_by=by)
-            )
+            _mark_revoked(conn, key_id, by)
             row = conn.execute(sa.select(*_COLUMNS).where(api_keys.c.id == key_id)).first()
             seen = {key_id}
             successor = None if row is None else row._mapping["rotated_to"]
             while successor is not None and successor not in seen:
                 seen.add(successor)
-                if conn.execute(
-                    api_keys.update()
-                    .where(api_keys.c.id == successor, api_keys.c.revoked_at.is_(None))
-                    .values(revoked_at=datetime.now(UTC), revoked_by=by)
-                ).rowcount == 1:
+                if _mark_revoked(conn, successor, by):
                     revoked.append(successor)
                 successor = conn.execute(
                     sa.select(api_keys.c.rotated_to).where(api_keys.c.id == successor)).scalar_one_or_none()
@@ -267,10 +268,6 @@ class SqlKeyStore:
     def revoke(self, key_id: str, *, by: str) -> KeyRecord | None:
         """Mark revoked (idempotent: the first revocation time is kept). None if there is no such key."""
         with self._engine.begin() as conn:
-            conn.execute(
-                api_keys.update()
-                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC), revoked_by=by)
-            )
+            _mark_revoked(conn, key_id, by)
             row = conn.execute(sa.select(*_COLUMNS).where(api_keys.c.id == key_id)).first()
         return None if row is None else _record(row)

@@ -8,9 +8,8 @@ from __future__ import annotations
 import functools
 import re
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import RunningGateway, _start_gateway
 from tests.support import Stack
+from tests.unit.keys.test_rotation_races import together
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 EXPECTED_401 = {"error": {"message": "Invalid API key.", "type": "authentication_error", "param": None,
@@ -173,22 +173,6 @@ def test_nul_and_control_characters_are_refused_before_the_store(any_gateway: Ru
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request", (path, body)
 
 
-def _together(calls: list[Callable[[], Any]]) -> list[Any]:
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
-
-
 def _chat(gw: RunningGateway, key: str) -> int:
     return httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"},
                       timeout=30).status_code
@@ -198,7 +182,7 @@ def test_concurrent_rotations_give_one_key(any_gateway: RunningGateway) -> None:
     """threat-model: TM-T12"""
     admin = _admin(any_gateway)
     _, key_id = any_gateway.keys.customer()
-    answers = _together([lambda: admin.post(f"/admin/keys/{key_id}/rotate", json={"grace_seconds": 30})
+    answers = together([lambda: admin.post(f"/admin/keys/{key_id}/rotate", json={"grace_seconds": 30})
                          for _ in range(6)])
     assert sorted(a.status_code for a in answers) == [201, 409, 409, 409, 409, 409]
     winner = next(a.json() for a in answers if a.status_code == 201)
@@ -219,7 +203,7 @@ def test_a_revocation_racing_a_rotation_leaves_no_working_key(any_gateway: Runni
     admin = _admin(any_gateway)
     for _ in range(5):
         old, key_id = any_gateway.keys.customer()
-        rotated, revoked = _together([
+        rotated, revoked = together([
             functools.partial(admin.post, f"/admin/keys/{key_id}/rotate", json={"grace_seconds": 30}),
             functools.partial(admin.post, f"/admin/keys/{key_id}/revoke")])
         assert revoked.status_code == 200 and rotated.status_code in (201, 404), rotated.text

@@ -33,7 +33,7 @@ def service(store_url: str) -> KeyService:
     return KeyService(SqlKeyStore(engine), KeyHasher(PEPPER))
 
 
-def _together(calls: list[Callable[[], Any]]) -> list[Any]:
+def together(calls: list[Callable[[], Any]]) -> list[Any]:
     """Run the calls at the same moment on their own threads; each result is a value or the exception raised."""
     barrier = threading.Barrier(len(calls))
     results: list[Any] = [None] * len(calls)
@@ -69,7 +69,7 @@ def _customer(service: KeyService) -> tuple[str, str]:
 def test_of_concurrent_rotations_exactly_one_succeeds(service: KeyService) -> None:
     """threat-model: TM-T12"""
     old, key_id = _customer(service)
-    results = _together([lambda: service.rotate(key_id, grace=GRACE) for _ in range(6)])
+    results = together([lambda: service.rotate(key_id, grace=GRACE) for _ in range(6)])
     issued = [r for r in results if isinstance(r, tuple)]
     refused = [r for r in results if isinstance(r, AlreadyRotated)]
     assert len(issued) == 1 and len(refused) == 5, results
@@ -101,7 +101,7 @@ def test_a_revocation_racing_a_rotation_leaves_no_working_key(service: KeyServic
         old, key_id = _customer(service)
         rotate = functools.partial(service.rotate, key_id, grace=GRACE)
         revoke = functools.partial(service.revoke_line, key_id, by="key_admin")
-        rotated, (revoked, _) = _together([rotate, revoke])
+        rotated, (revoked, _) = together([rotate, revoke])
         assert revoked is not None and revoked.revoked_at is not None
         assert not _works(service, old)
         if isinstance(rotated, tuple):
