@@ -17,7 +17,7 @@ from typing import Any
 
 import re2
 
-from gateway.audit.log import AuditLog
+from gateway.audit.log import AuditHeadMissing, AuditLog
 from gateway.credits.ledger import SqlLedger
 from gateway.credits.pricing import Price
 from gateway.credits.sweeper import sweep_forever
@@ -276,7 +276,14 @@ class GatewayApp:
         # request in flight (docs/benchmarks.md).
         gc.collect()
         gc.freeze()
-        seq, mac = self._audit.head()
+        try:
+            seq, mac = self._audit.head()
+        except AuditHeadMissing:
+            # Fail closed: without its head the chain cannot be extended or checked (threat-model TM-R1).
+            log.critical("audit head row is missing; refusing to start (run gateway audit verify)")
+            await stack.aclose()
+            await send({"type": "lifespan.startup.failed", "message": "audit head missing"})
+            return
         self._audit.try_record("boot", actor="system")
         # The head printed at every boot lets an auditor catch a rewound (truncated) chain later.
         log.info("gateway started", extra={"outcome": f"audit_head={seq}:{mac}"})

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.audit.log import AuditLog
-from gateway.credits.ledger import Account, SqlLedger, UnknownAccount
+from gateway.credits.ledger import MAX_BALANCE_MICRO_USD, Account, BalanceLimit, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
 from gateway.keys.service import AlreadyRotated, HoneytokenNotRotatable, KeyService
+from gateway.keys.store import InvalidExpiry
 from gateway.metrics import REGISTRY, REVOCATIONS
 from gateway.pipeline.authn import ADMIN_PRINCIPAL_SCOPE_KEY, authenticate
 from gateway.pipeline.customer import new_request_id
@@ -166,11 +167,15 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
             raise Denial(400, "invalid_request", "'expires_at' is in the past.")
         if ledger.get_account(payload.account_id) is None:
             raise Denial(400, "invalid_request", "Unknown 'account_id'.")
-        plaintext, record = keys.issue(KeyKind.CUSTOMER, name=payload.name, models=payload.models,
-                                       expires_at=payload.expires_at, account_id=payload.account_id,
-                                       spend_cap_micro_usd=payload.spend_cap_micro_usd,
-                                       spend_cap_period=payload.spend_cap_period, rpm_limit=payload.rpm_limit,
-                                       tpm_limit=payload.tpm_limit)
+        try:
+            plaintext, record = keys.issue(KeyKind.CUSTOMER, name=payload.name, models=payload.models,
+                                           expires_at=payload.expires_at, account_id=payload.account_id,
+                                           spend_cap_micro_usd=payload.spend_cap_micro_usd,
+                                           spend_cap_period=payload.spend_cap_period, rpm_limit=payload.rpm_limit,
+                                           tpm_limit=payload.tpm_limit)
+        except InvalidExpiry:
+            raise Denial(400, "invalid_request", "'expires_at' must carry a UTC offset and fall between the years "
+                                                 "2001 and 8999 (UTC).") from None
         log.info("key created", extra={"key_id": record.id, "by": who.key_id})
         audit_event("key_created", request, who, record.id)
         return {**record.public(datetime.now(UTC)), "key": plaintext}
@@ -270,6 +275,9 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
             account = ledger.top_up(_known_account_id(account_id), payload.amount_micro_usd, payload.reason)
         except UnknownAccount:
             raise Denial(404, "not_found", "No such account.") from None
+        except BalanceLimit:
+            raise Denial(400, "invalid_request", f"A balance may not exceed {MAX_BALANCE_MICRO_USD} micro-USD; "
+                                                 "this top-up would pass it.") from None
         log.info("credits added", extra={"by": who.key_id, "outcome": account_id})
         # The amount goes into the chained entry; the operator's free-text reason (at most 200 characters, no
         # control characters) stays in the ledger entry.

@@ -222,3 +222,23 @@ def test_a_revocation_racing_a_rotation_leaves_no_working_key(any_gateway: Runni
     assert _chat(any_gateway, new["key"]) == 401
     about_new = admin.get("/admin/audit", params={"subject": new["id"], "event": "key_revoked"}).json()["data"]
     assert [e["reason"] for e in about_new] == [f"predecessor={key_id}"]
+
+
+def test_out_of_range_expiry_and_balance_are_a_400_on_both_stores(any_gateway: RunningGateway) -> None:
+    """The store refuses what it cannot keep (a year past 8999, a balance past 10^15 micro-USD); the admin API says
+    so with a 400 and writes nothing, instead of a 500."""
+    with _admin(any_gateway) as admin:
+        account = admin.post("/admin/accounts", json={"name": "cap"}).json()["id"]
+        assert admin.post(f"/admin/accounts/{account}/credits",
+                          json={"amount_micro_usd": 10**15, "reason": "max"}).status_code == 200
+        over = admin.post(f"/admin/accounts/{account}/credits", json={"amount_micro_usd": 1, "reason": "one more"})
+        assert over.status_code == 400, over.text
+        assert over.json()["error"]["code"] == "invalid_request"
+        assert admin.get(f"/admin/accounts/{account}").json()["balance_micro_usd"] == 10**15
+        before = len(admin.get("/admin/keys").json()["data"])
+        far = admin.post("/admin/keys", json={"name": "far", "models": ["chat-model"], "account_id": account,
+                                              "expires_at": "9999-12-31T23:59:59-23:59"})
+        assert far.status_code == 400, far.text
+        assert "expires_at" in far.json()["error"]["message"]
+        listed = admin.get("/admin/keys")
+        assert listed.status_code == 200 and len(listed.json()["data"]) == before

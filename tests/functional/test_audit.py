@@ -105,3 +105,24 @@ def test_auditors_report(stack: Stack, gateway: RunningGateway, tmp_path: Path) 
                      "Intact:", "| customer | active |", "| customer | honeytoken |"):
         assert expected in report, expected
     assert any_listed(report, stack.canaries) == []
+
+
+def test_a_gateway_refuses_to_start_without_its_audit_head(stack: Stack, tmp_path: Path) -> None:
+    """With the head row deleted the chain can neither be extended nor checked: boot fails closed, and says why."""
+    from tests.support import GatewayProcess
+
+    url = f"sqlite:///{tmp_path / 'headless.db'}"
+    engine = open_store(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_head"))
+    engine.dispose()
+    port = free_port()
+    process = GatewayProcess(stack.env(tmp_path / "boot", url, port), tmp_path / "gateway.log", port)
+    try:
+        process.start(timeout=90)
+    except RuntimeError:
+        pass  # exited before opening its port: what this test wants
+    else:
+        process.stop()
+        raise AssertionError("the gateway started without its audit head")
+    assert "audit head row is missing" in process.output()
