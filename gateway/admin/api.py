@@ -131,7 +131,22 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         if audit is not None:
             audit.record(event, actor=who.key_id, subject=subject, reason=reason, request_id=_request_id(request))
 
+    def auditable(who: Annotated[Principal, Depends(admin)], request: Request) -> Principal:
+        # A change is made only if its audit entry can be written: a missing head row (the audit blackout) or an
+        # unreachable store refuses the change before it happens (threat-model TM-R1). What remains: the store failing
+        # between the change and its entry, which answers 500 and logs it.
+        if audit is not None:
+            try:
+                audit.head()
+            except Exception:  # noqa: BLE001 - whatever stops the audit write stops the change
+                log.critical("audit log cannot be written; admin change refused",
+                             extra={"request_id": _request_id(request), "by": who.key_id})
+                raise Denial(503, "audit_unavailable", "The audit log cannot be written; nothing was changed.",
+                             error_type="server_error") from None
+        return who
+
     Admin = Annotated[Principal, Depends(admin)]
+    Auditable = Annotated[Principal, Depends(auditable)]
 
     @app.exception_handler(Denial)
     async def _denial(request: Request, exc: Denial) -> JSONResponse:
@@ -159,7 +174,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         return _denial_response(internal_error(), _request_id(request))
 
     @app.post("/admin/keys", status_code=201)
-    def create_key(payload: CreateKey, who: Admin, request: Request) -> dict[str, object]:
+    def create_key(payload: CreateKey, who: Auditable, request: Request) -> dict[str, object]:
         unknown = sorted(set(payload.models) - exposed_models)
         if unknown:
             raise Denial(400, "invalid_request", "Unknown model in 'models' (not exposed by the policy).")
@@ -193,7 +208,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         return record.public(datetime.now(UTC))
 
     @app.post("/admin/keys/{key_id}/revoke")
-    def revoke_key(key_id: str, who: Admin, request: Request) -> dict[str, object]:
+    def revoke_key(key_id: str, who: Auditable, request: Request) -> dict[str, object]:
         """Revokes the key and every key rotated from it (a revocation that raced a rotation leaves no live key)."""
         record = keys.store.get(_known_key_id(key_id))
         if record is None or record.kind != KeyKind.CUSTOMER.value:
@@ -212,7 +227,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         return {**revoked.public(datetime.now(UTC)), "revoked_successors": successors}
 
     @app.post("/admin/keys/{key_id}/rotate", status_code=201)
-    def rotate_key(key_id: str, who: Admin, request: Request, payload: RotateKey | None = None) -> dict[str, object]:
+    def rotate_key(key_id: str, who: Auditable, request: Request, payload: RotateKey | None = None) -> dict[str, object]:
         grace = payload.grace_seconds if payload and payload.grace_seconds is not None else rotation_grace_seconds
         try:
             rotated = keys.rotate(_known_key_id(key_id), grace=timedelta(seconds=grace))
@@ -237,7 +252,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
                 "old_key_valid_until": until}
 
     @app.post("/admin/honeytokens", status_code=201)
-    def create_honeytoken(payload: CreateHoneytoken, who: Admin, request: Request) -> dict[str, object]:
+    def create_honeytoken(payload: CreateHoneytoken, who: Auditable, request: Request) -> dict[str, object]:
         """A canary key to plant where a leak would be found (repos, laptops, configs). Any use raises an alarm."""
         plaintext, created = keys.issue_honeytoken(payload.name)
         audit_event("honeytoken_created", request, who, created.id)
@@ -263,14 +278,14 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/accounts", status_code=201)
-    def create_account(payload: CreateAccount, who: Admin, request: Request) -> dict[str, object]:
+    def create_account(payload: CreateAccount, who: Auditable, request: Request) -> dict[str, object]:
         account = ledger.create_account(payload.name)
         audit_event("account_created", request, who, account.id)
         log.info("account created", extra={"by": who.key_id, "outcome": account.id})
         return _account_view(account)
 
     @app.post("/admin/accounts/{account_id}/credits")
-    def add_credits(account_id: str, payload: AddCredits, who: Admin, request: Request) -> dict[str, object]:
+    def add_credits(account_id: str, payload: AddCredits, who: Auditable, request: Request) -> dict[str, object]:
         try:
             account = ledger.top_up(_known_account_id(account_id), payload.amount_micro_usd, payload.reason)
         except UnknownAccount:

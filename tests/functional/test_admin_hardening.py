@@ -242,3 +242,33 @@ def test_out_of_range_expiry_and_balance_are_a_400_on_both_stores(any_gateway: R
         assert "expires_at" in far.json()["error"]["message"]
         listed = admin.get("/admin/keys")
         assert listed.status_code == 200 and len(listed.json()["data"]) == before
+
+
+def test_no_admin_change_applies_while_the_audit_log_cannot_be_written(own_gateway: RunningGateway,
+                                                                       workdir: Path) -> None:
+    """The audit blackout: with the head row deleted, every admin change is refused (503) and nothing changes."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{workdir / 'admin-hardening.db'}")
+    with engine.begin() as conn:
+        head = conn.execute(sa.text("SELECT * FROM audit_head")).mappings().one()
+        conn.execute(sa.text("DELETE FROM audit_head"))
+    try:
+        with _admin(own_gateway) as admin:
+            with engine.connect() as conn:
+                accounts_before = conn.execute(sa.text("SELECT count(*) FROM accounts")).scalar()
+            refused = admin.post("/admin/accounts", json={"name": "during blackout"})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "audit_unavailable"
+            key = admin.post("/admin/keys", json={"name": "x", "models": ["chat-model"],
+                                                  "account_id": own_gateway.keys.rich_account})
+            assert key.status_code == 503 and "key" not in key.json()
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM accounts")).scalar() == accounts_before
+            assert admin.get("/admin/keys").status_code == 200  # reading is not a change
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO audit_head (id, seq, mac) VALUES (:id, :seq, :mac)"), dict(head))
+        engine.dispose()
+    with _admin(own_gateway) as admin:
+        assert admin.post("/admin/accounts", json={"name": "after"}).status_code == 201
