@@ -25,7 +25,7 @@ from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
 from gateway.credits.ledger import SqlLedger
-from gateway.devstack.openbao import free_port, start_dev_vault, stop_process, wait_http
+from gateway.devstack.openbao import die_with_parent, free_port, start_dev_vault, stop_process, wait_http
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
@@ -81,6 +81,7 @@ def run_dev(*, port: int, keys_file: Path | None) -> int:
         standin = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "gateway.devstack.fake_provider", "--port", str(standin_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - a single prctl call, no locks taken
         )
         children.append(standin)
         wait_http(f"http://127.0.0.1:{standin_port}/_standin/requests")

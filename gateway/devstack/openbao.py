@@ -7,8 +7,10 @@ passed to the child through its environment only (not argv, which ``ps`` shows).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
+import signal
 import socket
 
 # Starts the bundled bao binary with a fixed argument list, no shell.
@@ -25,6 +27,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when the process that started it dies, even by SIGKILL, so a killed
+    ``gateway dev`` (or test run) leaves no OpenBao holding the core secrets, and no stand-in, behind (Linux prctl
+    PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def bao_binary() -> str:
@@ -101,6 +112,7 @@ def start_dev_vault(log_file: Path | None = None) -> DevVault:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - a single prctl call, no locks taken
         )
     finally:
         # The child holds its own copy of the descriptor.
