@@ -244,3 +244,18 @@ def any_listed(haystack: str, needles: list[str]) -> list[str]:
 
 
 Json = dict[str, Any]
+
+
+def fresh_store(store_url: str, *tables: str) -> Any:
+    """The store at ``store_url`` (migrated), with ``tables`` emptied on Postgres: its test database lives for the
+    whole session, while each SQLite store is a new file."""
+    import sqlalchemy as sa
+
+    from gateway.store.engine import open_store
+
+    engine = open_store(store_url)
+    if store_url.startswith("postgresql"):
+        with engine.begin() as conn:
+            for table in tables:
+                conn.execute(sa.text(f"DELETE FROM {table}"))  # nosec B608 - the tests' own table names
+    return engine

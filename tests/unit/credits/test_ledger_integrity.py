@@ -15,17 +15,12 @@ from gateway.credits.ledger import (
     SqlLedger,
     UnknownAccount,
 )
-from gateway.store.engine import open_store
+from tests.support import fresh_store
 
 
 @pytest.fixture()
 def ledger(store_url: str) -> SqlLedger:
-    engine = open_store(store_url)
-    if store_url.startswith("postgresql"):
-        with engine.begin() as conn:
-            for table in ("ledger_entries", "reservations", "key_spend", "accounts"):
-                conn.execute(sa.text(f"DELETE FROM {table}"))
-    return SqlLedger(engine)
+    return SqlLedger(fresh_store(store_url, "ledger_entries", "reservations", "key_spend", "accounts"))
 
 
 def _sql(ledger: SqlLedger, statement: str, **params: object) -> None:

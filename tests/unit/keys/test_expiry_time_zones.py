@@ -17,6 +17,7 @@ from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
 from gateway.keys.store import InvalidExpiry, SqlKeyStore
 from gateway.store.engine import open_store
+from tests.support import fresh_store
 
 PEPPER = b"p" * 16 + b"e" * 16 + b"pper-for-tests"
 EXTREME_OFFSETS = [timedelta(hours=14), timedelta(hours=-11), timedelta(hours=-23, minutes=-59),
@@ -25,11 +26,7 @@ EXTREME_OFFSETS = [timedelta(hours=14), timedelta(hours=-11), timedelta(hours=-2
 
 @pytest.fixture()
 def service(store_url: str) -> KeyService:
-    engine = open_store(store_url)
-    if store_url.startswith("postgresql"):
-        with engine.begin() as conn:
-            conn.execute(sa.text("DELETE FROM api_keys"))
-    return KeyService(SqlKeyStore(engine), KeyHasher(PEPPER))
+    return KeyService(SqlKeyStore(fresh_store(store_url, "api_keys")), KeyHasher(PEPPER))
 
 
 def _issue(service: KeyService, expires_at: datetime) -> tuple[str, str]:

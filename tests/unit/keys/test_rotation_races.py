@@ -12,13 +12,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import AlreadyRotated, AuthDenied, KeyService
 from gateway.keys.store import SqlKeyStore
-from gateway.store.engine import open_store
+from tests.support import fresh_store
 
 PEPPER = b"r" * 32 + b"-pepper-for-rotation-races"
 GRACE = timedelta(seconds=30)
@@ -26,11 +25,7 @@ GRACE = timedelta(seconds=30)
 
 @pytest.fixture()
 def service(store_url: str) -> KeyService:
-    engine = open_store(store_url)
-    if store_url.startswith("postgresql"):
-        with engine.begin() as conn:
-            conn.execute(sa.text("DELETE FROM api_keys"))
-    return KeyService(SqlKeyStore(engine), KeyHasher(PEPPER))
+    return KeyService(SqlKeyStore(fresh_store(store_url, "api_keys")), KeyHasher(PEPPER))
 
 
 def together(calls: list[Callable[[], Any]]) -> list[Any]:

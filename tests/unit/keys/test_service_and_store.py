@@ -14,18 +14,14 @@ from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import AuthDenied, KeyService
 from gateway.keys.store import SqlKeyStore, StoreUnavailable
-from gateway.store.engine import open_store
+from tests.support import fresh_store
 
 PEPPER = b"p" * 16 + b"e" * 16 + b"pper-for-tests"
 
 
 @pytest.fixture()
 def service(store_url: str) -> KeyService:
-    engine = open_store(store_url)
-    if store_url.startswith("postgresql"):
-        with engine.begin() as conn:
-            conn.execute(sa.text("DELETE FROM api_keys"))
-    return KeyService(SqlKeyStore(engine), KeyHasher(PEPPER))
+    return KeyService(SqlKeyStore(fresh_store(store_url, "api_keys")), KeyHasher(PEPPER))
 
 
 def _reason(service: KeyService, presented: str | None, kind: KeyKind = KeyKind.CUSTOMER) -> str:
