@@ -31,19 +31,16 @@ DIFFERENCES: list[tuple[str, dict[str, Any]]] = [
 
 
 async def main() -> None:
-    from gateway.boot.serve import prepare
-    from gateway.boot.settings import load_settings
+    from booted import running_gateway  # this folder: the probe runs as a script
+
+    async with running_gateway() as app:
+        report = await _differ(app)
+    sys.stdout.write("PROBE-REPORT " + json.dumps(report) + "\n")
+
+
+async def _differ(app: Any) -> dict[str, Any]:
     from gateway.keys.format import KeyKind
     from gateway.pipeline import customer
-
-    booted = prepare(load_settings())
-    app = booted.app
-    assert app is not None
-    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    await inbox.put({"type": "lifespan.startup"})
-    lifespan = asyncio.create_task(app({"type": "lifespan"}, inbox.get, outbox.put))
-    assert (await outbox.get())["type"] == "lifespan.startup.complete"
 
     account = app._ledger.create_account("probe")
     app._ledger.top_up(account.id, 10_000_000, "probe credit")
@@ -69,9 +66,7 @@ async def main() -> None:
     report["balance"], report["reserved"] = state.balance_micro_usd, state.reserved_micro_usd
     report["ledger"] = [entry["kind"] for entry in app._ledger.recent_entries(account.id)]
     report["audit"] = [(e["event"], e["reason"]) for e in app._audit.list(event="handoff_mismatch")]
-    await inbox.put({"type": "lifespan.shutdown"})
-    await lifespan
-    sys.stdout.write("PROBE-REPORT " + json.dumps(report) + "\n")
+    return report
 
 
 if __name__ == "__main__":

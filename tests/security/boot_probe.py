@@ -29,36 +29,25 @@ socket.getaddrinfo = _recording_getaddrinfo
 
 
 async def main() -> None:
-    from gateway.boot.serve import prepare
-    from gateway.boot.settings import load_settings
+    from booted import running_gateway  # this folder: the probe runs as a script
 
-    booted = prepare(load_settings())
-    assert booted.app is not None
-    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    await inbox.put({"type": "lifespan.startup"})
-    lifespan = asyncio.create_task(booted.app({"type": "lifespan"}, inbox.get, outbox.put))
-    started = await outbox.get()
-    assert started["type"] == "lifespan.startup.complete", started
+    async with running_gateway():
+        import litellm
+        from litellm.proxy import proxy_server
+        from litellm.proxy.auth import user_api_key_auth
 
-    import litellm
-    from litellm.proxy import proxy_server
-    from litellm.proxy.auth import user_api_key_auth
-
-    report = {
-        "environ": dict(os.environ),
-        "custom_auth": getattr(proxy_server.user_custom_auth, "__module__", None),
-        "router_models": sorted(proxy_server.llm_router.model_names) if proxy_server.llm_router else [],
-        "worker_config_left": "WORKER_CONFIG" in os.environ,
-        "callbacks": {name: sorted(c if isinstance(c, str) else type(c).__name__ for c in getattr(litellm, name))
-                      for name in ("callbacks", "_async_success_callback", "_async_failure_callback")},
-        "last_callback": type(litellm.callbacks[-1]).__name__,
-        "seed_request_destinations": user_api_key_auth._seed_request_destinations.__name__,
-        "gc_frozen": gc.get_freeze_count(),
-        "non_local_lookups": looked_up,
-    }
-    await inbox.put({"type": "lifespan.shutdown"})
-    await lifespan
+        report = {
+            "environ": dict(os.environ),
+            "custom_auth": getattr(proxy_server.user_custom_auth, "__module__", None),
+            "router_models": sorted(proxy_server.llm_router.model_names) if proxy_server.llm_router else [],
+            "worker_config_left": "WORKER_CONFIG" in os.environ,
+            "callbacks": {name: sorted(c if isinstance(c, str) else type(c).__name__ for c in getattr(litellm, name))
+                          for name in ("callbacks", "_async_success_callback", "_async_failure_callback")},
+            "last_callback": type(litellm.callbacks[-1]).__name__,
+            "seed_request_destinations": user_api_key_auth._seed_request_destinations.__name__,
+            "gc_frozen": gc.get_freeze_count(),
+            "non_local_lookups": looked_up,
+        }
     sys.stdout.write("PROBE-REPORT " + json.dumps(report) + "\n")
 
 

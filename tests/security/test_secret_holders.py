@@ -231,21 +231,11 @@ async def _probe() -> None:
         chunks.append(chunk)
     needles = json.loads(b"".join(chunks))
     del chunks, chunk
-    from gateway.boot.serve import prepare
-    from gateway.boot.settings import load_settings
+    from booted import running_gateway  # this folder: the probe runs as a script
 
-    booted = prepare(load_settings())
-    assert booted.app is not None
-    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    await inbox.put({"type": "lifespan.startup"})
-    lifespan = asyncio.create_task(booted.app({"type": "lifespan"}, inbox.get, outbox.put))
-    started = await outbox.get()
-    assert started["type"] == "lifespan.startup.complete", started
-    found = scan(needles)
-    del needles
-    await inbox.put({"type": "lifespan.shutdown"})
-    await lifespan
+    async with running_gateway():
+        found = scan(needles)
+        del needles
     sys.stdout.write("HOLDERS " + json.dumps(found) + "\n")
 
 
