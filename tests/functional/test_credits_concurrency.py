@@ -21,22 +21,23 @@ from tests.conftest import RunningGateway
 from tests.functional.test_credits import wait_until_settled
 from tests.support import StandIn
 
-HI = [{"role": "user", "content": "Hi"}]
 BUDGET = 6_000  # micro-USD; each request reserves ~150 (max_tokens=5), so only a few dozen fit at a time
 
 
-async def _one(client: openai.AsyncOpenAI, kind: str) -> str:
+async def _one(client: openai.AsyncOpenAI, kind: str, number: int) -> str:
+    # Each request's prompt names it, so the provider's record says which requests reached it.
+    messages = [{"role": "user", "content": f"Hi #{number}"}]
     try:
         if kind == "plain":
-            await client.chat.completions.create(model="chat-model", messages=HI, max_tokens=5)
+            await client.chat.completions.create(model="chat-model", messages=messages, max_tokens=5)
         elif kind == "stream":
-            stream = await client.chat.completions.create(model="chat-model", messages=HI, max_tokens=5, stream=True)
+            stream = await client.chat.completions.create(model="chat-model", messages=messages, max_tokens=5, stream=True)
             async for _ in stream:
                 pass
         elif kind == "failing":
-            await client.chat.completions.create(model="failing-model", messages=HI, max_tokens=5)
+            await client.chat.completions.create(model="failing-model", messages=messages, max_tokens=5)
         else:  # the client hangs up after the first chunk of a slow stream
-            stream = await client.chat.completions.create(model="slow-model", messages=HI, max_tokens=5, stream=True)
+            stream = await client.chat.completions.create(model="slow-model", messages=messages, max_tokens=5, stream=True)
             async for _ in stream:
                 break
             await stream.close()
@@ -61,7 +62,7 @@ def test_200_concurrent_requests_never_overspend(backend: str, request: pytest.F
         async with httpx.AsyncClient(limits=limits, timeout=60) as http:
             client = openai.AsyncOpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0,
                                         http_client=http)
-            return await asyncio.gather(*(_one(client, kind) for kind in kinds))
+            return await asyncio.gather(*(_one(client, kind, i) for i, kind in enumerate(kinds)))
 
     outcomes = asyncio.run(run())
     admitted = [o for o in outcomes if o != "budget_exhausted"]
@@ -74,8 +75,12 @@ def test_200_concurrent_requests_never_overspend(backend: str, request: pytest.F
     assert 0 <= state["balance_micro_usd"] <= BUDGET
     settled = sum(e["amount_micro_usd"] for e in _all_entries(gateway, account) if e["kind"] == "settle")
     assert settled == BUDGET - state["balance_micro_usd"] <= BUDGET
-    # Requests refused for credit never reached the provider.
-    assert len(standin.recorder.all()) == len(admitted)
+    # Requests refused for credit never reached the provider; every request answered with content did.
+    reached = {int(r["body"]["messages"][0]["content"].removeprefix("Hi #")) for r in standin.recorder.all()
+               if r["method"] == "POST"}
+    assert not {i for i, o in enumerate(outcomes) if o == "budget_exhausted"} & reached
+    assert {i for i, o in enumerate(outcomes) if o in ("ok", "disconnected")} <= reached
+    assert len(reached) <= len(admitted)
     assert SqlLedger(open_store(gateway.process.env["GATEWAY_DATABASE_URL"])).check() == []
 
 
