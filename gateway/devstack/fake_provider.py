@@ -18,6 +18,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -100,7 +101,7 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-            async def events():  # type: ignore[no-untyped-def]
+            async def events() -> AsyncIterator[str]:
                 words = REPLY.split(" ")
                 for i, word in enumerate(words):
                     if delay:
