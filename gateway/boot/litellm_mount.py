@@ -97,7 +97,9 @@ def check_litellm_version() -> str:
     if installed in LITELLM_COMPROMISED:
         raise BootError("litellm version", f"litellm {installed} is a known-compromised release; refusing to import it")
     if installed != LITELLM_PIN:
-        raise BootError("litellm version", f"litellm {installed} is installed but this gateway is pinned to {LITELLM_PIN}")
+        raise BootError(
+            "litellm version", f"litellm {installed} is installed but this gateway is pinned to {LITELLM_PIN}"
+        )
     return installed
 
 
@@ -115,7 +117,9 @@ def check_environment() -> None:
     never its value."""
     present = [name for name in FORBIDDEN_ENV if name in os.environ]
     if present:
-        raise BootError("environment", f"{present[0]} is set; it would reconfigure LiteLLM outside the policy. Unset it")
+        raise BootError(
+            "environment", f"{present[0]} is set; it would reconfigure LiteLLM outside the policy. Unset it"
+        )
     check_transport_environment()
     mode = os.environ.get("LITELLM_MODE")
     if mode is not None and mode != LITELLM_MODE:

@@ -135,7 +135,9 @@ def read_credential_file(path: Path | None, setting: str) -> str:
         raise BootError("settings", f"{setting}: file {path} does not exist") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise BootError("settings", f"{setting}: {path} is a symlink; point the setting at the file itself") from None
+            raise BootError(
+                "settings", f"{setting}: {path} is a symlink; point the setting at the file itself"
+            ) from None
         raise BootError("settings", f"{setting}: file {path} cannot be read ({exc.strerror})") from None
     try:
         info = os.fstat(fd)
@@ -152,7 +154,8 @@ def read_credential_file(path: Path | None, setting: str) -> str:
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise BootError(
                 "settings",
-                f"{setting}: file {path} is accessible by group or others (mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it",
+                f"{setting}: file {path} is accessible by group or others "
+                f"(mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it",
             )
         try:
             value = handle.read().decode("utf-8").strip()

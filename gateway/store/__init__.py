@@ -1,1 +1,3 @@
-"""SQL storage (SQLAlchemy Core): the schema, Alembic migrations and engine set-up. SQLite by default, Postgres in fleets."""
+"""SQL storage (SQLAlchemy Core): the schema, Alembic migrations and engine set-up.
+
+SQLite by default, Postgres in fleets."""
