@@ -22,6 +22,7 @@ dev: install
 
 test: install
 	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 	$(BIN)/bandit -q -c pyproject.toml -r gateway --severity-level medium
 	$(BIN)/lint-imports
