@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, dev, keys, admin-key, secrets."""
+"""The ``gateway`` command: serve, dev, keys, admin-key, secrets, openapi, accounts, ledger, audit."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def dev(
     keys_file: Annotated[Path | None, typer.Option("--keys-file", help="Also write the keys as JSON (mode 0600).")] = None,
 ) -> None:
     """Local stack: OpenBao dev server, provider stand-in, bootstrap, keys, and the gateway."""
-    from gateway.boot.devserver import run_dev
+    from gateway.devstack.server import run_dev
 
     raise typer.Exit(run_dev(port=port, keys_file=keys_file))
 
@@ -88,8 +88,8 @@ def keys_create(
     tpm_limit: Annotated[int | None, typer.Option(help="Tokens per minute (default: the policy's).")] = None,
 ) -> None:
     """Create a customer key (reads the pepper from Vault with the configured credentials)."""
-    from gateway.boot.cli_ops import create_key
     from gateway.keys.format import KeyKind
+    from gateway.ops.keys import create_key
 
     if spend_cap_period not in ("none", "daily", "monthly"):
         _fail("gateway: --spend-cap-period must be none, daily or monthly")
@@ -107,7 +107,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List customer and admin keys (ids and states, never the keys or their digests)."""
-    from gateway.boot.cli_ops import list_keys
+    from gateway.ops.keys import list_keys
 
     typer.echo(json.dumps(list_keys(), indent=2))
 
@@ -115,7 +115,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke a customer or admin key by id."""
-    from gateway.boot.cli_ops import revoke_key
+    from gateway.ops.keys import revoke_key
 
     record = revoke_key(key_id)
     if record is None:
@@ -126,8 +126,8 @@ def keys_revoke(key_id: str) -> None:
 @admin_key_app.command("create")
 def admin_key_create(name: Annotated[str, typer.Option(help="Who or what holds this admin key.")]) -> None:
     """Create an admin key (valid on /admin only)."""
-    from gateway.boot.cli_ops import create_key
     from gateway.keys.format import KeyKind
+    from gateway.ops.keys import create_key
 
     plaintext, record = create_key(KeyKind.ADMIN, name=name, models=[], expires_at=None, account_id=None)
     typer.echo(json.dumps({**record, "key": plaintext}, indent=2))
@@ -148,7 +148,7 @@ def secrets_bootstrap(
         help="Generate a new LiteLLM master key only; then restart every replica.")] = False,
 ) -> None:
     """Apply the policy and AppRole role, generate master key and pepper, write provider keys and credentials."""
-    from gateway.boot.cli_ops import bootstrap
+    from gateway.ops.bootstrap import bootstrap
 
     if rotate_core and rotate_master_key:
         _fail("gateway: use either --rotate-core or --rotate-master-key")
@@ -163,7 +163,7 @@ def secrets_issue_secret_id(
     credentials_dir: Annotated[Path, typer.Option(help="Where to write role_id and secret_id (0600).")],
 ) -> None:
     """Write a fresh single-use secret_id (every gateway start needs one)."""
-    from gateway.boot.cli_ops import issue_secret_id
+    from gateway.ops.bootstrap import issue_secret_id
 
     _, secret_id_file = issue_secret_id(operator_token_file, credentials_dir)
     typer.echo(f"secret_id written to {secret_id_file} (single use)")
@@ -182,7 +182,7 @@ def openapi() -> None:
 @accounts_app.command("create")
 def accounts_create(name: Annotated[str, typer.Option(help="A label for the account.")]) -> None:
     """Create an account with a zero balance."""
-    from gateway.boot.cli_ops import create_account
+    from gateway.ops.accounts import create_account
 
     typer.echo(json.dumps(create_account(name), indent=2))
 
@@ -194,7 +194,7 @@ def accounts_credit(
     reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
 ) -> None:
     """Add credit to an account (a top-up ledger entry)."""
-    from gateway.boot.cli_ops import credit_account
+    from gateway.ops.accounts import credit_account
 
     if amount_micro_usd <= 0:
         _fail("gateway: --amount-micro-usd must be positive")
@@ -204,7 +204,7 @@ def accounts_credit(
 @accounts_app.command("show")
 def accounts_show(account_id: str) -> None:
     """Balance, reservations and the recent ledger of an account."""
-    from gateway.boot.cli_ops import show_account
+    from gateway.ops.accounts import show_account
 
     typer.echo(json.dumps(show_account(account_id), indent=2))
 
@@ -213,7 +213,7 @@ def accounts_show(account_id: str) -> None:
 def ledger_check() -> None:
     """Verify every account and key cap against the ledger's entries; exit 1 naming each drift, 3 if the check
     itself fails."""
-    from gateway.boot.cli_ops import check_ledger
+    from gateway.ops.ledger import check_ledger
 
     drifts = check_ledger()
     for drift in drifts:
@@ -229,7 +229,7 @@ def ledger_sweep(
                                                             "(default: the policy's reservation_ttl_seconds).")] = None,
 ) -> None:
     """Expire reservations left open by requests that can no longer finish (audited as ``ledger_swept``)."""
-    from gateway.boot.cli_ops import sweep_ledger
+    from gateway.ops.ledger import sweep_ledger
 
     if ttl_seconds is not None and ttl_seconds < 0:
         # A negative TTL reaches into the future: every open reservation, in-flight requests included, would be
@@ -249,7 +249,7 @@ def audit_verify(
 ) -> None:
     """Walk the audit chain (reads the audit key from Vault); exit 1 naming each break, 3 if the check itself fails."""
     from gateway.audit.log import parse_head
-    from gateway.boot.cli_ops import verify_audit
+    from gateway.ops.audit import verify_audit
 
     anchor = None
     if expect_head is not None:
@@ -268,7 +268,7 @@ def audit_verify(
 @audit_app.command("report")
 def audit_report(output: Annotated[Path, typer.Option("--output", "-o", help="Markdown file to write.")]) -> None:
     """Write the auditor's report (live configuration, secrets map, versions, parity, chain, key counts)."""
-    from gateway.boot.report import write_report
+    from gateway.ops.report import write_report
 
     write_report(output)
     typer.echo(f"report written to {output}")

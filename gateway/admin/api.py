@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.audit.log import AuditLog
-from gateway.credits.ledger import MAX_BALANCE_MICRO_USD, Account, BalanceLimit, SqlLedger, UnknownAccount
+from gateway.credits.ledger import MAX_BALANCE_MICRO_USD, BalanceLimit, SqlLedger, UnknownAccount
 from gateway.keys.format import KeyKind
 from gateway.keys.service import AlreadyRotated, HoneytokenNotRotatable, KeyService
 from gateway.keys.store import InvalidExpiry
@@ -81,17 +81,6 @@ def _denial_response(denial: Denial, request_id: str) -> JSONResponse:
 
 def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", None) or new_request_id())
-
-
-def _account_view(account: Account) -> dict[str, object]:
-    return {
-        "id": account.id,
-        "name": account.name,
-        "balance_micro_usd": account.balance_micro_usd,
-        "reserved_micro_usd": account.reserved_micro_usd,
-        "available_micro_usd": account.available_micro_usd,
-        "created_at": account.created_at.isoformat(),
-    }
 
 
 class CreateHoneytoken(BaseModel):
@@ -282,7 +271,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         account = ledger.create_account(payload.name)
         audit_event("account_created", request, who, account.id)
         log.info("account created", extra={"by": who.key_id, "outcome": account.id})
-        return _account_view(account)
+        return account.public()
 
     @app.post("/admin/accounts/{account_id}/credits")
     def add_credits(account_id: str, payload: AddCredits, who: Auditable, request: Request) -> dict[str, object]:
@@ -297,13 +286,13 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         # The amount goes into the chained entry; the operator's free-text reason (at most 200 characters, no
         # control characters) stays in the ledger entry.
         audit_event("credits_added", request, who, account_id, reason=f"amount_micro_usd={payload.amount_micro_usd}")
-        return _account_view(account)
+        return account.public()
 
     @app.get("/admin/accounts/{account_id}")
     def show_account(account_id: str, who: Admin) -> dict[str, object]:
         account = ledger.get_account(_known_account_id(account_id))
         if account is None:
             raise Denial(404, "not_found", "No such account.")
-        return {**_account_view(account), "recent_ledger": ledger.recent_entries(account_id)}
+        return {**account.public(), "recent_ledger": ledger.recent_entries(account_id)}
 
     return app

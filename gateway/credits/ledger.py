@@ -73,6 +73,19 @@ class Account:
     def available_micro_usd(self) -> int:
         return self.balance_micro_usd - self.reserved_micro_usd
 
+    def public(self, *, with_created_at: bool = True) -> dict[str, object]:
+        """The account as the admin API and the CLI show it (the CLI has always left ``created_at`` out)."""
+        view: dict[str, object] = {
+            "id": self.id,
+            "name": self.name,
+            "balance_micro_usd": self.balance_micro_usd,
+            "reserved_micro_usd": self.reserved_micro_usd,
+            "available_micro_usd": self.available_micro_usd,
+        }
+        if with_created_at:
+            view["created_at"] = self.created_at.isoformat()
+        return view
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class KeyCap:

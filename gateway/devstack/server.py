@@ -1,8 +1,10 @@
-"""HAZMAT: ``gateway dev`` — a complete local stack in one command.
+"""``gateway dev``: a complete local stack in one command.
 
 Starts an OpenBao dev server and the provider stand-in as child processes, bootstraps Vault with the same code as
 ``gateway secrets bootstrap``, creates an admin key and a demo customer key, and serves the gateway on 127.0.0.1.
-Everything lives in a private temporary folder that is removed on exit; Ctrl-C or SIGTERM stops every child.
+Everything lives in a private temporary folder that is removed on exit; Ctrl-C or SIGTERM stops every child. The
+Vault side (bootstrap with the dev server's root token, reading back the pepper) happens in
+:mod:`gateway.boot.operator`; this module never holds a Vault client.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from gateway.boot import bootstrap as vault_bootstrap
+from gateway import logs
+from gateway.boot import operator
 from gateway.boot import serve as boot_serve
+from gateway.boot.bootstrap import write_private_file
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
@@ -98,18 +102,14 @@ def run_dev(*, port: int, keys_file: Path | None) -> int:
             host="127.0.0.1",
             port=port,
         )
-        operator = vault_bootstrap.operator_client(settings, Secret(vault.root_token))
-        vault_bootstrap.bootstrap(
-            operator, settings,
+        pepper = operator.bootstrap_dev_vault(
+            settings, Secret(vault.root_token),
             provider_keys={"standin": Secret("standin-" + secrets.token_urlsafe(24))},
             credentials_dir=workdir,
         )
-        core = operator.secrets.kv.v2.read_secret_version(
-            path=f"{settings.vault_path}/core", mount_point=settings.vault_mount, raise_on_deleted_version=True
-        )["data"]["data"]
         engine = open_store(settings.database_url)
-        keys = KeyService(SqlKeyStore(engine), KeyHasher(core["pepper"].encode("utf-8")))
-        del core
+        keys = KeyService(SqlKeyStore(engine), KeyHasher(pepper.reveal().encode("utf-8")))
+        del pepper
         ledger = SqlLedger(engine)
         account = ledger.create_account("dev account")
         ledger.top_up(account.id, DEV_CREDIT_MICRO_USD, "gateway dev starting credit")
@@ -118,12 +118,12 @@ def run_dev(*, port: int, keys_file: Path | None) -> int:
                                      account_id=account.id)
         base_url = f"http://127.0.0.1:{port}"
         if keys_file is not None:
-            vault_bootstrap.write_private_file(
+            write_private_file(
                 keys_file, json.dumps({"admin_key": admin_key, "customer_key": customer_key, "base_url": base_url})
             )
         print(_banner(base_url, admin_key, customer_key), flush=True)
-        del admin_key, customer_key, operator
-        boot_serve.logs.configure(settings.log_level, settings.log_format)
+        del admin_key, customer_key
+        logs.configure(settings.log_level, settings.log_format)
         return boot_serve.serve(settings)
     except BootError as exc:
         print(exc.line(), file=sys.stderr)

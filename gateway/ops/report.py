@@ -1,7 +1,7 @@
-"""HAZMAT-adjacent: ``gateway audit report`` — the auditor's view, computed from the live configuration.
+"""``gateway audit report``: the auditor's view, computed from the live configuration.
 
-Reads the audit key from Vault (to verify the chain) and never writes a secret value into the report: it names where
-each secret lives and which policy can read it, nothing more.
+Reads the audit key from Vault through :mod:`gateway.boot.operator` (to verify the chain) and never writes a secret
+value into the report: it names where each secret lives and which policy can read it, nothing more.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from gateway.admin.api import build_admin_app
 from gateway.app import HANDOFF_ROUTES, OWN_ROUTES, PROBE_ROUTES
 from gateway.boot import litellm_mount
 from gateway.boot.bootstrap import POLICY_NAME, render_policy, secrets_dir
-from gateway.boot.cli_ops import _audit, _die, _engine, _settings
 from gateway.boot.errors import BootError
 from gateway.credits.ledger import SqlLedger
 from gateway.keys.store import SqlKeyStore
+from gateway.ops.context import die, open_audit, open_engine, open_settings
 from gateway.policy import PolicyError, load_policy
 
 
@@ -42,12 +42,12 @@ def _pinned() -> dict[str, str]:
 
 
 def build_report() -> str:
-    settings = _settings()
+    settings = open_settings()
     try:
         policy = load_policy(settings.policy_file)
     except PolicyError as exc:
-        _die(BootError("policy", str(exc)))
-    engine = _engine(settings)
+        die(BootError("policy", str(exc)))
+    engine = open_engine(settings)
     lines = [(f"# Gateway audit report\n\nGenerated {datetime.now(UTC).isoformat(timespec='seconds')} from the live "
              f"configuration (policy `{settings.policy_file}`, store `{engine.url.get_backend_name()}`).\n")]
 
@@ -95,7 +95,7 @@ def build_report() -> str:
     lines.append("Parity holds for every account." if not drifts else "\n".join(
         f"- DRIFT: {d.describe()}" for d in drifts))
 
-    audit = _audit(settings, engine)
+    audit = open_audit(settings, engine)
     broken, seq = audit.verify_chain()
     lines.append("\n## Audit chain\n")
     lines.append(f"Intact: {seq} entries verified." if not broken else "\n".join(

@@ -40,6 +40,15 @@ def test_hazmat_imports_live_in_boot_only() -> None:
     assert offenders == []
 
 
+def test_operator_commands_and_dev_stack_reach_vault_through_boot_only() -> None:
+    # Both run on the host next to Vault credentials; whatever they need from Vault goes through gateway.boot.operator.
+    for package in ("ops", "devstack"):
+        paths = sorted((PACKAGE / package).rglob("*.py"))
+        assert paths, package
+        for path in paths:
+            assert {n for n in _imports(path) if n.split(".")[0] in ("hvac", "litellm")} == set(), path
+
+
 def test_bridge_imports_only_litellm_types() -> None:
     # LiteLLM's auth result type and the base class of its hooks; neither imports litellm.proxy.proxy_server.
     litellm_imports = {n for n in _imports(PACKAGE / "pipeline/bridge.py") if n.startswith("litellm")}
