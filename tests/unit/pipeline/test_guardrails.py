@@ -9,6 +9,7 @@ threat-model: TM-D1, TM-I2
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from typing import Any
@@ -170,3 +171,75 @@ def test_a_lone_surrogate_is_a_400_not_a_crash(secret_scan: bool) -> None:
     guardrails = Guardrails(secret_scan=secret_scan, deny_patterns=[("x", re2.compile("x"))])
     denial = _refusal(guardrails, _chat("hello \ud800 world"))
     assert denial is not None and (denial.status, denial.code) == (400, "invalid_request")
+
+
+AWS = "AKIAIOSFODNN7EXAMPLE"
+SCANNED = {
+    "a second message": ("chat", {"model": "m", "messages": [{"role": "user", "content": "Hi"},
+                                                              {"role": "system", "content": f"key {AWS}"}]}),
+    "a text part": ("chat", {"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": AWS}]}]}),
+    "tool-call arguments": ("chat", {"model": "m", "messages": [
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": f'{{"k": "{AWS}"}}'}}]},
+    ]}),
+    "a prompt": ("completion", {"model": "m", "prompt": f"x\n{AWS}\n"}),
+    "a prompt list": ("completion", {"model": "m", "prompt": ["Hi", f"({AWS})"]}),
+    "an input": ("embedding", {"model": "m", "input": f"\t{AWS}"}),
+    "an input list": ("embedding", {"model": "m", "input": ["Hi", "Hi", AWS]}),
+    "after a NUL": ("chat", _chat(f"\x00{AWS}\x00")),
+    "inside JSON in the content": ("chat", _chat(f'{{"aws": "{AWS}"}}')),
+}
+
+
+@pytest.mark.parametrize("where", SCANNED)
+def test_a_credential_anywhere_the_provider_would_read_is_refused(where: str) -> None:
+    mode, body = SCANNED[where]
+    denial = _refusal(_guardrails(), body, mode)
+    assert denial is not None and denial.code == "secret_in_prompt" and "aws_access_key_id" in denial.message
+
+
+@pytest.mark.parametrize("where", SCANNED)
+def test_a_deny_pattern_applies_anywhere_the_provider_would_read(where: str) -> None:
+    mode, body = SCANNED[where]
+    guardrails = Guardrails(secret_scan=False, deny_patterns=[("no-aws-example", re2.compile("IOSFODNN7"))])
+    denial = _refusal(guardrails, body, mode)
+    assert denial is not None and denial.code == "content_blocked" and "no-aws-example" in denial.message
+
+
+def test_with_secret_scanning_off_credentials_pass_and_deny_patterns_still_block() -> None:
+    guardrails = Guardrails(secret_scan=False, deny_patterns=[("no-project-falcon",
+                                                                re2.compile(r"(?i)project\s+falcon"))])
+    assert _refusal(guardrails, _chat(f"key {AWS}")) is None
+    denial = _refusal(guardrails, _chat(f"key {AWS} for Project Falcon"))
+    assert denial is not None and denial.code == "content_blocked"
+
+
+def test_the_first_matching_deny_rule_is_named() -> None:
+    guardrails = Guardrails(secret_scan=False, deny_patterns=[("first", re2.compile("a")), ("second", re2.compile("b"))])
+    denial = _refusal(guardrails, _chat("b then a"))
+    assert denial is not None and "'first'" in denial.message
+    denial = _refusal(guardrails, _chat("only b"))
+    assert denial is not None and "'second'" in denial.message
+
+
+def test_a_refusal_is_logged_with_its_reason_never_the_credential(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.guardrails"):
+        denial = _refusal(_guardrails(), _chat(f"key {AWS}"))
+    assert denial is not None and AWS not in denial.message
+    (record,) = caplog.records
+    assert (record.reason, record.key_id, record.request_id) == ("secret_in_prompt:aws_access_key_id", "key_1",  # type: ignore[attr-defined]
+                                                                 "req_1")
+    assert AWS not in caplog.text and AWS not in repr(record.__dict__)
+
+
+def test_a_lone_surrogate_in_tool_arguments_is_a_400_not_a_crash() -> None:
+    body = {"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": "\ud800"}}]}]}
+    denial = _refusal(_guardrails(), body)
+    assert denial is not None and (denial.status, denial.code) == (400, "invalid_request")
+
+
+def test_a_megabyte_of_prose_with_a_credential_at_its_end_is_refused() -> None:
+    text = _fill(PROSE) * 11 + " " + AWS
+    denial = _refusal(_guardrails(("no-project-falcon", r"(?i)project\s+falcon")), _chat(text))
+    assert denial is not None and denial.code == "secret_in_prompt"
