@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.clock import as_utc
 from gateway.store.schema import audit_events, audit_head
 
 log = logging.getLogger("gateway.audit")
@@ -67,13 +68,8 @@ def parse_head(value: str) -> tuple[int, str]:
     return int(seq), mac
 
 
-def _as_utc(value: datetime) -> datetime:
-    # Written as UTC: SQLite gives it back without an offset, Postgres in the session's time zone.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _canonical(row: dict[str, Any]) -> bytes:
-    fields = [row["seq"], _as_utc(row["at"]).isoformat(timespec="microseconds"), row["event"], row["actor"],
+    fields = [row["seq"], as_utc(row["at"]).isoformat(timespec="microseconds"), row["event"], row["actor"],
               row["subject"], row["reason"], row["request_id"]]
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -117,13 +113,14 @@ class AuditLog:
         head = conn.execute(_ADVANCE_HEAD).first()  # locks the head: appends are serialized
         if head is None:
             raise AuditHeadMissing()
-        row = {"seq": int(head.seq), "at": at, "event": event[:40], "actor": actor[:64],
+        seq = int(head.seq)
+        row = {"seq": seq, "at": at, "event": event[:40], "actor": actor[:64],
                "subject": subject[:64] if subject else None, "reason": reason[:80] if reason else None,
                "request_id": request_id}
         mac = self._mac(head.mac, row)
         conn.execute(audit_events.insert().values(**row, mac=mac))
         conn.execute(_SET_HEAD, {"mac": mac})
-        return int(row["seq"]), mac
+        return seq, mac
 
     def try_record(self, event: str, **fields: Any) -> None:
         """Record, logging (not raising) a failure: for paths that must answer the client regardless."""
@@ -190,6 +187,6 @@ class AuditLog:
             query = query.where(audit_events.c.subject == subject)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [{"seq": r.seq, "at": _as_utc(r.at).isoformat(),
+        return [{"seq": r.seq, "at": as_utc(r.at).isoformat(),
                  "event": r.event, "actor": r.actor, "subject": r.subject, "reason": r.reason,
                  "request_id": r.request_id} for r in rows]
