@@ -62,6 +62,8 @@ def dev(
 
 
 def _parse_expiry(value: str | None) -> datetime | None:
+    from gateway.clock import is_naive
+
     if value is None:
         return None
     try:
@@ -69,7 +71,7 @@ def _parse_expiry(value: str | None) -> datetime | None:
     except ValueError:
         _fail("gateway: --expires-at must be an ISO 8601 date-time with an offset, e.g. 2027-01-31T00:00:00+00:00")
         raise
-    if parsed.tzinfo is None:
+    if is_naive(parsed):
         _fail("gateway: --expires-at needs a timezone offset")
     if parsed <= datetime.now(UTC):
         _fail("gateway: --expires-at is in the past")
@@ -88,10 +90,11 @@ def keys_create(
     tpm_limit: Annotated[int | None, typer.Option(help="Tokens per minute (default: the policy's).")] = None,
 ) -> None:
     """Create a customer key (reads the pepper from Vault with the configured credentials)."""
+    from gateway.credits.ledger import is_spend_cap_period
     from gateway.keys.format import KeyKind
     from gateway.ops.keys import create_key
 
-    if spend_cap_period not in ("none", "daily", "monthly"):
+    if not is_spend_cap_period(spend_cap_period):
         _fail("gateway: --spend-cap-period must be none, daily or monthly")
     if spend_cap_micro_usd is not None and spend_cap_micro_usd < 0:
         _fail("gateway: --spend-cap-micro-usd cannot be negative")

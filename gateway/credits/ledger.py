@@ -23,11 +23,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Literal, Protocol, TypeGuard, get_args
 
 import sqlalchemy as sa
 
+from gateway.clock import SYSTEM_CLOCK, as_utc
 from gateway.store.schema import accounts, key_spend, ledger_entries, reservations
 
 log = logging.getLogger("gateway.credits")
@@ -87,17 +88,33 @@ class Account:
         return view
 
 
+# How often a key's spend cap starts over: never, each UTC day, or each UTC month. A Literal rather than an enum so
+# the admin API's schema and every answer show the plain text.
+SpendCapPeriod = Literal["none", "daily", "monthly"]
+SPEND_CAP_PERIODS: tuple[SpendCapPeriod, ...] = get_args(SpendCapPeriod)
+
+
+def is_spend_cap_period(value: str) -> TypeGuard[SpendCapPeriod]:
+    return value in SPEND_CAP_PERIODS
+
+
+def spend_cap_period_label(period: str, now: datetime) -> str:
+    """The period ``now`` (UTC) falls in, as key_spend rows name it: ``2026-11-30`` (daily), ``2026-11`` (monthly),
+    else ``all``."""
+    if period == "daily":
+        return now.strftime("%Y-%m-%d")
+    if period == "monthly":
+        return now.strftime("%Y-%m")
+    return "all"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class KeyCap:
     amount_micro_usd: int
-    period: str  # "none" | "daily" | "monthly"
+    period: str  # a SpendCapPeriod
 
     def period_label(self, now: datetime) -> str:
-        if self.period == "daily":
-            return now.strftime("%Y-%m-%d")
-        if self.period == "monthly":
-            return now.strftime("%Y-%m")
-        return "all"
+        return spend_cap_period_label(self.period, now)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,12 +148,7 @@ class Ledger(Protocol):
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _as_utc(value: datetime) -> datetime:
-    # Written as UTC: SQLite gives it back without an offset, Postgres in the session's time zone.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return SYSTEM_CLOCK.now()
 
 
 # The hot path (reserve and close, twice per request) uses fixed, prebuilt statements: the same SQL on SQLite and
@@ -244,7 +256,7 @@ class SqlLedger:
         if row is None:
             return None
         m = row._mapping
-        return Account(m["id"], m["name"], m["balance_micro_usd"], m["reserved_micro_usd"], _as_utc(m["created_at"]))
+        return Account(m["id"], m["name"], m["balance_micro_usd"], m["reserved_micro_usd"], as_utc(m["created_at"]))
 
     def top_up(self, account_id: str, amount: int, reason: str) -> Account:
         if amount <= 0:
@@ -274,7 +286,7 @@ class SqlLedger:
             rows = conn.execute(query).all()
         return [
             {"kind": r.kind, "amount_micro_usd": r.amount_micro_usd, "request_id": r.request_id, "key_id": r.key_id,
-             "reason": r.reason, "created_at": _as_utc(r.created_at).isoformat()}
+             "reason": r.reason, "created_at": as_utc(r.created_at).isoformat()}
             for r in rows
         ]
 
