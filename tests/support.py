@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,22 @@ def fresh_store(store_url: str, *tables: str) -> Any:
             for table in tables:
                 conn.execute(sa.text(f"DELETE FROM {table}"))  # nosec B608 - the tests' own table names
     return engine
+
+
+class ManualClock:
+    """A :class:`gateway.clock.Clock` that moves only when told: a test advances it past a TTL or an expiry instead of
+    sleeping. It starts at the real current instant, so records the store stamps with the real time line up."""
+
+    def __init__(self) -> None:
+        self._now = datetime.now(UTC)
+        self._monotonic = 0.0
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+        self._monotonic += seconds

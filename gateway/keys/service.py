@@ -14,16 +14,18 @@ Denial reasons (go to logs and metrics, never to the client, who always sees ``4
 
 from __future__ import annotations
 
+import builtins
 import hmac
 import threading
-import time
 from collections import OrderedDict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from gateway.clock import SYSTEM_CLOCK, Clock, is_naive
+from gateway.credits.ledger import is_spend_cap_period
 from gateway.keys import format as key_format
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
-from gateway.keys.store import KeyRecord, KeyStore
+from gateway.keys.store import KeyRecord, KeyState, KeyStore
 from gateway.principal import Principal
 
 
@@ -57,12 +59,13 @@ class KeyCache:
     What it bounds (threat-model TM-T6): a revocation or rotation made through this process drops the entry at once;
     one made elsewhere (another replica, the host CLI) is seen here within ``ttl``. Expiry is checked on every
     request from the cached record's ``expires_at``, so it is exact. Only found, customer-kind records are cached:
-    unknown digests and admin keys always go to the store.
+    unknown digests and admin keys always go to the store. Entries age by ``clock.monotonic()``.
     """
 
-    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl: float, max_entries: int = 10_000, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.ttl = ttl
         self._max = max_entries
+        self._clock = clock
         self._entries: OrderedDict[str, tuple[float, KeyRecord, str]] = OrderedDict()
         self._lock = threading.Lock()
         # Bumped by every invalidation: a lookup that started before one must not put its (maybe stale) answer back.
@@ -75,7 +78,7 @@ class KeyCache:
             entry = self._entries.get(digest)
             if entry is None:
                 return None
-            if entry[0] <= time.monotonic():
+            if entry[0] <= self._clock.monotonic():
                 del self._entries[digest]
                 return None
             self._entries.move_to_end(digest)
@@ -90,7 +93,7 @@ class KeyCache:
         with self._lock:
             if generation != self._generation:
                 return
-            self._entries[digest] = (time.monotonic() + self.ttl, record, stored_digest)
+            self._entries[digest] = (self._clock.monotonic() + self.ttl, record, stored_digest)
             self._entries.move_to_end(digest)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
@@ -106,17 +109,33 @@ class KeyCache:
 
 
 class KeyService:
-    def __init__(self, store: KeyStore, hasher: KeyHasher, *, cache_ttl: float = 0.0) -> None:
+    """Issues, rotates, revokes, lists and verifies keys. ``clock`` decides when a key has expired and when a cached
+    record is stale; it is the system clock outside tests."""
+
+    def __init__(self, store: KeyStore, hasher: KeyHasher, *, cache_ttl: float = 0.0,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
         self._hasher = hasher
-        self.cache = KeyCache(cache_ttl)
+        self.clock = clock
+        self.cache = KeyCache(cache_ttl, clock=clock)
+
+    def list(self, kind: KeyKind | None = None) -> list[KeyRecord]:
+        """Every key of ``kind`` (every key when None), oldest first."""
+        return self.store.list(kind)
+
+    def get(self, key_id: str, kind: KeyKind | None = None) -> KeyRecord | None:
+        """The key ``key_id``; None when there is none, or when it is not of ``kind``."""
+        record = self.store.get(key_id)
+        if record is None or (kind is not None and record.kind != kind):
+            return None
+        return record
 
     def issue(
         self,
         kind: KeyKind,
         *,
         name: str,
-        models: list[str] | None = None,
+        models: builtins.list[str] | None = None,
         expires_at: datetime | None = None,
         account_id: str | None = None,
         spend_cap_micro_usd: int | None = None,
@@ -125,17 +144,17 @@ class KeyService:
         tpm_limit: int | None = None,
     ) -> tuple[str, KeyRecord]:
         """Create a key; returns (plaintext, record). The plaintext is not kept anywhere."""
-        if expires_at is not None and expires_at.tzinfo is None:
+        if expires_at is not None and is_naive(expires_at):
             raise ValueError("expires_at must carry a timezone")
         if kind is KeyKind.CUSTOMER and not account_id:
             raise ValueError("a customer key needs an account")
-        if spend_cap_period not in ("none", "daily", "monthly"):
+        if not is_spend_cap_period(spend_cap_period):
             raise ValueError("spend_cap_period must be none, daily or monthly")
         if spend_cap_micro_usd is not None and spend_cap_micro_usd < 0:
             raise ValueError("spend_cap_micro_usd cannot be negative")
         plaintext = key_format.generate(kind)
         record = self.store.insert(
-            kind=kind.value,
+            kind=kind,
             name=name,
             digest=self._hasher.digest(plaintext),
             models=sorted(set(models or [])),
@@ -151,7 +170,7 @@ class KeyService:
     def issue_honeytoken(self, name: str) -> tuple[str, KeyRecord]:
         """A canary key: customer format, never valid; any use raises the alarm."""
         plaintext = key_format.generate(KeyKind.CUSTOMER)
-        record = self.store.insert(kind=KeyKind.CUSTOMER.value, name=name, digest=self._hasher.digest(plaintext),
+        record = self.store.insert(kind=KeyKind.CUSTOMER, name=name, digest=self._hasher.digest(plaintext),
                                    models=[], expires_at=None, honeytoken=True)
         return plaintext, record
 
@@ -161,20 +180,21 @@ class KeyService:
         Returns None when there is no live customer key with that id; raises :class:`HoneytokenNotRotatable` for a
         honeytoken (whatever its state) and :class:`AlreadyRotated` for a key rotated before. Of concurrent
         rotations of one key exactly one succeeds (the store claims the old key with a conditional update)."""
-        old = self.store.get(key_id)
-        if old is None or old.kind != KeyKind.CUSTOMER.value:
+        old = self.get(key_id, KeyKind.CUSTOMER)
+        if old is None:
             return None
         if old.honeytoken:
             raise HoneytokenNotRotatable(key_id)
         plaintext = key_format.generate(KeyKind.CUSTOMER)
         record = None
-        if old.rotated_to is None and old.state(datetime.now(UTC)) == "active":
+        if old.rotated_to is None and old.state(self.clock.now()) == KeyState.ACTIVE:
             record = self.store.rotate(key_id, digest=self._hasher.digest(plaintext),
-                                       not_after=datetime.now(UTC) + grace)
+                                       not_after=self.clock.now() + grace)
         if record is None:
             # Lost the claim (or never had one): say why from what the store holds now.
             current = self.store.get(key_id)
-            if current is not None and current.rotated_to is not None and current.state(datetime.now(UTC)) == "active":
+            now = self.clock.now()
+            if current is not None and current.rotated_to is not None and current.state(now) == KeyState.ACTIVE:
                 raise AlreadyRotated(key_id, current.rotated_to)
             return None
         self.cache.forget(key_id)
@@ -187,7 +207,7 @@ class KeyService:
         finally:
             self.cache.forget(key_id)
 
-    def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, list[str]]:
+    def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, builtins.list[str]]:
         """Revoke ``key_id`` and every key rotated from it (see :meth:`SqlKeyStore.revoke_line`); returns the record
         and the successors revoked. What an operator's revocation by id does; self-revocation revokes one key."""
         revoked: list[str] = []
@@ -232,7 +252,7 @@ class KeyService:
             found = self.store.find_by_digest(digest)
             if found is None:
                 raise AuthDenied("unknown")
-            if cacheable and found[0].kind == kind.value:
+            if cacheable and found[0].kind == kind:
                 self.cache.put(digest, found[0], found[1], generation)
         record, stored_digest = found
         # The lookup was by digest already; compare again in constant time so correctness never rests on the
@@ -241,10 +261,10 @@ class KeyService:
             raise AuthDenied("unknown")
         if record.honeytoken:
             raise AuthDenied("honeytoken", record.id)
-        if record.kind != kind.value:
+        if record.kind != kind:
             raise AuthDenied("unknown")
-        state = record.state(datetime.now(UTC))
-        if state != "active":
+        state = record.state(self.clock.now())
+        if state != KeyState.ACTIVE:
             raise AuthDenied(state, record.id)
         return Principal(
             key_id=record.id,

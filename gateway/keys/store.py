@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
+import enum
 import uuid
 from datetime import UTC, datetime
 from typing import Protocol
 
 import sqlalchemy as sa
 
+from gateway.clock import as_utc, is_naive
+from gateway.credits.ledger import SpendCapPeriod
+from gateway.keys.format import KeyKind
 from gateway.store.schema import api_keys
+
+
+class KeyState(enum.StrEnum):
+    """Where a key stands at an instant. A member equals its text, which is what the API, the CLI and the logs show
+    (and, for ``revoked`` and ``expired``, the authentication denial reason)."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class KeyRecord:
     id: str
-    kind: str
+    kind: str  # a KeyKind value, as the store holds it
     name: str
     models: tuple[str, ...]
     created_at: datetime
@@ -23,18 +37,18 @@ class KeyRecord:
     revoked_at: datetime | None
     account_id: str | None = None
     spend_cap_micro_usd: int | None = None
-    spend_cap_period: str = "none"
+    spend_cap_period: SpendCapPeriod = "none"
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     rotated_to: str | None = None
     honeytoken: bool = False
 
-    def state(self, now: datetime) -> str:
+    def state(self, now: datetime) -> KeyState:
         if self.revoked_at is not None:
-            return "revoked"
+            return KeyState.REVOKED
         if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
+            return KeyState.EXPIRED
+        return KeyState.ACTIVE
 
     def public(self, now: datetime) -> dict[str, object]:
         """What the admin API and CLI may show: never the key or its digest."""
@@ -76,7 +90,7 @@ def to_stored_utc(value: datetime) -> datetime:
 
     SQLite keeps date-times as text without an offset, so the store writes UTC only: an offset that reached it
     unconverted would be dropped and shift the instant by up to a day."""
-    if value.tzinfo is None or value.utcoffset() is None:
+    if is_naive(value):
         raise InvalidExpiry("expires_at must carry a timezone offset")
     try:
         converted = value.astimezone(UTC)
@@ -88,27 +102,22 @@ def to_stored_utc(value: datetime) -> datetime:
 
 
 class KeyStore(Protocol):
-    def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None,
+    def insert(self, *, kind: KeyKind, name: str, digest: str, models: list[str], expires_at: datetime | None,
                account_id: str | None = None, spend_cap_micro_usd: int | None = None,
-               spend_cap_period: str = "none", rpm_limit: int | None = None,
+               spend_cap_period: SpendCapPeriod = "none", rpm_limit: int | None = None,
                tpm_limit: int | None = None, honeytoken: bool = False) -> KeyRecord: ...
     def retire(self, key_id: str, *, successor: str, not_after: datetime) -> None: ...
     def rotate(self, key_id: str, *, digest: str, not_after: datetime) -> KeyRecord | None: ...
     def find_by_digest(self, digest: str) -> tuple[KeyRecord, str] | None: ...
     def get(self, key_id: str) -> KeyRecord | None: ...
-    def list(self, kind: str | None = None) -> list[KeyRecord]: ...
+    def list(self, kind: KeyKind | None = None) -> list[KeyRecord]: ...
     def revoke(self, key_id: str, *, by: str) -> KeyRecord | None: ...
-    def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, list[str]]: ...
+    def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, builtins.list[str]]: ...
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    # SQLite drops the offset; everything we write is UTC (to_stored_utc), so a naive value read back is UTC. Postgres
-    # answers in the session's time zone: normalize so every record compares and prints in UTC.
-    if value is None:
-        return value
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    # Everything we write is UTC (to_stored_utc), so every record compares and prints in UTC.
+    return None if value is None else as_utc(value)
 
 
 def _record(row: sa.Row[tuple[object, ...]]) -> KeyRecord:
@@ -157,9 +166,9 @@ class SqlKeyStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def insert(self, *, kind: str, name: str, digest: str, models: list[str], expires_at: datetime | None,
+    def insert(self, *, kind: KeyKind, name: str, digest: str, models: list[str], expires_at: datetime | None,
                account_id: str | None = None, spend_cap_micro_usd: int | None = None,
-               spend_cap_period: str = "none", rpm_limit: int | None = None,
+               spend_cap_period: SpendCapPeriod = "none", rpm_limit: int | None = None,
                tpm_limit: int | None = None, honeytoken: bool = False) -> KeyRecord:
         key_id = "key_" + uuid.uuid4().hex[:24]
         now = datetime.now(UTC)
@@ -202,8 +211,9 @@ class SqlKeyStore:
         with self._engine.begin() as conn:
             claimed = conn.execute(
                 api_keys.update()
-                .where(api_keys.c.id == key_id, api_keys.c.kind == "ck", api_keys.c.honeytoken.is_(sa.false()),
-                       api_keys.c.revoked_at.is_(None), api_keys.c.rotated_to.is_(None),
+                .where(api_keys.c.id == key_id, api_keys.c.kind == KeyKind.CUSTOMER,
+                       api_keys.c.honeytoken.is_(sa.false()), api_keys.c.revoked_at.is_(None),
+                       api_keys.c.rotated_to.is_(None),
                        sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now))
                 .values(rotated_to=new_id)
             ).rowcount
@@ -239,14 +249,14 @@ class SqlKeyStore:
             row = conn.execute(sa.select(*_COLUMNS).where(api_keys.c.id == key_id)).first()
         return None if row is None else _record(row)
 
-    def list(self, kind: str | None = None) -> list[KeyRecord]:
+    def list(self, kind: KeyKind | None = None) -> list[KeyRecord]:
         query = sa.select(*_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id)
         if kind is not None:
             query = query.where(api_keys.c.kind == kind)
         with self._engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
 
-    def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, list[str]]:
+    def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, builtins.list[str]]:
         """Revoke ``key_id`` and every key rotated from it (its successor, that one's successor, ...) in one
         transaction. Returns the record of ``key_id`` (None if there is no such key) and the ids of the successors
         this call revoked. The first update takes the row's lock before the successor link is read, so a rotation

@@ -8,9 +8,16 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from starlette.testclient import TestClient
 
+from gateway.admin.api import build_admin_app
+from gateway.credits.ledger import SqlLedger
+from gateway.keys.format import KeyKind
+from gateway.keys.hashing import KeyHasher
+from gateway.keys.service import AuthDenied, KeyService
+from gateway.keys.store import SqlKeyStore
 from tests.conftest import RunningGateway, _start_gateway
-from tests.support import Stack
+from tests.support import ManualClock, Stack, fresh_store
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -68,9 +75,35 @@ def test_expiry_is_enforced(any_gateway: RunningGateway) -> None:
     body = admin.post("/admin/keys", json={"name": "short", "models": ["chat-model"], "expires_at": expires,
                                            "account_id": any_gateway.keys.rich_account}).json()
     assert _chat(any_gateway, body["key"]).status_code == 200
+    # The gateway runs in its own process on the system clock: this wait is real (the in-process test below moves
+    # a clock instead).
     time.sleep(2.2)
     assert _chat(any_gateway, body["key"]).status_code == 401
     assert admin.get(f"/admin/keys/{body['id']}").json()["state"] == "expired"
+
+
+def test_the_admin_api_tells_time_by_the_key_services_clock(store_url: str) -> None:
+    # In process, on a clock the test moves: the admin API and the key service agree on when a key has expired.
+    clock = ManualClock()
+    engine = fresh_store(store_url)
+    keys = KeyService(SqlKeyStore(engine), KeyHasher(b"k" * 32), clock=clock)
+    ledger = SqlLedger(engine)
+    admin_key, _ = keys.issue(KeyKind.ADMIN, name="ops")
+    admin = TestClient(build_admin_app(keys, ledger, frozenset({"chat-model"})),
+                       headers={"Authorization": f"Bearer {admin_key}"})
+    payload = {"name": "short", "models": ["chat-model"], "account_id": ledger.create_account("in-process").id,
+               "expires_at": (clock.now() + timedelta(seconds=2)).isoformat()}
+    created = admin.post("/admin/keys", json=payload)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["state"] == "active" and keys.verify(body["key"], KeyKind.CUSTOMER).key_id == body["id"]
+    clock.advance(2)
+    assert admin.get(f"/admin/keys/{body['id']}").json()["state"] == "expired"
+    with pytest.raises(AuthDenied) as denied:
+        keys.verify(body["key"], KeyKind.CUSTOMER)
+    assert denied.value.reason == "expired"
+    # The same expiry is now in the past by that clock (though not yet by the system's).
+    assert admin.post("/admin/keys", json=payload).status_code == 400
 
 
 def test_self_revocation_answers_the_same_whatever_the_key(any_gateway: RunningGateway) -> None:

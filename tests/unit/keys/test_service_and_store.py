@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,14 +13,19 @@ from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import AuthDenied, KeyService
 from gateway.keys.store import SqlKeyStore, StoreUnavailable
-from tests.support import fresh_store
+from tests.support import ManualClock, fresh_store
 
 PEPPER = b"p" * 16 + b"e" * 16 + b"pper-for-tests"
 
 
 @pytest.fixture()
-def service(store_url: str) -> KeyService:
-    return KeyService(SqlKeyStore(fresh_store(store_url, "api_keys")), KeyHasher(PEPPER))
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture()
+def service(store_url: str, clock: ManualClock) -> KeyService:
+    return KeyService(SqlKeyStore(fresh_store(store_url, "api_keys")), KeyHasher(PEPPER), clock=clock)
 
 
 def _reason(service: KeyService, presented: str | None, kind: KeyKind = KeyKind.CUSTOMER) -> str:
@@ -82,11 +86,11 @@ def test_revoked(service: KeyService) -> None:
     assert service.store.revoke("key_missing", by="t") is None
 
 
-def test_expired(service: KeyService) -> None:
+def test_expired(service: KeyService, clock: ManualClock) -> None:
     key, _ = service.issue(KeyKind.CUSTOMER, name="a", account_id="acct_t", models=["m"],
-                           expires_at=datetime.now(UTC) + timedelta(milliseconds=300))
+                           expires_at=clock.now() + timedelta(milliseconds=300))
     service.verify(key, KeyKind.CUSTOMER)
-    time.sleep(0.4)
+    clock.advance(0.4)
     assert _reason(service, key) == "expired"
 
 
@@ -103,6 +107,16 @@ def test_listing(service: KeyService) -> None:
     service.issue(KeyKind.CUSTOMER, name="c", account_id="acct_t", models=["m"])
     assert [r.kind for r in service.store.list("ck")] == ["ck"]
     assert sorted(r.kind for r in service.store.list()) == ["ak", "ck"]
+
+
+def test_listing_and_lookup_through_the_service(service: KeyService) -> None:
+    _, admin = service.issue(KeyKind.ADMIN, name="ops")
+    _, customer = service.issue(KeyKind.CUSTOMER, name="c", account_id="acct_t", models=["m"])
+    assert [r.id for r in service.list(KeyKind.CUSTOMER)] == [customer.id]
+    assert sorted(r.id for r in service.list()) == sorted([admin.id, customer.id])
+    assert service.get(customer.id) == service.get(customer.id, KeyKind.CUSTOMER) == service.store.get(customer.id)
+    assert service.get(admin.id, KeyKind.CUSTOMER) is None and service.get(admin.id, KeyKind.ADMIN) is not None
+    assert service.get("key_missing") is None
 
 
 def test_unreachable_store_is_reported_not_hidden(tmp_path: Path) -> None:
