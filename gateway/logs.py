@@ -21,11 +21,19 @@ import json
 import logging
 import re
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import NoReturn
 
 EXTRAS = ("request_id", "key_id", "reason", "surface", "path", "by", "outcome", "step")
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("gateway_request_id", default=None)
+
+
+def new_request_id() -> str:
+    """A fresh id for one request: returned as ``x-request-id`` and written on each of its log and audit lines."""
+    return "req_" + uuid.uuid4().hex
+
+
 MASK = "[redacted]"
 _PATTERNS = [
     re.compile(r"lgw_(?:ck|ak)_[0-9A-Za-z]{49}"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,17 @@ import sqlalchemy as sa
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from gateway.audit.log import AuditLog
+from gateway.compose import build_customer_pipeline
 from gateway.credits.ledger import SqlLedger
 from gateway.credits.pricing import Price
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
 from gateway.keys.store import SqlKeyStore
-from gateway.pipeline.credits import CreditStep
-from gateway.pipeline.customer import CustomerPipeline
 from gateway.pipeline.fields import ALLOWED_TOP
-from gateway.pipeline.guardrails import Guardrails
-from gateway.pipeline.ratelimit import RateLimiter
+from gateway.pipeline.handoff import LiteLLM
 from gateway.policy import load_policy
+from gateway.ratelimit.limiter import RateLimiter
 
 POLICY = """version: 1
 providers:
@@ -43,6 +41,10 @@ models:
 rate_limits:
   default_rpm: 1000000
   default_tpm: 1000000000
+guardrails:
+  secret_scan: true
+  deny_patterns:
+    - {name: x, pattern: '(?i)project\\s+falcon'}
 """
 BODY = json.dumps({"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}).encode()
 ANSWER = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "upstream-chat",
@@ -70,15 +72,13 @@ def test_preflight_and_settlement_per_request(benchmark: BenchmarkFixture, sqlit
     account = ledger.create_account("bench")
     ledger.top_up(account.id, 10**15, "bench")
     key, _ = keys.issue(KeyKind.CUSTOMER, name="bench", models=["chat-model"], account_id=account.id)
-    pipeline = CustomerPipeline(
-        llm_app=stub_litellm, keys=keys, exposed_models=frozenset(policy.model_names()),
-        model_modes={m.name: m.mode for m in policy.models},
-        model_fields={m.name: frozenset(ALLOWED_TOP[m.mode]) for m in policy.models}, limits=policy.limits,
-        guardrails=Guardrails(secret_scan=True, deny_patterns=[("x", re.compile(r"(?i)project\s+falcon"))]),
-        llm_state={}, credits=CreditStep(ledger, {"chat-model": Price(1_000_000, 2_000_000)}, policy),
+    pipeline = build_customer_pipeline(
+        llm=LiteLLM(app=stub_litellm, state={}, ready=lambda: True), keys=keys, policy=policy, ledger=ledger,
+        prices={"chat-model": Price(1_000_000, 2_000_000)},
         rate_limiter=RateLimiter(storage_uri="memory://", storage_options={}, default_rpm=1_000_000,
                                  default_tpm=1_000_000_000),
-        audit=AuditLog(sqlite_engine, secrets.token_bytes(32)))
+        audit=AuditLog(sqlite_engine, secrets.token_bytes(32)),
+        model_fields={m.name: frozenset(ALLOWED_TOP[m.mode]) for m in policy.models})
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
              "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json"),
                          (b"content-length", str(len(BODY)).encode())]}

@@ -22,8 +22,9 @@ from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import AuthDenied, KeyService
 from gateway.keys.store import KeyRecord, KeyStore, SqlKeyStore
-from gateway.pipeline.ratelimit import RateLimiter
+from gateway.pipeline.ratelimit import RateLimitStep
 from gateway.principal import Principal
+from gateway.ratelimit.limiter import RateLimiter
 
 CACHED_VERIFICATIONS_GOAL = 100_000  # per second (issue 8)
 
@@ -139,9 +140,9 @@ def test_reserve_settle_postgres(benchmark: BenchmarkFixture, postgres_engine: s
 
 
 def _rate_limit(benchmark: BenchmarkFixture, storage_uri: str, storage_options: dict[str, Any]) -> None:
-    limiter = RateLimiter(storage_uri=storage_uri, storage_options=storage_options, default_rpm=1_000_000,
-                          default_tpm=1_000_000_000)
-    if not limiter.reachable():
+    limiter = RateLimitStep(RateLimiter(storage_uri=storage_uri, storage_options=storage_options,
+                                        default_rpm=1_000_000, default_tpm=1_000_000_000))
+    if not limiter.limiter.reachable():
         pytest.skip(f"rate-limit store at {storage_uri} does not answer")
     # A fresh key per run: no counts left over from an earlier run in the same window.
     principal = Principal(key_id="key_bench_" + uuid.uuid4().hex[:16], kind=KeyKind.CUSTOMER.value, name="bench",

@@ -24,7 +24,7 @@ from gateway.keys.service import AlreadyRotated, HoneytokenNotRotatable, KeyServ
 from gateway.keys.store import InvalidExpiry
 from gateway.metrics import REGISTRY, REVOCATIONS
 from gateway.pipeline.authn import ADMIN_PRINCIPAL_SCOPE_KEY, authenticate
-from gateway.pipeline.customer import new_request_id
+from gateway.logs import new_request_id
 from gateway.pipeline.errors import Denial, error_body, internal_error
 from gateway.principal import Principal
 

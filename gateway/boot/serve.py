@@ -16,18 +16,14 @@ from typing import Any
 import uvicorn
 
 from gateway import logs
-from gateway.admin.api import build_admin_app
-from gateway.app import GatewayApp
-from gateway.audit.log import AuditLog
 from gateway.boot import litellm_mount, vault
 from gateway.boot.errors import BootError
 from gateway.boot.settings import Settings, load_settings, read_credential_file, redacted_url
-from gateway.credits.ledger import SqlLedger
-from gateway.keys.hashing import KeyHasher
-from gateway.keys.service import KeyService
-from gateway.keys.store import SqlKeyStore
-from gateway.pipeline.ratelimit import RateLimiter
+from gateway.compose import build_rate_limiter as compose_rate_limiter
+from gateway.compose import Gateway, compose
+from gateway.pipeline.handoff import LiteLLM
 from gateway.policy import Policy, PolicyError, load_policy
+from gateway.ratelimit.limiter import RateLimiter
 from gateway.store.engine import open_store
 
 log = logging.getLogger("gateway.boot")
@@ -37,7 +33,7 @@ log = logging.getLogger("gateway.boot")
 class Booted:
     settings: Settings
     policy: Policy
-    app: GatewayApp | None
+    gateway: Gateway | None
 
 
 def _step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -75,36 +71,22 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     logs.adopt_library_loggers(settings.log_level)
     config = litellm_mount.build_config(policy, secrets.master_key, secrets.provider_keys)
     deployments = litellm_mount.build_deployments(policy, secrets.provider_keys)
-    keys = KeyService(SqlKeyStore(engine), KeyHasher(secrets.pepper.reveal().encode("utf-8")),
-                      cache_ttl=policy.keys.cache_ttl_seconds)
-    llm_state: dict[str, Any] = {}
     for value in secrets.all_values():
         logs.REDACT.add(value.reveal())
     master_key = secrets.master_key
-    audit_key = secrets.audit_key
+    pepper = secrets.pepper.reveal().encode("utf-8")
+    audit_key = secrets.audit_key.reveal().encode("utf-8")
     del secrets
+    llm = LiteLLM(app=proxy_server.app, state={}, ready=lambda: proxy_server.llm_router is not None)
 
-    def lifespan() -> Any:
-        return litellm_mount.litellm_lifespan(proxy_server, config, master_key, llm_state, deployments)
+    def llm_lifespan() -> Any:
+        return litellm_mount.litellm_lifespan(proxy_server, config, master_key, llm.state, deployments)
 
-    ledger = SqlLedger(engine)
-    audit = AuditLog(engine, audit_key.reveal().encode("utf-8"))
-    app = GatewayApp(
-        llm_app=proxy_server.app,
-        admin_app=build_admin_app(keys, ledger, frozenset(policy.model_names()),
-                                  rotation_grace_seconds=policy.keys.rotation_grace_seconds, audit=audit),
-        keys=keys,
-        policy=policy,
-        ledger=ledger,
-        prices=prices,
-        rate_limiter=rate_limiter,
-        audit=audit,
-        model_fields={name: deployment.fields for name, deployment in deployments.items()},
-        lifespan=lifespan,
-        llm_state=llm_state,
-        llm_ready=lambda: proxy_server.llm_router is not None,
-    )
-    return Booted(settings, policy, app)
+    gateway = compose(policy=policy, engine=engine, llm=llm, llm_lifespan=llm_lifespan, pepper=pepper,
+                  audit_key=audit_key, prices=prices, rate_limiter=rate_limiter,
+                  model_fields={name: deployment.fields for name, deployment in deployments.items()},
+                  unsafe_rate_limit_fail_open=settings.unsafe_rate_limit_fail_open)
+    return Booted(settings, policy, gateway)
 
 
 def build_rate_limiter(settings: Settings, policy: Policy) -> RateLimiter:
@@ -114,9 +96,7 @@ def build_rate_limiter(settings: Settings, policy: Policy) -> RateLimiter:
         options["password"] = read_credential_file(settings.redis_password_file, "GATEWAY_REDIS_PASSWORD_FILE")
     if settings.redis_url:
         options.update({"socket_timeout": 1, "socket_connect_timeout": 1})
-    limiter = RateLimiter(storage_uri=settings.redis_url or "memory://", storage_options=options,
-                          default_rpm=policy.rate_limits.default_rpm, default_tpm=policy.rate_limits.default_tpm,
-                          unsafe_fail_open=settings.unsafe_rate_limit_fail_open)
+    limiter = compose_rate_limiter(policy, settings.redis_url, options)
     if settings.redis_url and not limiter.reachable():
         # Host, port and database only: never a user part or query parameters, which may carry a credential.
         raise BootError("redis", f"Redis at {redacted_url(settings.redis_url)} is unreachable")
@@ -125,10 +105,10 @@ def build_rate_limiter(settings: Settings, policy: Policy) -> RateLimiter:
 
 def serve(settings: Settings) -> int:
     booted = prepare(settings)
-    if booted.app is None:
+    if booted.gateway is None:
         raise BootError("startup", "the application was not built")
     config = uvicorn.Config(
-        booted.app,
+        booted.gateway.app,
         host=settings.host,
         port=settings.port,
         lifespan="on",

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from gateway import LITELLM_PIN
 from gateway.admin.api import build_admin_app
-from gateway.app import HANDOFF_ROUTES, OWN_ROUTES, PROBE_ROUTES
 from gateway.boot import litellm_mount
 from gateway.boot.bootstrap import POLICY_NAME, render_policy, secrets_dir
 from gateway.boot.errors import BootError
@@ -22,12 +21,15 @@ from gateway.credits.ledger import SqlLedger
 from gateway.keys.store import SqlKeyStore
 from gateway.ops.context import die, open_audit, open_engine, open_settings
 from gateway.policy import PolicyError, load_policy
+from gateway.routes import ROUTES, Endpoint
 
 
 def _routes() -> list[tuple[str, str, str]]:
-    rows = [(method, path, "customer key; pre-flight then LiteLLM") for method, path in sorted(HANDOFF_ROUTES)]
-    rows += [(method, path, "customer key; answered by the gateway") for method, path in sorted(OWN_ROUTES)]
-    rows += [(method, path, "no key; probe answering only ok/ready/not_ready") for method, path in sorted(PROBE_ROUTES)]
+    groups = [((Endpoint.HANDOFF,), "customer key; pre-flight then LiteLLM"),
+              ((Endpoint.MODELS, Endpoint.SELF_REVOKE), "customer key; answered by the gateway"),
+              ((Endpoint.HEALTH, Endpoint.READY), "no key; probe answering only ok/ready/not_ready")]
+    rows = [(method, path, access) for endpoints, access in groups
+            for method, path in sorted((r.method, r.path) for r in ROUTES if r.endpoint in endpoints)]
     admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type]  # routes only, never served
     for route in admin.routes:
         for method in sorted(getattr(route, "methods", None) or []):

@@ -38,3 +38,21 @@ def bearer_token(scope: Scope) -> str | None:
         return None
     token = token.strip()
     return token or None
+
+
+def json_headers(body: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
+    """The headers of every JSON answer the gateway writes itself (not LiteLLM's, which pass an allow-list)."""
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"cache-control", b"no-store"),
+    ]
+
+
+async def send_json(send: Send, status: int, body: bytes, request_id: str,
+                    extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer with an encoded JSON ``body``; ``extra_headers`` go after the standard ones."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*json_headers(body, request_id), *(extra_headers or ())]})
+    await send({"type": "http.response.body", "body": body})

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 
 from gateway.credits.ledger import InsufficientCredit, KeyCap, Ledger, LedgerUnavailable
 from gateway.credits.pricing import Estimate, Price, estimate
-from gateway.pipeline.errors import Denial
+from gateway.pipeline.errors import Denial, service_unavailable
+from gateway.pipeline.shaping import Shaped
 from gateway.policy import Policy
 from gateway.principal import Principal
 
@@ -49,15 +50,11 @@ class LedgerThreads:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
 
-def unavailable() -> Denial:
-    return Denial(503, "service_unavailable", "Service temporarily unavailable.", error_type="server_error")
-
-
 class Meter:
     """Watches one response from LiteLLM and closes the request's reservation exactly once."""
 
     def __init__(self, ledger: Ledger, request_id: str, key_id: str, price: Price, amount: int, available: int,
-                 mode: str, threads: LedgerThreads | None = None) -> None:
+                 mode: str, threads: LedgerThreads) -> None:
         self._ledger = ledger
         self._threads = threads
         self.request_id = request_id
@@ -131,8 +128,6 @@ class Meter:
         settlement; nothing is left open."""
         if self.closed:
             return None
-        if self._threads is None:
-            return self.finish()
         return await self._threads.run(self.finish)
 
     def finish(self) -> int | None:
@@ -167,10 +162,10 @@ class CreditStep:
         self._policy = policy
         self.threads = LedgerThreads(ledger.writers)
 
-    def estimate(self, body: dict[str, Any], raw_length: int, model_name: str) -> Estimate:
-        model = self._policy.model(model_name)
-        return estimate(model.mode, body, raw_length, self._prices[model_name], model.max_output_tokens,
-                        self._policy.limits.max_n)
+    def estimate(self, shaped: Shaped, raw_length: int, model_name: str) -> Estimate:
+        """The worst case of the shaped request at this model's prices."""
+        return estimate(self._policy.model(model_name).mode, shaped.body, raw_length, self._prices[model_name],
+                        shaped.output_bound, shaped.choices)
 
     def reserve(self, worst: Estimate, principal: Principal, model_name: str, request_id: str) -> Meter:
         """Reserve the worst case; returns the meter that will settle it."""
@@ -190,5 +185,5 @@ class CreditStep:
             raise Denial(402, "budget_exhausted", "Not enough credit for this request.",
                          error_type="insufficient_quota") from None
         except LedgerUnavailable:
-            raise unavailable() from None
+            raise service_unavailable() from None
         return Meter(self._ledger, request_id, principal.key_id, price, amount, available, model.mode, self.threads)

@@ -1,7 +1,7 @@
 """The customer request path (``/v1``): the pre-flight steps in order, then the handoff to LiteLLM.
 
-One ordered list, one comment per step. Later steps (rate limits, guardrails, credit reservation) slot in where
-marked; each is a plain function that raises :class:`Denial` or returns what the next step needs.
+One ordered list, one comment per step; each step is a plain function (or a step object's method) that raises
+:class:`Denial` or returns what the next step needs.
 """
 
 from __future__ import annotations
@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from typing import Any
 
 from gateway.audit.log import AuditLog
 from gateway.keys.format import KeyKind
 from gateway.keys.service import KeyService
-from gateway.logs import REQUEST_ID
+from gateway.logs import REQUEST_ID, new_request_id
 from gateway.metrics import UPSTREAM_SECONDS
 from gateway.pipeline.approval import Approval
-from gateway.pipeline.asgi import ASGIApp, Message, Receive, Scope, Send
+from gateway.pipeline.asgi import Message, Receive, Scope, Send
 from gateway.pipeline.authn import authenticate
 from gateway.pipeline.authz import check_model
 from gateway.pipeline.body import ClientGone, canonical_json, check_content_type, parse_json_object, read_body
@@ -26,9 +24,10 @@ from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.errors import Denial, internal_error, send_denial
 from gateway.pipeline.fields import check_fields, check_forwarded
 from gateway.pipeline.guardrails import Guardrails
-from gateway.pipeline.handoff import hand_off
-from gateway.pipeline.ratelimit import RateLimiter
-from gateway.policy import Limits
+from gateway.pipeline.handoff import LiteLLM, hand_off
+from gateway.pipeline.ratelimit import RateLimitStep
+from gateway.pipeline.shaping import shape
+from gateway.policy import Policy
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -38,40 +37,30 @@ GUARDRAILS_INLINE_BYTES = 64 * 1024
 ROUTE_MODES = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/embeddings": "embedding"}
 
 
-def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
-
-
 class CustomerPipeline:
     """Handles POST /v1/chat/completions, /v1/completions and /v1/embeddings."""
 
     def __init__(
         self,
         *,
-        llm_app: ASGIApp,
+        llm: LiteLLM,
         keys: KeyService,
-        exposed_models: frozenset[str],
-        model_modes: dict[str, str],
+        policy: Policy,
         model_fields: dict[str, frozenset[str]],
-        limits: Limits,
         guardrails: Guardrails,
-        llm_state: dict[str, Any],
         credits: CreditStep,
-        rate_limiter: RateLimiter,
-        audit: AuditLog | None = None,
+        rate_limits: RateLimitStep,
+        audit: AuditLog,
     ) -> None:
-        self._llm_app = llm_app
+        self._llm = llm
         self._keys = keys
-        self._exposed = exposed_models
-        self._max_body = limits.max_body_bytes
-        self._limits = limits
-        self._modes = model_modes
+        self._policy = policy
+        self._exposed = frozenset(policy.model_names())
+        self._limits = policy.limits
         self._model_fields = model_fields  # per model: the fields its deployment receives
         self._guardrails = guardrails
-        # LiteLLM's lifespan state (filled when its lifespan starts); its handlers read it from scope["state"].
-        self._llm_state = llm_state
         self._credits = credits
-        self._rate_limiter = rate_limiter
+        self._rate_limits = rate_limits
         self._audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,19 +70,20 @@ class CustomerPipeline:
             # 1. Authenticate: Authorization: Bearer with a customer key, nothing else.
             principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id, self._audit)
             # 2. Requests per minute, before any further work (shared by the fleet when Redis is configured).
-            self._rate_limiter.requests(principal, request_id)
+            self._rate_limits.requests(principal, request_id)
             # 3. Read the body once, bounded by the policy's size limit; it must be declared as and be a JSON object.
             check_content_type(scope)
-            raw = await read_body(scope, receive, self._max_body)
+            raw = await read_body(scope, receive, self._limits.max_body_bytes)
             body = parse_json_object(raw)
             # 4. Only the OpenAI API's fields for this route, at every level; bounded depth and message count.
             mode = ROUTE_MODES[scope["path"]]
             check_fields(mode, body, max_depth=self._limits.max_json_depth, max_messages=self._limits.max_messages)
             # 5. Authorize the model against the policy and the key's allow-list; it must serve this route.
-            model = check_model(body, principal, self._exposed, request_id)
-            if self._modes[model] != mode:
+            model_name = check_model(body, principal, self._exposed, request_id)
+            model = self._policy.model(model_name)
+            if model.mode != mode:
                 raise Denial(400, "invalid_request", "This model does not serve this endpoint.")
-            check_forwarded(body, self._model_fields[model])
+            check_forwarded(body, self._model_fields[model_name])
             # 6. Guardrails: no credentials or operator-denied content sent to a provider.
             if len(raw) > GUARDRAILS_INLINE_BYTES:
                 # RE2 scans in linear time but a crafted megabyte still costs tenths of a second; it releases the
@@ -101,18 +91,20 @@ class CustomerPipeline:
                 await asyncio.to_thread(self._guardrails.check, mode, body, principal.key_id, request_id)
             else:
                 self._guardrails.check(mode, body, principal.key_id, request_id)
-            # 7. Worst case of this request, then tokens per minute against it.
-            worst = self._credits.estimate(body, len(raw), model)
-            self._rate_limiter.tokens(principal, worst.tokens, request_id)
-            # 8. The approval: the one canonical body LiteLLM will get and the bounds it was priced at. LiteLLM's
+            # 7. Shape what LiteLLM will get: output bounded (max_tokens filled in), usage asked for on streams.
+            shaped = shape(mode, body, model.max_output_tokens, self._limits.max_n)
+            # 8. Worst case of this request, then tokens per minute against it.
+            worst = self._credits.estimate(shaped, len(raw), model_name)
+            self._rate_limits.tokens(principal, worst.tokens, request_id)
+            # 9. The approval: the one canonical body LiteLLM will get and the bounds it was priced at. LiteLLM's
             #    call is checked against it just before the provider is contacted (approval.py).
-            forwarded = canonical_json(worst.body)
-            approval = Approval(request_id=request_id, key_id=principal.key_id, model=model, mode=mode,
-                                body=worst.body, output_bound=worst.output_bound, choices=worst.choices,
-                                stream=worst.stream)
-            # 9. Reserve the worst-case cost; the meter settles the real cost when the response is done. The ledger
-            #    write runs on a worker thread, so a slow store holds up this request and not the event loop.
-            meter = await self._credits.threads.run(self._credits.reserve, worst, principal, model, request_id)
+            forwarded = canonical_json(shaped.body)
+            approval = Approval(request_id=request_id, key_id=principal.key_id, model=model_name, mode=mode,
+                                body=shaped.body, output_bound=shaped.output_bound, choices=shaped.choices,
+                                stream=shaped.stream)
+            # 10. Reserve the worst-case cost; the meter settles the real cost when the response is done. The ledger
+            #     write runs on a worker thread, so a slow store holds up this request and not the event loop.
+            meter = await self._credits.threads.run(self._credits.reserve, worst, principal, model_name, request_id)
         except Denial as denial:
             await send_denial(send, denial, request_id)
             return
@@ -122,7 +114,7 @@ class CustomerPipeline:
             log.exception("pre-flight failed", extra={"request_id": request_id})
             await send_denial(send, internal_error(), request_id)
             return
-        # 10. Hand off in-process to LiteLLM with the principal in the scope; settle when it is done.
+        # 11. Hand off in-process to LiteLLM with the principal in the scope; it settles before it returns.
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -133,8 +125,8 @@ class CustomerPipeline:
 
         handed_off = time.perf_counter()
         try:
-            await hand_off(self._llm_app, scope, receive, tracking_send, principal=principal, raw_body=forwarded,
-                           request_id=request_id, llm_state=self._llm_state, meter=meter, approval=approval,
+            await hand_off(self._llm.app, scope, receive, tracking_send, principal=principal, raw_body=forwarded,
+                           request_id=request_id, llm_state=self._llm.state, meter=meter, approval=approval,
                            audit=self._audit)
         except Exception:
             # LiteLLM's own error middleware re-raises after answering; answer only if nothing was sent yet.
@@ -143,4 +135,3 @@ class CustomerPipeline:
                 await send_denial(send, internal_error(), request_id)
         finally:
             UPSTREAM_SECONDS.labels(route=scope["path"]).observe(time.perf_counter() - handed_off)
-            await meter.finish_off_loop()

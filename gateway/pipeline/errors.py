@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 
 from gateway.metrics import DENIALS
-from gateway.pipeline.asgi import Send
+from gateway.pipeline.asgi import Send, send_json
 
 
 class Denial(Exception):
@@ -46,6 +46,11 @@ def internal_error() -> Denial:
     return Denial(500, "internal_error", "Internal error.", error_type="server_error")
 
 
+def service_unavailable() -> Denial:
+    """A store the answer depends on (keys, ledger, rate-limit counters) is unreachable: fail closed."""
+    return Denial(503, "service_unavailable", "Service temporarily unavailable.", error_type="server_error")
+
+
 def error_body(denial: Denial) -> bytes:
     return json.dumps(
         {"error": {"message": denial.message, "type": denial.error_type, "param": None, "code": denial.code}}
@@ -54,15 +59,7 @@ def error_body(denial: Denial) -> bytes:
 
 async def send_denial(send: Send, denial: Denial, request_id: str) -> None:
     DENIALS.labels(code=denial.code).inc()
-    body = error_body(denial)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-        (b"cache-control", b"no-store"),
-    ]
+    headers = list(denial.headers)
     if denial.status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="gateway"'))
-    headers.extend(denial.headers)
-    await send({"type": "http.response.start", "status": denial.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        headers.insert(0, (b"www-authenticate", b'Bearer realm="gateway"'))
+    await send_json(send, denial.status, error_body(denial), request_id, headers)

@@ -9,8 +9,10 @@ ours: LiteLLM's error bodies carry exception text, upstream messages and sometim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from gateway.audit.log import AuditLog
@@ -23,6 +25,16 @@ from gateway.pipeline.headers import scrub_request, scrub_response
 from gateway.principal import Principal
 
 log = logging.getLogger("gateway.handoff")
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteLLM:
+    """LiteLLM's proxy as the gateway holds it: its ASGI app, the lifespan state its handlers read from
+    ``scope["state"]`` (filled when its lifespan starts), and whether its router is up (for readiness)."""
+
+    app: ASGIApp
+    state: dict[str, Any]
+    ready: Callable[[], bool]
 
 
 def client_error_for(status: int) -> Denial:
@@ -64,6 +76,142 @@ def sanitize_stream_chunk(chunk: bytes) -> bytes:
     return b"\n".join(lines)
 
 
+class ErrorReplacement:
+    """Send-wrapper: LiteLLM's error answers never reach the client.
+
+    An error status is held back with its body, which is swallowed; once it is complete the client gets ours instead
+    (``400 request_mismatch`` when the approval check refused the call, else :func:`client_error_for`). Error events
+    inside a stream that already started are replaced line by line.
+    """
+
+    def __init__(self, send: Send, *, meter: Meter, approval: Approval, principal: Principal, request_id: str,
+                 audit: AuditLog) -> None:
+        self._send = send
+        self._meter = meter
+        self._approval = approval
+        self._principal = principal
+        self._request_id = request_id
+        self._audit = audit
+        self.failed_status: int | None = None
+        self.streaming = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            if status >= 400:
+                self.failed_status = status
+                self._meter.failed(status, dispatched=self._approval.dispatched)
+                return
+            self.streaming = dict(message.get("headers", ())).get(b"content-type", b"").startswith(
+                b"text/event-stream")
+        elif self.failed_status is not None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self._answer_error(self.failed_status)
+            return
+        elif self.streaming and message["type"] == "http.response.body":
+            message = {**message, "body": sanitize_stream_chunk(message.get("body", b""))}
+        await self._send(message)
+
+    async def refuse(self) -> None:
+        """LiteLLM raised before the provider call, having sent nothing: answer as a refusal (like the approval
+        check's; its own ban list raises for ``api_base``, for one)."""
+        if self._approval.mismatch is None:
+            self._approval.mismatch = "litellm_refused"
+        self.failed_status = 500
+        self._meter.failed(500, dispatched=False)
+        await self._answer_error(500)
+
+    async def _answer_error(self, status: int) -> None:
+        extra = {"request_id": self._request_id, "key_id": self._principal.key_id}
+        if self._approval.mismatch is not None:
+            denial = MISMATCH
+            log.warning("handoff refused: LiteLLM's call differs from the approval",
+                        extra={**extra, "reason": f"handoff_mismatch:{self._approval.mismatch}"})
+            await asyncio.to_thread(self._audit.try_record, "handoff_mismatch", actor=self._principal.key_id,
+                                    reason=self._approval.mismatch, request_id=self._request_id)
+        else:
+            denial = client_error_for(status)
+            log.warning("model backend error", extra={**extra, "reason": f"litellm_status_{status}"})
+        body = error_body(denial)
+        await self._send({"type": "http.response.start", "status": denial.status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await self._send({"type": "http.response.body", "body": body})
+
+
+def scrubbed_headers(send: Send, request_id: str) -> Send:
+    """Send-wrapper: the response headers pass an allow-list (:func:`scrub_response`) and get the request id."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": scrub_response(list(message.get("headers", ())), request_id)}
+        await send(message)
+
+    return wrapped
+
+
+class Metering:
+    """Send-wrapper: the meter observes the answer, and :meth:`settle` is where the request's reservation closes.
+
+    A stream's headers go out before its cost is known and report the credit left after the worst-case reservation
+    (a lower bound of what will be left). A plain answer is held until it is complete and settled, so its header is
+    exact. Settlement happens once, at the first of: the plain answer complete, or the handoff over.
+    """
+
+    def __init__(self, send: Send, meter: Meter) -> None:
+        self._send = send
+        self._meter = meter
+        self._streaming = False
+        self._held_start: Message | None = None
+        self._held_body: list[bytes] = []
+        self._complete = False
+        self.began = False  # LiteLLM began a successful answer
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and int(message["status"]) < 400:
+            self.began = True
+            self._meter.started()
+            headers = list(message.get("headers", ()))
+            if dict(headers).get(b"content-type", b"").startswith(b"text/event-stream"):
+                self._streaming = True
+                headers.append((REMAINING_HEADER, str(self._meter.available).encode()))
+                message = {**message, "headers": headers}
+            else:
+                self._held_start = message
+                return
+        elif message["type"] == "http.response.body" and self._streaming:
+            self._meter.observe_stream(message.get("body", b""), bool(message.get("more_body", False)))
+        elif message["type"] == "http.response.body" and self._held_start is not None:
+            self._held_body.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                self._complete = True
+                self._meter.observe_json(b"".join(self._held_body))
+                await self.settle()
+            return
+        await self._send(message)
+
+    async def settle(self) -> None:
+        """Close the reservation (once; later calls do nothing), then release a held answer, if it is complete, with
+        the credit left. An incomplete one (LiteLLM failed mid-answer) is never sent."""
+        remaining = await self._meter.finish_off_loop()
+        start, self._held_start = self._held_start, None
+        if start is None or not self._complete:
+            return
+        headers = [*start["headers"], (REMAINING_HEADER, str(
+            remaining if remaining is not None else self._meter.available).encode())]
+        await self._send({**start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": b"".join(self._held_body)})
+
+
+def llm_scope(scope: Scope, principal: Principal, raw_body: bytes, llm_state: dict[str, Any]) -> Scope:
+    """The scope LiteLLM gets: the principal as a Python object, allow-listed headers, no query string."""
+    inner = dict(scope)
+    inner["headers"] = scrub_request(scope, len(raw_body))
+    inner["query_string"] = b""
+    inner["state"] = {**(scope.get("state") or {}), **llm_state}
+    inner[PRINCIPAL_SCOPE_KEY] = principal
+    return inner
+
+
 async def hand_off(
     llm_app: ASGIApp,
     scope: Scope,
@@ -74,99 +222,25 @@ async def hand_off(
     raw_body: bytes,
     request_id: str,
     llm_state: dict[str, Any],
-    meter: Meter | None = None,
-    approval: Approval | None = None,
-    audit: AuditLog | None = None,
+    meter: Meter,
+    approval: Approval,
+    audit: AuditLog,
 ) -> None:
-    inner = dict(scope)
-    inner["headers"] = scrub_request(scope, len(raw_body))
-    inner["query_string"] = b""
-    inner["state"] = {**(scope.get("state") or {}), **llm_state}
-    inner[PRINCIPAL_SCOPE_KEY] = principal
-    failed_status: int | None = None
-    streaming = False
-    held_start: Message | None = None
-    held_body: list[bytes] = []
-
-    async def scrubbed_send(message: Message) -> None:
-        nonlocal failed_status, streaming, held_start
-        if message["type"] == "http.response.start":
-            status = int(message["status"])
-            if status >= 400:
-                failed_status = status
-                if meter is not None:
-                    meter.failed(status, dispatched=approval is not None and approval.dispatched)
-                return
-            message = dict(message)
-            message["headers"] = scrub_response(list(message.get("headers", ())), request_id)
-            if meter is not None:
-                meter.started()
-                if dict(message["headers"]).get(b"content-type", b"").startswith(b"text/event-stream"):
-                    # A stream's headers go out before its cost is known: report the credit left after the
-                    # worst-case reservation (a lower bound of what will be left).
-                    streaming = True
-                    message["headers"].append((REMAINING_HEADER, str(meter.available).encode()))
-                else:
-                    # A plain response is held until its usage has been settled, so its header is exact.
-                    held_start = message
-                    return
-        elif failed_status is not None:
-            # Swallow LiteLLM's error body; answer with ours once it is complete.
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                if approval is not None and approval.mismatch is not None:
-                    denial = MISMATCH
-                    log.warning("handoff refused: LiteLLM's call differs from the approval",
-                                extra={"request_id": request_id, "key_id": principal.key_id,
-                                       "reason": f"handoff_mismatch:{approval.mismatch}"})
-                    if audit is not None:
-                        await asyncio.to_thread(audit.try_record, "handoff_mismatch", actor=principal.key_id,
-                                                reason=approval.mismatch, request_id=request_id)
-                else:
-                    denial = client_error_for(failed_status)
-                    log.warning("model backend error", extra={"request_id": request_id, "key_id": principal.key_id,
-                                                              "reason": f"litellm_status_{failed_status}"})
-                body = error_body(denial)
-                headers = scrub_response([(b"content-type", b"application/json"),
-                                          (b"content-length", str(len(body)).encode())], request_id)
-                await send({"type": "http.response.start", "status": denial.status, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-            return
-        elif message["type"] == "http.response.body" and meter is not None:
-            more = bool(message.get("more_body", False))
-            if streaming:
-                message = {**message, "body": sanitize_stream_chunk(message.get("body", b""))}
-                meter.observe_stream(message["body"], more)
-            elif held_start is not None:
-                held_body.append(message.get("body", b""))
-                if more:
-                    return
-                body = b"".join(held_body)
-                meter.observe_json(body)
-                remaining = await meter.finish_off_loop()
-                start = dict(held_start)
-                start["headers"] = [*held_start["headers"], (REMAINING_HEADER, str(
-                    remaining if remaining is not None else meter.available).encode())]
-                await send(start)
-                await send({"type": "http.response.body", "body": body})
-                return
-        await send(message)
-
+    """Call LiteLLM with the approved body; its answer passes error replacement, the header allow-list and metering
+    (in that order) on its way to the client. Settles the request's reservation before returning."""
+    metering = Metering(send, meter)
+    errors = ErrorReplacement(scrubbed_headers(metering, request_id), meter=meter, approval=approval,
+                              principal=principal, request_id=request_id, audit=audit)
     # The approval rides in the context of this task; LiteLLM's call runs in it (or in tasks that copy it).
     token = CURRENT.set(approval)
     try:
-        await llm_app(inner, replay(raw_body, receive), scrubbed_send)
+        await llm_app(llm_scope(scope, principal, raw_body, llm_state), replay(raw_body, receive), errors)
     except Exception:
         # LiteLLM's error middleware re-raises some exceptions after (or instead of) answering. One raised before the
-        # provider call, on a request that passed the pre-flight, means LiteLLM refused what it read (its own ban
-        # list raises for api_base, for one): answered as a refusal, like the approval check's, if nothing was sent.
-        if approval is None or approval.dispatched or failed_status is not None or held_start is not None \
-                or streaming:
+        # provider call, on a request that passed the pre-flight, means LiteLLM refused what it read.
+        if approval.dispatched or errors.failed_status is not None or metering.began:
             raise
-        if approval.mismatch is None:
-            approval.mismatch = "litellm_refused"
-        failed_status = 500
-        if meter is not None:
-            meter.failed(500, dispatched=False)
-        await scrubbed_send({"type": "http.response.body", "body": b"", "more_body": False})
+        await errors.refuse()
     finally:
         CURRENT.reset(token)
+        await metering.settle()

@@ -1,4 +1,4 @@
-"""Step: per-key rate limits — requests per minute and tokens per minute — before LiteLLM is called.
+"""Per-key rate limits — requests per minute and tokens per minute — counted before LiteLLM is called.
 
 Counters live in slowapi's limiter (on the ``limits`` library): in memory by default, in Redis when
 ``GATEWAY_REDIS_URL`` is set, so every replica of a fleet counts against the same window. Requests per minute use a
@@ -8,16 +8,16 @@ window counter: a moving window stores one entry per token (its cost per request
 tokens in the window, up to the limit, in this process or in Redis), the counter keeps two numbers per key. The
 price is precision: the counter weighs the previous minute as if its tokens were spread evenly (threat-model TM-T11).
 
-If the counter store fails, the answer is ``503 service_unavailable`` (fail closed), unless the deployer set
-``GATEWAY_UNSAFE_RATE_LIMIT_FAIL_OPEN`` (threat-model TM-T11).
+This module counts and says no; it knows nothing of HTTP. The pipeline step (:mod:`gateway.pipeline.ratelimit`)
+turns :class:`RateLimited` into a 429 and :class:`CounterStoreUnavailable` into a 503 (fail closed), unless the
+deployer set ``GATEWAY_UNSAFE_RATE_LIMIT_FAIL_OPEN`` (threat-model TM-T11).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
@@ -25,11 +25,26 @@ from limits.strategies import RateLimiter as Strategy
 from limits.strategies import SlidingWindowCounterRateLimiter
 from slowapi import Limiter
 
-from gateway.metrics import RATE_LIMITED
-from gateway.pipeline.errors import Denial
 from gateway.principal import Principal
 
-log = logging.getLogger("gateway.ratelimit")
+Counter = Literal["rpm", "tpm"]
+
+
+class RateLimited(Exception):
+    """The key is over its limit. ``alone``: this one request exceeds the whole per-minute limit."""
+
+    def __init__(self, counter: Counter, limit: int, *, remaining: int = 0, retry_after: int = 60,
+                 alone: bool = False) -> None:
+        super().__init__(counter)
+        self.counter = counter
+        self.limit = limit
+        self.remaining = remaining
+        self.retry_after = retry_after
+        self.alone = alone
+
+
+class CounterStoreUnavailable(Exception):
+    """The counter store (Redis) failed or timed out; whether the key is over its limit is unknown."""
 
 
 class InlineSweepMemoryStorage(MemoryStorage):
@@ -56,8 +71,7 @@ class InlineSweepMemoryStorage(MemoryStorage):
 
 
 class RateLimiter:
-    def __init__(self, *, storage_uri: str, storage_options: dict[str, Any], default_rpm: int, default_tpm: int,
-                 unsafe_fail_open: bool = False) -> None:
+    def __init__(self, *, storage_uri: str, storage_options: dict[str, Any], default_rpm: int, default_tpm: int) -> None:
         if storage_uri == "memory://":
             storage_uri = "gateway-memory://"
         self._slowapi = Limiter(key_func=lambda _request: "", storage_uri=storage_uri, strategy="moving-window",
@@ -67,38 +81,25 @@ class RateLimiter:
         self._token_limiter = SlidingWindowCounterRateLimiter(self._slowapi._storage)
         self._default_rpm = default_rpm
         self._default_tpm = default_tpm
-        self._fail_open = unsafe_fail_open
 
-    def _hit(self, strategy: Strategy, limit: int, kind: str, principal: Principal, cost: int,
-             request_id: str) -> None:
+    @property
+    def storage(self) -> Any:
+        """The counter store (limits' storage object)."""
+        return self._slowapi._storage
+
+    def _hit(self, strategy: Strategy, limit: int, counter: Counter, principal: Principal, cost: int) -> None:
         item = RateLimitItemPerMinute(limit)
         try:
-            allowed = strategy.hit(item, kind, principal.key_id, cost=cost)
-            stats = None if allowed else strategy.get_window_stats(item, kind, principal.key_id)
-        except Exception:  # noqa: BLE001 - any storage failure (Redis down, timeout) is handled the same way
-            if self._fail_open:
-                log.error("rate-limit store unavailable; failing open (unsafe setting)",
-                          extra={"request_id": request_id, "reason": "ratelimit_store_fail_open"})
-                return
-            log.error("rate-limit store unavailable", extra={"request_id": request_id,
-                                                            "reason": "ratelimit_store_unavailable"})
-            raise Denial(503, "service_unavailable", "Service temporarily unavailable.",
-                         error_type="server_error") from None
+            allowed = strategy.hit(item, counter, principal.key_id, cost=cost)
+            stats = None if allowed else strategy.get_window_stats(item, counter, principal.key_id)
+        except Exception as exc:  # noqa: BLE001 - any storage failure (Redis down, timeout) is handled the same way
+            raise CounterStoreUnavailable(type(exc).__name__) from None
         if allowed:
             return
-        RATE_LIMITED.labels(limit=kind).inc()
-        retry_after = max(1, math.ceil(stats.reset_time - time.time())) if stats else 60
-        name = "requests" if kind == "rpm" else "tokens"
-        log.info("rate limited", extra={"request_id": request_id, "key_id": principal.key_id,
-                                        "reason": f"rate_limited_{kind}"})
-        raise Denial(429, "rate_limited", f"Rate limit reached for {name} per minute; retry later.",
-                     error_type="rate_limit_error", headers=[
-                         (b"retry-after", str(retry_after).encode()),
-                         (f"x-ratelimit-limit-{name}".encode(), str(limit).encode()),
-                         (f"x-ratelimit-remaining-{name}".encode(), str(max(stats.remaining, 0) if stats else 0)
-                          .encode()),
-                         (f"x-ratelimit-reset-{name}".encode(), f"{retry_after}s".encode()),
-                     ])
+        if stats is None:
+            raise RateLimited(counter, limit)
+        raise RateLimited(counter, limit, remaining=max(stats.remaining, 0),
+                          retry_after=max(1, math.ceil(stats.reset_time - time.time())))
 
     def reachable(self) -> bool:
         try:
@@ -106,14 +107,13 @@ class RateLimiter:
         except Exception:  # noqa: BLE001 - unreachable is the answer, whatever the client raised
             return False
 
-    def requests(self, principal: Principal, request_id: str) -> None:
+    def requests(self, principal: Principal) -> None:
         """Count one request against the key's requests-per-minute."""
-        self._hit(self._limiter, principal.rpm_limit or self._default_rpm, "rpm", principal, 1, request_id)
+        self._hit(self._limiter, principal.rpm_limit or self._default_rpm, "rpm", principal, 1)
 
-    def tokens(self, principal: Principal, tokens: int, request_id: str) -> None:
+    def tokens(self, principal: Principal, tokens: int) -> None:
         """Count the request's worst-case tokens against the key's tokens-per-minute."""
         limit = principal.tpm_limit or self._default_tpm
         if tokens > limit:
-            raise Denial(429, "rate_limited", "This request alone exceeds the key's tokens-per-minute limit.",
-                         error_type="rate_limit_error")
-        self._hit(self._token_limiter, limit, "tpm", principal, max(tokens, 1), request_id)
+            raise RateLimited("tpm", limit, alone=True)
+        self._hit(self._token_limiter, limit, "tpm", principal, max(tokens, 1))

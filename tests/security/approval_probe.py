@@ -33,23 +33,23 @@ DIFFERENCES: list[tuple[str, dict[str, Any]]] = [
 async def main() -> None:
     from booted import running_gateway  # this folder: the probe runs as a script
 
-    async with running_gateway() as app:
-        report = await _differ(app)
+    async with running_gateway() as gateway:
+        report = await _differ(gateway)
     sys.stdout.write("PROBE-REPORT " + json.dumps(report) + "\n")
 
 
-async def _differ(app: Any) -> dict[str, Any]:
+async def _differ(gateway: Any) -> dict[str, Any]:
     from gateway.keys.format import KeyKind
     from gateway.pipeline import customer
 
-    account = app._ledger.create_account("probe")
-    app._ledger.top_up(account.id, 10_000_000, "probe credit")
-    key, _ = app._keys.issue(KeyKind.CUSTOMER, name="probe", models=["chat-model", "other-chat-model"],
+    account = gateway.ledger.create_account("probe")
+    gateway.ledger.top_up(account.id, 10_000_000, "probe credit")
+    key, _ = gateway.keys.issue(KeyKind.CUSTOMER, name="probe", models=["chat-model", "other-chat-model"],
                              account_id=account.id)
     approved = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
     report: dict[str, Any] = {"account": account.id, "results": {}}
     original = customer.canonical_json
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://gateway") as client:
         for name, change in [("none", {}), *DIFFERENCES]:
             def differing(body: dict[str, Any], change: dict[str, Any] = change) -> bytes:
                 changed = {**body, **change}
@@ -62,10 +62,10 @@ async def _differ(app: Any) -> dict[str, Any]:
             finally:
                 customer.canonical_json = original
             report["results"][name] = {"status": response.status_code, "body": response.json()}
-    state = app._ledger.get_account(account.id)
+    state = gateway.ledger.get_account(account.id)
     report["balance"], report["reserved"] = state.balance_micro_usd, state.reserved_micro_usd
-    report["ledger"] = [entry["kind"] for entry in app._ledger.recent_entries(account.id)]
-    report["audit"] = [(e["event"], e["reason"]) for e in app._audit.list(event="handoff_mismatch")]
+    report["ledger"] = [entry["kind"] for entry in gateway.ledger.recent_entries(account.id)]
+    report["audit"] = [(e["event"], e["reason"]) for e in gateway.audit.list(event="handoff_mismatch")]
     return report
 
 

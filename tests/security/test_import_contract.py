@@ -1,4 +1,5 @@
-"""Only gateway/boot/ imports hvac and litellm.proxy.proxy_server; the import-linter contract holds and can fail.
+"""Only gateway/boot/ imports hvac and litellm.proxy.proxy_server; the import-linter contracts (that rule and the
+layers) hold and can fail.
 
 threat-model: TM-T1
 """
@@ -59,7 +60,7 @@ def test_bridge_imports_only_litellm_types() -> None:
 def test_import_linter_contract_is_kept() -> None:
     result = subprocess.run([str(BIN / "lint-imports")], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "1 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout
 
 
 def test_import_linter_contract_catches_a_violation(tmp_path: Path) -> None:
@@ -72,6 +73,19 @@ def test_import_linter_contract_catches_a_violation(tmp_path: Path) -> None:
                             check=False)
     assert result.returncode != 0
     assert "gateway.keys.store -> hvac" in result.stdout
+
+
+def test_layers_contract_catches_a_domain_module_speaking_http(tmp_path: Path) -> None:
+    # Domain code raising the pipeline's HTTP errors was the drift the layers contract was added for.
+    shutil.copytree(PACKAGE, tmp_path / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    pricing = tmp_path / "gateway/credits/pricing.py"
+    pricing.write_text(pricing.read_text() + "\nfrom gateway.pipeline.errors import Denial  # injected by the test\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([str(BIN / "lint-imports")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode != 0
+    assert "gateway.credits.pricing -> gateway.pipeline.errors" in result.stdout
 
 
 def test_stdlib_secrets_is_not_shadowed() -> None:

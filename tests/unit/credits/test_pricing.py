@@ -1,7 +1,9 @@
-"""Prices and worst-case estimates: integer micro-USD, rounded up, bounded output."""
+"""Prices and worst-case estimates: integer micro-USD, rounded up, bounded output (with the pipeline's shaping
+step, which fills in and checks the bounds the estimate uses)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,13 +12,27 @@ from gateway.credits.pricing import (
     MESSAGE_OVERHEAD_TOKENS,
     REQUEST_OVERHEAD_TOKENS,
     Price,
-    estimate,
     per_million_from_usd_per_million,
     per_million_from_usd_per_token,
 )
+from gateway.credits.pricing import estimate as price_shaped
 from gateway.pipeline.errors import Denial
+from gateway.pipeline.shaping import shape
 
 PRICE = Price(input_per_million=1_000_000, output_per_million=2_000_000)  # $1 and $2 per 1M tokens
+
+
+@dataclasses.dataclass
+class Priced:
+    body: dict
+    amount: int
+
+
+def estimate(mode: str, body: dict, raw_length: int, price: Price, max_output_tokens: int, max_n: int) -> Priced:
+    """Shape the request (gateway.pipeline.shaping), then price it, as the pipeline does."""
+    shaped = shape(mode, body, max_output_tokens, max_n)
+    worst = price_shaped(mode, shaped.body, raw_length, price, shaped.output_bound, shaped.choices)
+    return Priced(shaped.body, worst.amount)
 
 
 def test_conversions_are_exact() -> None:

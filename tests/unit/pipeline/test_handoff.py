@@ -9,7 +9,10 @@ import asyncio
 import json
 from typing import Any
 
+from gateway.credits.pricing import Price
+from gateway.pipeline.approval import Approval
 from gateway.pipeline.asgi import PRINCIPAL_SCOPE_KEY
+from gateway.pipeline.credits import REMAINING_HEADER, LedgerThreads, Meter
 from gateway.pipeline.handoff import hand_off
 from gateway.pipeline.headers import PLACEHOLDER_AUTHORIZATION
 from gateway.principal import Principal
@@ -17,6 +20,30 @@ from gateway.principal import Principal
 PRINCIPAL = Principal(key_id="key_1", kind="ck", name="n", models=frozenset({"m"}), expires_at=None)
 BODY = json.dumps({"model": "m", "messages": []}).encode()
 CUSTOMER_KEY = b"lgw_ck_presented-by-the-client"
+
+
+class _Ledger:
+    """Records how the meter closed the reservation."""
+
+    writers = 1
+
+    def __init__(self) -> None:
+        self.closed: list[tuple[str, object]] = []
+
+    def settle(self, request_id: str, amount: int) -> int:
+        self.closed.append(("settle", amount))
+        return 9_000
+
+    def release(self, request_id: str, reason: str) -> None:
+        self.closed.append(("release", reason))
+
+
+class _Audit:
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+
+    def try_record(self, event: str, **_fields: object) -> None:
+        self.entries.append(event)
 
 
 def _run(status: int, response_headers: list[tuple[bytes, bytes]], body: bytes = b"{}") -> tuple[dict, list, bytes]:
@@ -42,8 +69,15 @@ def _run(status: int, response_headers: list[tuple[bytes, bytes]], body: bytes =
                     (b"x-goog-api-key", CUSTOMER_KEY), (b"ocp-apim-subscription-key", CUSTOMER_KEY),
                     (b"x-litellm-tags", b"t"), (b"x-forwarded-for", b"1.2.3.4"), (b"cookie", b"c=1")],
     }
+    ledger = _Ledger()
+    meter = Meter(ledger, "req_1", "key_1", Price(1_000_000, 2_000_000), 500, 10_000, "chat",  # type: ignore[arg-type]
+                  LedgerThreads(1))
+    approval = Approval(request_id="req_1", key_id="key_1", model="m", mode="chat", body=json.loads(BODY),
+                        output_bound=10, choices=1, stream=False)
     asyncio.run(hand_off(llm_app, scope, receive, send, principal=PRINCIPAL, raw_body=BODY, request_id="req_1",
-                         llm_state={"tracing_receiver": None}))
+                         llm_state={"tracing_receiver": None}, meter=meter, approval=approval,
+                         audit=_Audit()))  # type: ignore[arg-type]
+    seen["closed"] = ledger.closed
     return seen, sent, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
 
@@ -68,7 +102,8 @@ def test_response_headers_pass_an_allow_list() -> None:
     _, sent, _ = _run(200, upstream)
     start = sent[0]
     assert start["status"] == 200
-    assert dict(start["headers"]) == {b"content-type": b"application/json", b"x-request-id": b"req_1"}
+    assert dict(start["headers"]) == {b"content-type": b"application/json", b"x-request-id": b"req_1",
+                                      REMAINING_HEADER: b"9000"}
 
 
 def test_litellm_errors_are_replaced_by_ours() -> None:
@@ -93,3 +128,43 @@ def test_error_events_inside_a_stream_are_replaced() -> None:
     # A normal chunk that mentions "error" below the top level passes unchanged.
     ordinary = b'data: {"choices": [{"delta": {"content": "x"}, "logprobs": {"error": 0}}]}\n\n'
     assert sanitize_stream_chunk(ordinary) == ordinary
+
+
+def test_the_reservation_closes_exactly_once() -> None:
+    usage = b'{"usage": {"prompt_tokens": 3, "completion_tokens": 4}}'
+    seen, sent, body = _run(200, [(b"content-type", b"application/json")], usage)
+    assert seen["closed"] == [("settle", 11)]  # 3 × 1 + 4 × 2 micro-USD, settled before the answer went out
+    assert body == usage and dict(sent[0]["headers"])[REMAINING_HEADER] == b"9000"
+    seen, _, _ = _run(500, [(b"content-type", b"application/json")])
+    assert seen["closed"] == [("release", "upstream_error")]
+
+
+def test_an_answer_cut_short_by_litellm_is_never_sent() -> None:
+    sent: list[dict[str, Any]] = []
+    ledger = _Ledger()
+
+    async def llm_app(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"partial": ', "more_body": True})
+        raise RuntimeError("LiteLLM failed mid-answer")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    meter = Meter(ledger, "req_1", "key_1", Price(1_000_000, 2_000_000), 500, 10_000, "chat",  # type: ignore[arg-type]
+                  LedgerThreads(1))
+    approval = Approval(request_id="req_1", key_id="key_1", model="m", mode="chat", body={}, output_bound=10,
+                        choices=1, stream=False, dispatched=True)
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    try:
+        asyncio.run(hand_off(llm_app, scope, receive, send, principal=PRINCIPAL, raw_body=BODY, request_id="req_1",
+                             llm_state={}, meter=meter, approval=approval, audit=_Audit()))  # type: ignore[arg-type]
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the handoff must re-raise so the pipeline answers 500")
+    assert sent == []  # the customer pipeline answers 500 itself, since nothing was sent
+    assert ledger.closed == [("settle", 500)]  # started, never completed: the whole reservation (client_gone basis)

@@ -8,9 +8,10 @@ import time
 import pytest
 from limits.storage import MemoryStorage
 
-from gateway.pipeline import ratelimit
 from gateway.pipeline.errors import Denial
-from gateway.pipeline.ratelimit import InlineSweepMemoryStorage, RateLimiter
+from gateway.pipeline.ratelimit import RateLimitStep
+from gateway.ratelimit import limiter as ratelimit
+from gateway.ratelimit.limiter import InlineSweepMemoryStorage, RateLimiter
 from gateway.principal import Principal
 
 
@@ -20,8 +21,9 @@ def _principal(key_id: str = "key_rl", rpm: int | None = None, tpm: int | None =
                      tpm_limit=tpm)
 
 
-def _limiter() -> RateLimiter:
-    return RateLimiter(storage_uri="memory://", storage_options={}, default_rpm=1_000, default_tpm=1_000_000)
+def _limiter() -> RateLimitStep:
+    return RateLimitStep(RateLimiter(storage_uri="memory://", storage_options={}, default_rpm=1_000,
+                                     default_tpm=1_000_000))
 
 
 def test_tokens_per_minute_still_limit() -> None:
@@ -42,7 +44,7 @@ def test_token_counting_keeps_no_entry_per_token() -> None:
     for i in range(10):
         limiter.requests(principal, f"r{i}")
         limiter.tokens(principal, 50_000, f"r{i}")
-    storage = limiter._slowapi._storage
+    storage = limiter.limiter.storage
     assert sum(len(entries) for entries in storage.events.values()) == 10  # the requests' moving window only
     assert len(storage.storage) <= 2
 

@@ -1,0 +1,83 @@
+"""Step: shape the request into what LiteLLM will receive, and bound what it may cost.
+
+Validates the fields the worst case depends on and fills in what the gateway needs:
+
+* ``max_tokens`` set to the model's cap when the client gives neither ``max_tokens`` nor ``max_completion_tokens``
+  (the output must be bounded before dispatch); each that is present must be a positive integer within the cap, and
+  the bound is the larger (a provider may honour either);
+* ``n`` (and ``best_of`` for text completions) within the policy's ``max_n``;
+* for streams, ``stream_options.include_usage`` forced on: settlement needs the provider's own usage at the end;
+* chat content must be text: content billed by something other than its bytes (images, audio, files) has no bound on
+  its tokens, so it cannot be priced in advance (:mod:`gateway.credits.pricing`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from gateway.pipeline.errors import Denial
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Shaped:
+    body: dict[str, Any]  # the body to forward (max_tokens filled in, usage requested for streams)
+    output_bound: int | None = None  # output tokens per choice the provider may produce (None: embeddings)
+    choices: int = 1  # n (or best_of for text completions)
+    stream: bool = False
+
+
+def _positive_int(body: dict[str, Any], name: str, default: int, cap: int) -> int:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Denial(400, "invalid_request", f"'{name}' must be a positive integer.")
+    if value > cap:
+        raise Denial(400, "invalid_request", f"'{name}' may be at most {cap} for this model.")
+    return value
+
+
+def _check_content(messages: list[Any]) -> None:
+    for message in messages:
+        if not isinstance(message, dict):
+            raise Denial(400, "invalid_request", "Each message must be an object.")
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict) or part.get("type") not in ("text", None):
+                    raise Denial(400, "unsupported_content",
+                                 "Only text content is accepted (other content cannot be priced in advance).")
+
+
+def shape(mode: str, body: dict[str, Any], max_output_tokens: int, max_n: int) -> Shaped:
+    """The body to forward and its bounds. Raises :class:`Denial` for what cannot be bounded."""
+    forwarded = dict(body)
+    if mode == "embedding":
+        return Shaped(forwarded)
+    if mode == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise Denial(400, "invalid_request", "'messages' must be a non-empty list.")
+        _check_content(messages)
+    elif "prompt" not in body:
+        raise Denial(400, "invalid_request", "'prompt' is required.")
+    bounds = [_positive_int(body, name, max_output_tokens, max_output_tokens)
+              for name in ("max_tokens", "max_completion_tokens") if body.get(name) is not None]
+    if bounds:
+        output = max(bounds)
+    else:
+        output = max_output_tokens
+        forwarded["max_tokens"] = output
+    choices = _positive_int(body, "n", 1, max_n)
+    if mode == "completion":
+        choices = max(choices, _positive_int(body, "best_of", 1, max_n))
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise Denial(400, "invalid_request", "'stream' must be a boolean.")
+    if stream:
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise Denial(400, "invalid_request", "'stream_options' must be an object.")
+        forwarded["stream_options"] = {**(options or {}), "include_usage": True}
+    return Shaped(forwarded, output_bound=output, choices=choices, stream=stream)
