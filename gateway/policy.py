@@ -22,6 +22,11 @@ _QUIET_RE2 = re2.Options()
 _QUIET_RE2.log_errors = False
 
 
+# The kinds of call a model serves. A Literal rather than an enum, so policy errors and every value read from the
+# policy stay plain text.
+ModelMode = Literal["chat", "completion", "embedding"]
+
+
 class PolicyError(ValueError):
     pass
 
@@ -68,7 +73,7 @@ class Model(_Strict):
     name: str  # the name clients send as "model"
     provider: str
     upstream_model: str
-    mode: Literal["chat", "completion", "embedding"] = "chat"
+    mode: ModelMode = "chat"
     # Overrides the price from LiteLLM's bundled cost map; required when the upstream model is not in that map.
     price: Price | None = None
     # The output cap: forwarded as max_tokens when the client omits it, and the most a client may ask for.
@@ -225,13 +230,14 @@ class _PolicyLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                line = self.peek_event().start_mark.line + 1
+                # PyYAML's stubs leave Parser.peek_event untyped; it returns the next event, which has a mark.
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
                 raise _PolicyYamlError(f"nested deeper than {MAX_YAML_DEPTH} levels (line {line})")
-            return super().compose_node(parent, index)  # type: ignore[misc]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
