@@ -7,8 +7,8 @@ No ``from __future__ import annotations`` here: FastAPI resolves the ``Annotated
 import json
 import logging
 import re
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from datetime import datetime, timedelta
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,13 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.audit.log import AuditLog
-from gateway.credits.ledger import MAX_BALANCE_MICRO_USD, BalanceLimit, SqlLedger, UnknownAccount
+from gateway.clock import is_naive
+from gateway.credits.ledger import (
+    MAX_BALANCE_MICRO_USD,
+    BalanceLimit,
+    SpendCapPeriod,
+    SqlLedger,
+    UnknownAccount,
+)
 from gateway.keys.format import KeyKind
 from gateway.keys.service import AlreadyRotated, HoneytokenNotRotatable, KeyService
 from gateway.keys.store import InvalidExpiry
+from gateway.logs import new_request_id
 from gateway.metrics import REGISTRY, REVOCATIONS
 from gateway.pipeline.authn import ADMIN_PRINCIPAL_SCOPE_KEY, authenticate
-from gateway.logs import new_request_id
 from gateway.pipeline.errors import Denial, error_body, internal_error
 from gateway.principal import Principal
 
@@ -46,14 +53,14 @@ class CreateKey(BaseModel):
     account_id: str = Field(pattern=f"^{ACCOUNT_ID.pattern}$")
     expires_at: datetime | None = None
     spend_cap_micro_usd: int | None = Field(default=None, ge=0, le=10**15, strict=True)
-    spend_cap_period: Literal["none", "daily", "monthly"] = "none"
+    spend_cap_period: SpendCapPeriod = "none"
     rpm_limit: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
     tpm_limit: int | None = Field(default=None, ge=1, le=1_000_000_000, strict=True)
 
     @field_validator("expires_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is not None and is_naive(value):
             raise ValueError("must include a timezone offset")
         return value
 
@@ -109,7 +116,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         # gateway.app verified the admin key before reading the body and put the principal in the scope (a Python
         # object nothing on the wire can create). Mounted any other way, the key is verified here.
         verified = request.scope.get(ADMIN_PRINCIPAL_SCOPE_KEY)
-        if type(verified) is Principal and verified.kind == KeyKind.ADMIN.value:
+        if type(verified) is Principal and verified.kind == KeyKind.ADMIN:
             return verified
         return authenticate(request.scope, keys, KeyKind.ADMIN, _request_id(request), audit)
 
@@ -167,7 +174,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         unknown = sorted(set(payload.models) - exposed_models)
         if unknown:
             raise Denial(400, "invalid_request", "Unknown model in 'models' (not exposed by the policy).")
-        if payload.expires_at is not None and payload.expires_at <= datetime.now(UTC):
+        if payload.expires_at is not None and payload.expires_at <= keys.clock.now():
             raise Denial(400, "invalid_request", "'expires_at' is in the past.")
         if ledger.get_account(payload.account_id) is None:
             raise Denial(400, "invalid_request", "Unknown 'account_id'.")
@@ -182,25 +189,24 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
                                                  "2001 and 8999 (UTC).") from None
         log.info("key created", extra={"key_id": record.id, "by": who.key_id})
         audit_event("key_created", request, who, record.id)
-        return {**record.public(datetime.now(UTC)), "key": plaintext}
+        return {**record.public(keys.clock.now()), "key": plaintext}
 
     @app.get("/admin/keys")
     def list_keys(who: Admin) -> dict[str, object]:
-        now = datetime.now(UTC)
-        return {"object": "list", "data": [r.public(now) for r in keys.store.list(KeyKind.CUSTOMER.value)]}
+        now = keys.clock.now()
+        return {"object": "list", "data": [r.public(now) for r in keys.list(KeyKind.CUSTOMER)]}
 
     @app.get("/admin/keys/{key_id}")
     def show_key(key_id: str, who: Admin) -> dict[str, object]:
-        record = keys.store.get(_known_key_id(key_id))
-        if record is None or record.kind != KeyKind.CUSTOMER.value:
+        record = keys.get(_known_key_id(key_id), KeyKind.CUSTOMER)
+        if record is None:
             raise Denial(404, "not_found", "No such key.")
-        return record.public(datetime.now(UTC))
+        return record.public(keys.clock.now())
 
     @app.post("/admin/keys/{key_id}/revoke")
     def revoke_key(key_id: str, who: Auditable, request: Request) -> dict[str, object]:
         """Revokes the key and every key rotated from it (a revocation that raced a rotation leaves no live key)."""
-        record = keys.store.get(_known_key_id(key_id))
-        if record is None or record.kind != KeyKind.CUSTOMER.value:
+        if keys.get(_known_key_id(key_id), KeyKind.CUSTOMER) is None:
             raise Denial(404, "not_found", "No such key.")
         revoked, successors = keys.revoke_line(key_id, by=who.key_id)
         if revoked is None:  # keys are never deleted, so this means the store changed under us
@@ -213,7 +219,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
             log.warning("key revoked", extra={"key_id": successor, "by": who.key_id, "reason": "predecessor_revoked"})
             REVOCATIONS.labels(channel="admin").inc()
             audit_event("key_revoked", request, who, successor, reason=f"predecessor={key_id}")
-        return {**revoked.public(datetime.now(UTC)), "revoked_successors": successors}
+        return {**revoked.public(keys.clock.now()), "revoked_successors": successors}
 
     @app.post("/admin/keys/{key_id}/rotate", status_code=201)
     def rotate_key(key_id: str, who: Auditable, request: Request, payload: RotateKey | None = None) -> dict[str, object]:
@@ -233,11 +239,11 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         if rotated is None:
             raise Denial(404, "not_found", "No live customer key with that id.")
         plaintext, record = rotated
-        old = keys.store.get(key_id)
+        old = keys.get(key_id)
         log.warning("key rotated", extra={"key_id": key_id, "by": who.key_id, "outcome": record.id})
         audit_event("key_rotated", request, who, key_id, reason=f"successor={record.id}")
         until = old.expires_at.isoformat() if old is not None and old.expires_at is not None else None
-        return {**record.public(datetime.now(UTC)), "key": plaintext, "replaces": key_id,
+        return {**record.public(keys.clock.now()), "key": plaintext, "replaces": key_id,
                 "old_key_valid_until": until}
 
     @app.post("/admin/honeytokens", status_code=201)
