@@ -3,7 +3,8 @@
 The admin key is checked before a byte of the body is read, so an unauthenticated client cannot make the gateway
 buffer anything (FastAPI would parse the body before its dependencies run); an admin body is at most
 ``ADMIN_MAX_BODY_BYTES``. The verified principal travels in the scope, where nothing on the wire can put one. Every
-admin response gets a request id and ``Cache-Control: no-store`` (one of them carries a new key).
+admin response gets a request id, and loses any Cache-Control the admin app set, so that the security headers' own
+``no-store`` applies (one of them carries a new key).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class AdminGate:
         async def marked_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
-                headers += [(b"x-request-id", request_id.encode()), (b"cache-control", b"no-store")]
+                headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -41,12 +41,12 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 def json_headers(body: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
-    """The headers of every JSON answer the gateway writes itself (not LiteLLM's, which pass an allow-list)."""
+    """The headers of every JSON answer the gateway writes itself (not LiteLLM's, which pass an allow-list).
+    ``Cache-Control: no-store`` is added to every answer by :func:`gateway.pipeline.security_headers.with_security_headers`."""
     return [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id.encode()),
-        (b"cache-control", b"no-store"),
     ]
 
 

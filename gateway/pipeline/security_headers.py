@@ -34,6 +34,8 @@ def with_security_headers(send: Send, cors_origin: bytes | None) -> Send:
             present = {name.lower() for name, _ in headers}
             headers += [(name, value) for name, value in SECURITY_HEADERS if name not in present]
             if b"cache-control" not in present:
+                # The one place answers get no-store (the gateway's own, the admin app's); LiteLLM's own
+                # Cache-Control passes the response allow-list and is kept.
                 headers.append((b"cache-control", b"no-store"))
             if cors_origin is not None:
                 headers += [(b"access-control-allow-origin", cors_origin), (b"vary", b"Origin"),
