@@ -14,16 +14,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import hvac
 import uvicorn
+from hypothesis import HealthCheck
+from hypothesis import strategies as st
 
 from gateway.devstack import fake_provider
 from gateway.devstack.openbao import free_port, stop_process
+
+if TYPE_CHECKING:
+    from tests.conftest import RunningGateway
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -260,6 +267,88 @@ def fresh_store(store_url: str, *tables: str) -> Any:
             for table in tables:
                 conn.execute(sa.text(f"DELETE FROM {table}"))  # nosec B608 - the tests' own table names
     return engine
+
+
+def account_state(gateway: RunningGateway, account_id: str) -> Json:
+    """The account as the admin API shows it (balance, reservations, recent ledger entries)."""
+    response = httpx.get(f"{gateway.base_url}/admin/accounts/{account_id}",
+                         headers={"Authorization": f"Bearer {gateway.admin_key}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def wait_until_settled(gateway: RunningGateway, account_id: str, timeout: float = 30) -> Json:
+    """The account once nothing is reserved any more (or as it stands when ``timeout`` runs out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = account_state(gateway, account_id)
+        if state["reserved_micro_usd"] == 0 or time.monotonic() > deadline:
+            return state
+        time.sleep(0.2)
+
+
+def together(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls at the same moment on their own threads; each result is a value or the exception raised."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001 - the test classifies every outcome
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+# The fuzz corpus, shared by the fuzz test and the differential property (tests/security). `make fuzz` sets
+# GATEWAY_FUZZ_SCALE=10 for ten times the cases.
+SCALE = int(os.environ.get("GATEWAY_FUZZ_SCALE", "1"))
+FUZZ_SETTINGS: dict[str, Any] = {"deadline": None, "database": None, "derandomize": True,
+                                 "suppress_health_check": list(HealthCheck)}
+HOSTILE_KEYS = st.sampled_from(sorted(
+    {"api_base", "base_url", "api_key", "user_config", "extra_headers", "headers", "extra_body", "metadata",
+     "litellm_metadata", "litellm_params", "mock_response", "provider_specific_header", "aws_access_key_id",
+     "vertex_credentials", "custom_llm_provider", "fallbacks", "timeout", "callbacks", "model", "messages", "input",
+     "prompt", "stream", "stream_options", "max_tokens", "n", "user", "tools", "tool_choice", "response_format",
+     "temperature", "stop", "logit_bias", "__proto__", "constructor", "Model", "MODEL", "model\u0000", "modеl"}))
+JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                        st.floats(allow_nan=False), st.text(max_size=40),
+                        st.sampled_from(["chat-model", "embed-model", "text-model", "http://attacker.invalid",
+                                         '{"api_base": "http://attacker.invalid"}', "os.environ/LITELLM_MASTER_KEY"]))
+JSON = st.recursive(JSON_LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                          st.dictionaries(HOSTILE_KEYS | st.text(max_size=10), inner,
+                                                                          max_size=4)), max_leaves=20)
+# Hostile cases an attack review found (each also has a regression test in tests/functional/test_exact_handoff.py).
+# json.dumps writes the non-finite floats as NaN and Infinity, which the gateway must refuse with a 400.
+HI = [{"role": "user", "content": "Hi"}]
+FOUND = st.sampled_from([
+    {"model": "chat-model", "messages": HI, "seed": float("inf")},
+    {"model": "chat-model", "messages": HI, "seed": float("-inf")},
+    {"model": "chat-model", "messages": HI, "logit_bias": {"50256": float("nan")}},
+    {"model": "chat-model", "messages": HI, "max_completion_tokens": 1, "max_tokens": 1_000_000_000},
+    {"model": "chat-model", "messages": HI, "max_tokens": -5},
+    {"model": "chat-model", "messages": HI, "max_tokens": "lots"},
+    {"model": "chat-model", "messages": HI, "function_call": {"name": "f", "api_base": "http://attacker.invalid"}},
+    {"model": "chat-model", "messages": HI, "reasoning_effort": {"api_key": "x"}},
+    {"model": "text-model", "prompt": {"text": "hi"}},
+    {"model": "text-model", "prompt": "x&model=chat-model&n=4&api_key=sk-attacker&z="},
+    {"model": "embed-model", "input": {"api_base": "http://attacker.invalid"}},
+])
+BODIES = st.one_of(
+    FOUND,
+    st.dictionaries(HOSTILE_KEYS, JSON, max_size=8),
+    st.fixed_dictionaries({"model": st.sampled_from(["chat-model", "text-model", "embed-model"]),
+                           "messages": st.just([{"role": "user", "content": "Hi"}]), "prompt": st.just("x"),
+                           "input": st.just("x"), "max_tokens": st.just(3)},
+                          optional={"extra": st.dictionaries(HOSTILE_KEYS, JSON, max_size=3)}),
+)
 
 
 class ManualClock:

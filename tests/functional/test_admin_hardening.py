@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import RunningGateway, _start_gateway
-from tests.support import Stack
-from tests.unit.keys.test_rotation_races import together
+from tests.support import Stack, together
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 EXPECTED_401 = {"error": {"message": "Invalid API key.", "type": "authentication_error", "param": None,

@@ -5,29 +5,19 @@ threat-model: TM-T9, TM-T10
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import pytest
 
 from tests.conftest import RunningGateway
-from tests.support import StandIn
+from tests.support import HI, StandIn, account_state
 
-HI = [{"role": "user", "content": "Hi"}]
 REMAINING = "x-credit-remaining-micro-usd"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def any_gateway(request: pytest.FixtureRequest) -> RunningGateway:
     return request.getfixturevalue("gateway" if request.param == "sqlite" else "pg_gateway")
-
-
-def _account(gateway: RunningGateway, account_id: str) -> dict:
-    response = httpx.get(f"{gateway.base_url}/admin/accounts/{account_id}",
-                         headers={"Authorization": f"Bearer {gateway.admin_key}"}, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def _client(gateway: RunningGateway, key: str) -> openai.OpenAI:
@@ -41,7 +31,7 @@ def test_non_streaming_settles_the_provider_usage(gateway: RunningGateway, stand
                                                                           max_tokens=5)
     # The stand-in reports 9 prompt and 7 completion tokens; the policy prices them at 1 and 2 micro-USD.
     assert raw.headers[REMAINING] == str(1_000_000 - 23)
-    state = _account(gateway, account)
+    state = account_state(gateway, account)
     assert (state["balance_micro_usd"], state["reserved_micro_usd"]) == (1_000_000 - 23, 0)
     kinds = [entry["kind"] for entry in state["recent_ledger"]]
     assert kinds == ["release", "settle", "reserve", "topup"]
@@ -64,7 +54,7 @@ def test_streaming_settles_when_the_stream_ends(gateway: RunningGateway, standin
     (upstream,) = standin.recorder.all()
     assert upstream["body"]["max_tokens"] == 1000  # the policy cap, filled in for the client
     assert upstream["body"]["stream_options"] == {"include_usage": True}
-    state = _account(gateway, account)
+    state = account_state(gateway, account)
     # Stream usage from the stand-in: 9 prompt tokens, 5 completion tokens → 9 + 10.
     assert (state["balance_micro_usd"], state["reserved_micro_usd"]) == (1_000_000 - 19, 0)
 
@@ -78,7 +68,7 @@ def test_not_enough_credit_is_402_and_upstream_is_never_called(any_gateway: Runn
     assert caught.value.status_code == 402
     assert caught.value.body["code"] == "budget_exhausted"
     assert standin.recorder.all() == []
-    state = _account(any_gateway, account)
+    state = account_state(any_gateway, account)
     assert (state["balance_micro_usd"], state["reserved_micro_usd"]) == (50, 0)
     assert [e["kind"] for e in state["recent_ledger"]] == ["topup"]
 
@@ -88,7 +78,7 @@ def test_upstream_failure_releases_the_reservation(any_gateway: RunningGateway) 
     key, _ = any_gateway.keys.customer(account_id=account)
     with pytest.raises(openai.APIStatusError):
         _client(any_gateway, key).chat.completions.create(model="failing-model", messages=HI, max_tokens=5)
-    state = _account(any_gateway, account)
+    state = account_state(any_gateway, account)
     assert (state["balance_micro_usd"], state["reserved_micro_usd"]) == (100_000, 0)
     assert [e["kind"] for e in state["recent_ledger"]] == ["release", "reserve", "topup"]
 
@@ -106,7 +96,7 @@ def test_key_spend_cap(gateway: RunningGateway) -> None:
             assert exc.body["code"] == "budget_exhausted"
             statuses.append(exc.status_code)
     assert statuses[0] == 200 and statuses[-1] == 402
-    spent = 1_000_000 - _account(gateway, account)["balance_micro_usd"]
+    spent = 1_000_000 - account_state(gateway, account)["balance_micro_usd"]
     assert spent == 23 * statuses.count(200) <= 150
 
 
@@ -145,10 +135,3 @@ def test_admin_accounts_api(gateway: RunningGateway) -> None:
     assert customer.status_code == 401
 
 
-def wait_until_settled(gateway: RunningGateway, account_id: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = _account(gateway, account_id)
-        if state["reserved_micro_usd"] == 0 or time.monotonic() > deadline:
-            return state
-        time.sleep(0.2)

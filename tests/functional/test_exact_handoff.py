@@ -14,10 +14,8 @@ import openai
 import pytest
 
 from tests.conftest import RunningGateway
-from tests.functional.test_credits import _account, wait_until_settled
-from tests.support import StandIn
+from tests.support import HI, StandIn, account_state, wait_until_settled
 
-HI = [{"role": "user", "content": "Hi"}]
 CHAT = '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
 FORM = "application/x-www-form-urlencoded"
 SMUGGLING_BODY = ('{"model":"text-model","prompt":"x&model=other-chat-model&prompt=hi&n=4&api_key=sk-attacker'
@@ -50,7 +48,7 @@ def test_a_body_not_declared_as_json_is_refused_before_any_reservation(
     assert response.status_code == 415, response.text
     assert response.json()["error"]["code"] == "unsupported_media_type"
     assert standin.recorder.all() == []
-    assert [e["kind"] for e in _account(gateway, account)["recent_ledger"]] == ["topup"]
+    assert [e["kind"] for e in account_state(gateway, account)["recent_ledger"]] == ["topup"]
 
 
 def test_json_is_what_litellm_gets_whatever_the_client_declared(gateway: RunningGateway, standin: StandIn) -> None:
@@ -134,7 +132,7 @@ def test_the_bound_reserved_is_the_bound_the_provider_gets(gateway: RunningGatew
     assert response.status_code == 200, response.text
     (upstream,) = standin.recorder.all()
     assert (upstream["body"]["max_tokens"], upstream["body"]["max_completion_tokens"]) == (7, 1)
-    reserve = next(e for e in _account(gateway, account)["recent_ledger"] if e["kind"] == "reserve")
+    reserve = next(e for e in account_state(gateway, account)["recent_ledger"] if e["kind"] == "reserve")
     # The reservation covered 7 output tokens at 2 micro-USD each on top of the prompt bound (not 1).
     body_bytes = len(json.dumps({"model": "chat-model", "messages": HI, "max_completion_tokens": 1, "max_tokens": 7}))
     assert reserve["amount_micro_usd"] == body_bytes + 16 + 8 + 7 * 2

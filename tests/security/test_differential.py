@@ -21,8 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import RunningGateway
-from tests.security.test_fuzz import BODIES, FUZZ_SETTINGS, SCALE
-from tests.support import Stack, StandIn
+from tests.support import BODIES, FUZZ_SETTINGS, SCALE, Stack, StandIn
 
 ROUTES = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions",
           "/v1/embeddings": "/embeddings"}

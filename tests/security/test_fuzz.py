@@ -9,25 +9,21 @@ threat-model: TM-E1, TM-D1, TM-I1
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import httpx
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.admin.api import build_admin_app
 from gateway.openapi import gateway_openapi
 from gateway.pipeline.fields import ALLOWED_TOP
 from tests.conftest import RunningGateway
-from tests.support import Stack, StandIn, any_listed
+from tests.support import BODIES, FUZZ_SETTINGS, SCALE, Stack, StandIn, any_listed
 
-SCALE = int(os.environ.get("GATEWAY_FUZZ_SCALE", "1"))
 SCHEMA_EXAMPLES = 130 * SCALE  # per operation; 12 operations
 HOSTILE_EXAMPLES = 500 * SCALE  # per route; 3 routes
-FUZZ_SETTINGS: dict[str, Any] = {"deadline": None, "database": None, "derandomize": True,
-                                 "suppress_health_check": list(HealthCheck)}
 
 
 def _openapi() -> dict[str, Any]:
@@ -65,43 +61,6 @@ def test_schemathesis_over_the_openapi(gateway: RunningGateway, stack: Stack) ->
     assert len(counter) >= 1000, len(counter)
 
 
-HOSTILE_KEYS = st.sampled_from(sorted(
-    {"api_base", "base_url", "api_key", "user_config", "extra_headers", "headers", "extra_body", "metadata",
-     "litellm_metadata", "litellm_params", "mock_response", "provider_specific_header", "aws_access_key_id",
-     "vertex_credentials", "custom_llm_provider", "fallbacks", "timeout", "callbacks", "model", "messages", "input",
-     "prompt", "stream", "stream_options", "max_tokens", "n", "user", "tools", "tool_choice", "response_format",
-     "temperature", "stop", "logit_bias", "__proto__", "constructor", "Model", "MODEL", "model\u0000", "modеl"}))
-JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-                        st.floats(allow_nan=False), st.text(max_size=40),
-                        st.sampled_from(["chat-model", "embed-model", "text-model", "http://attacker.invalid",
-                                         '{"api_base": "http://attacker.invalid"}', "os.environ/LITELLM_MASTER_KEY"]))
-JSON = st.recursive(JSON_LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                          st.dictionaries(HOSTILE_KEYS | st.text(max_size=10), inner,
-                                                                          max_size=4)), max_leaves=20)
-# Hostile cases an attack review found (each also has a regression test in tests/functional/test_exact_handoff.py).
-# json.dumps writes the non-finite floats as NaN and Infinity, which the gateway must refuse with a 400.
-HI = [{"role": "user", "content": "Hi"}]
-FOUND = st.sampled_from([
-    {"model": "chat-model", "messages": HI, "seed": float("inf")},
-    {"model": "chat-model", "messages": HI, "seed": float("-inf")},
-    {"model": "chat-model", "messages": HI, "logit_bias": {"50256": float("nan")}},
-    {"model": "chat-model", "messages": HI, "max_completion_tokens": 1, "max_tokens": 1_000_000_000},
-    {"model": "chat-model", "messages": HI, "max_tokens": -5},
-    {"model": "chat-model", "messages": HI, "max_tokens": "lots"},
-    {"model": "chat-model", "messages": HI, "function_call": {"name": "f", "api_base": "http://attacker.invalid"}},
-    {"model": "chat-model", "messages": HI, "reasoning_effort": {"api_key": "x"}},
-    {"model": "text-model", "prompt": {"text": "hi"}},
-    {"model": "text-model", "prompt": "x&model=chat-model&n=4&api_key=sk-attacker&z="},
-    {"model": "embed-model", "input": {"api_base": "http://attacker.invalid"}},
-])
-BODIES = st.one_of(
-    FOUND,
-    st.dictionaries(HOSTILE_KEYS, JSON, max_size=8),
-    st.fixed_dictionaries({"model": st.sampled_from(["chat-model", "text-model", "embed-model"]),
-                           "messages": st.just([{"role": "user", "content": "Hi"}]), "prompt": st.just("x"),
-                           "input": st.just("x"), "max_tokens": st.just(3)},
-                          optional={"extra": st.dictionaries(HOSTILE_KEYS, JSON, max_size=3)}),
-)
 HEADER_NAMES = st.sampled_from(["x-litellm-api-key", "api-key", "x-api-key", "x-goog-api-key", "host",
                                 "Ocp-Apim-Subscription-Key", "x-litellm-tags", "x-http-method-override",
                                 "x-forwarded-host", "x-forwarded-for", "content-type", "transfer-encoding"])
