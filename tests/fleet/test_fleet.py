@@ -23,6 +23,8 @@ from gateway.store.engine import open_store
 from tests.conftest import RunningGateway, _start_gateway
 from tests.support import Stack, port_open
 
+pytestmark = pytest.mark.fleet
+
 HI = [{"role": "user", "content": "Hi"}]
 
 
