@@ -29,10 +29,10 @@ from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
 from gateway.keys.store import SqlKeyStore
 from gateway.metrics import RESERVATIONS_OPEN
+from gateway.pipeline.asgi import ASGIApp
 from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.customer import CustomerPipeline
 from gateway.pipeline.guardrails import Guardrails
-from gateway.pipeline.asgi import ASGIApp
 from gateway.pipeline.handoff import LiteLLM
 from gateway.pipeline.own_routes import ModelList, SelfRevocation
 from gateway.pipeline.ratelimit import RateLimitStep

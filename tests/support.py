@@ -317,7 +317,8 @@ HOSTILE_KEYS = st.sampled_from(sorted(
      "litellm_metadata", "litellm_params", "mock_response", "provider_specific_header", "aws_access_key_id",
      "vertex_credentials", "custom_llm_provider", "fallbacks", "timeout", "callbacks", "model", "messages", "input",
      "prompt", "stream", "stream_options", "max_tokens", "n", "user", "tools", "tool_choice", "response_format",
-     "temperature", "stop", "logit_bias", "__proto__", "constructor", "Model", "MODEL", "model\u0000", "modеl"}))
+     "temperature", "stop", "logit_bias", "__proto__", "constructor", "Model", "MODEL", "model\u0000",
+     "modеl"}))  # noqa: RUF001 - a Cyrillic letter on purpose
 JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
                         st.floats(allow_nan=False), st.text(max_size=40),
                         st.sampled_from(["chat-model", "embed-model", "text-model", "http://attacker.invalid",

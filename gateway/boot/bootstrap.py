@@ -86,7 +86,8 @@ def write_private_file(path: Path, content: str) -> None:
 def operator_client(settings: Settings, token: Secret) -> hvac.Client:
     # The operator token and the secret_ids it issues must not travel through a proxy either.
     check_transport_environment()
-    client = hvac.Client(url=settings.vault_addr, token=token.reveal(), timeout=settings.vault_timeout_seconds)
+    client = hvac.Client(url=settings.vault_addr, token=token.reveal(),
+                         timeout=settings.vault_timeout_seconds)  # type: ignore[arg-type]  # requests takes a float
     try:
         ok = client.is_authenticated()
     except requests.exceptions.RequestException:
@@ -112,10 +113,10 @@ def bootstrap(
 ) -> tuple[Path, Path]:
     """Apply policy and role, write core and provider secrets, write role_id/secret_id files. Returns their paths."""
     try:
-        mounts = client.sys.list_mounted_secrets_engines()
+        mounts = client.sys.list_mounted_secrets_engines()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
         if f"{settings.vault_mount}/" not in mounts.get("data", mounts):
             client.sys.enable_secrets_engine("kv", path=settings.vault_mount, options={"version": "2"})
-        auth_methods = client.sys.list_auth_methods()
+        auth_methods = client.sys.list_auth_methods()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
         if f"{settings.vault_approle_mount}/" not in auth_methods.get("data", auth_methods):
             client.sys.enable_auth_method("approle", path=settings.vault_approle_mount)
         client.sys.create_or_update_policy(name=POLICY_NAME, policy=render_policy(settings))
@@ -149,12 +150,10 @@ def bootstrap(
         if provider_keys:
             providers_path = f"{settings.vault_path}/providers"
             current: dict[str, str] = {}
-            try:
+            with contextlib.suppress(hvac.exceptions.InvalidPath):  # none written yet
                 current = client.secrets.kv.v2.read_secret_version(
                     path=providers_path, mount_point=settings.vault_mount, raise_on_deleted_version=True
                 )["data"]["data"]
-            except hvac.exceptions.InvalidPath:
-                pass
             current.update({name: key.reveal() for name, key in provider_keys.items()})
             client.secrets.kv.v2.create_or_update_secret(
                 path=providers_path, mount_point=settings.vault_mount, secret=current

@@ -19,8 +19,8 @@ from gateway import logs
 from gateway.boot import litellm_mount, vault
 from gateway.boot.errors import BootError
 from gateway.boot.settings import Settings, load_settings, read_credential_file, redacted_url
-from gateway.compose import build_rate_limiter as compose_rate_limiter
 from gateway.compose import Gateway, compose
+from gateway.compose import build_rate_limiter as compose_rate_limiter
 from gateway.pipeline.handoff import LiteLLM
 from gateway.policy import Policy, PolicyError, load_policy
 from gateway.ratelimit.limiter import RateLimiter

@@ -69,7 +69,8 @@ def login(settings: Settings) -> hvac.Client:
     if settings.vault_auth == "approle":
         role_id = read_credential_file(settings.vault_role_id_file, "GATEWAY_VAULT_ROLE_ID_FILE")
         secret_id = read_credential_file(settings.vault_secret_id_file, "GATEWAY_VAULT_SECRET_ID_FILE")
-        client = hvac.Client(url=settings.vault_addr, timeout=settings.vault_timeout_seconds)
+        # hvac's stubs type the timeout as int; hvac hands it to requests, which takes seconds as a float.
+        client = hvac.Client(url=settings.vault_addr, timeout=settings.vault_timeout_seconds)  # type: ignore[arg-type]
         try:
             client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=settings.vault_approle_mount)
         except hvac.exceptions.InvalidRequest:
@@ -85,7 +86,8 @@ def login(settings: Settings) -> hvac.Client:
         # A successful login is proof enough; a lookup-self here would spend one of the token's few uses.
         return client
     token = read_credential_file(settings.vault_token_file, "GATEWAY_VAULT_TOKEN_FILE")
-    client = hvac.Client(url=settings.vault_addr, token=token, timeout=settings.vault_timeout_seconds)
+    client = hvac.Client(url=settings.vault_addr, token=token,
+                         timeout=settings.vault_timeout_seconds)  # type: ignore[arg-type]  # a float, as above
     del token
     try:
         authenticated = client.is_authenticated()
@@ -254,5 +256,5 @@ def revoke_own_token(client: hvac.Client) -> None:
     except (requests.exceptions.RequestException, hvac.exceptions.VaultError):
         raise BootError("vault revoke", "could not revoke the boot token") from None
     finally:
-        client.token = None
+        client.token = None  # type: ignore[assignment]  # hvac's stubs say str; None is how a client drops its token
         client.adapter.close()

@@ -67,7 +67,7 @@ class InlineSweepMemoryStorage(MemoryStorage):
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self.SWEEP_INTERVAL
-            self._MemoryStorage__expire_events()
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]  # the library's private name
 
 
 class RateLimiter:

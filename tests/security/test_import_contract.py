@@ -36,7 +36,7 @@ def test_hazmat_imports_live_in_boot_only() -> None:
         for name in _imports(path):
             hazmat = name == "hvac" or name.startswith(("hvac.", "litellm.proxy.proxy_server"))
             any_litellm = name == "litellm" or name.startswith("litellm.")
-            if hazmat and not in_boot or any_litellm and not in_boot and relative != "gateway/pipeline/bridge.py":
+            if (hazmat and not in_boot) or (any_litellm and not in_boot and relative != "gateway/pipeline/bridge.py"):
                 offenders.append((relative, name))
     assert offenders == []
 

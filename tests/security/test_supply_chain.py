@@ -20,8 +20,8 @@ LOCKS = [REPO / "requirements/runtime.txt", REPO / "requirements/dev.txt"]
 def _requirements(path: Path) -> dict[str, tuple[str, list[str]]]:
     text = path.read_text().replace("\\\n", " ")
     found: dict[str, tuple[str, list[str]]] = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         spec, *rest = line.split()

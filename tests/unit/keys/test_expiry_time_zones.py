@@ -35,7 +35,7 @@ def _issue(service: KeyService, expires_at: datetime) -> tuple[str, str]:
     return plaintext, record.id
 
 
-@pytest.mark.parametrize("offset", EXTREME_OFFSETS, ids=lambda o: str(o))
+@pytest.mark.parametrize("offset", EXTREME_OFFSETS, ids=str)
 def test_the_stored_instant_is_the_given_instant(service: KeyService, offset: timedelta) -> None:
     expires_at = (datetime.now(UTC) + timedelta(minutes=1)).astimezone(timezone(offset))
     plaintext, key_id = _issue(service, expires_at)

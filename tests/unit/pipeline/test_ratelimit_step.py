@@ -10,9 +10,9 @@ from limits.storage import MemoryStorage
 
 from gateway.pipeline.errors import Denial
 from gateway.pipeline.ratelimit import RateLimitStep
+from gateway.principal import Principal
 from gateway.ratelimit import limiter as ratelimit
 from gateway.ratelimit.limiter import InlineSweepMemoryStorage, RateLimiter
-from gateway.principal import Principal
 
 
 def _principal(key_id: str = "key_rl", rpm: int | None = None, tpm: int | None = None) -> Principal:
