@@ -178,7 +178,7 @@ def openapi() -> None:
     from gateway.admin.api import build_admin_app
     from gateway.openapi import gateway_openapi
 
-    admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type]  # schema only, never served
+    admin = build_admin_app(None, None, frozenset(), audit=None)  # type: ignore[arg-type]  # schema only, never served
     typer.echo(json.dumps(gateway_openapi(admin.openapi()), indent=2))
 
 

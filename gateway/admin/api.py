@@ -107,8 +107,8 @@ def _known_account_id(account_id: str) -> str:
     return account_id
 
 
-def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozenset[str],
-                    rotation_grace_seconds: int = 60, audit: AuditLog | None = None) -> FastAPI:
+def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozenset[str], *, audit: AuditLog,
+                    rotation_grace_seconds: int = 60) -> FastAPI:
     # redirect_slashes=False: no 307 to a Location built from the client's Host header; unknown paths are 404.
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="gateway admin", redirect_slashes=False)
 
@@ -124,21 +124,19 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
                     reason: str | None = None) -> None:
         # Written right after the change. If the audit write fails the request answers 500 and the error is logged:
         # the change itself has happened, and the operator learns that its record is missing.
-        if audit is not None:
-            audit.record(event, actor=who.key_id, subject=subject, reason=reason, request_id=_request_id(request))
+        audit.record(event, actor=who.key_id, subject=subject, reason=reason, request_id=_request_id(request))
 
     def auditable(who: Annotated[Principal, Depends(admin)], request: Request) -> Principal:
         # A change is made only if its audit entry can be written: a missing head row (the audit blackout) or an
         # unreachable store refuses the change before it happens (threat-model TM-R1). What remains: the store failing
         # between the change and its entry, which answers 500 and logs it.
-        if audit is not None:
-            try:
-                audit.head()
-            except Exception:  # noqa: BLE001 - whatever stops the audit write stops the change
-                log.critical("audit log cannot be written; admin change refused",
-                             extra={"request_id": _request_id(request), "by": who.key_id})
-                raise Denial(503, "audit_unavailable", "The audit log cannot be written; nothing was changed.",
-                             error_type="server_error") from None
+        try:
+            audit.head()
+        except Exception:  # noqa: BLE001 - whatever stops the audit write stops the change
+            log.critical("audit log cannot be written; admin change refused",
+                         extra={"request_id": _request_id(request), "by": who.key_id})
+            raise Denial(503, "audit_unavailable", "The audit log cannot be written; nothing was changed.",
+                         error_type="server_error") from None
         return who
 
     Admin = Annotated[Principal, Depends(admin)]
@@ -262,8 +260,6 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         actor: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL)] = None,
         subject: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL)] = None,
     ) -> dict[str, object]:
-        if audit is None:
-            raise Denial(404, "not_found", "Not found.")
         items = audit.list(limit=limit, before_seq=before_seq, event=event, actor=actor, subject=subject)
         next_before = items[-1]["seq"] if len(items) == limit else None
         return {"object": "list", "data": items, "next_before_seq": next_before}

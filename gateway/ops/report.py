@@ -30,7 +30,7 @@ def _routes() -> list[tuple[str, str, str]]:
               ((Endpoint.HEALTH, Endpoint.READY), "no key; probe answering only ok/ready/not_ready")]
     rows = [(method, path, access) for endpoints, access in groups
             for method, path in sorted((r.method, r.path) for r in ROUTES if r.endpoint in endpoints)]
-    admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type]  # routes only, never served
+    admin = build_admin_app(None, None, frozenset(), audit=None)  # type: ignore[arg-type]  # routes only, never served
     for route in admin.routes:
         for method in sorted(getattr(route, "methods", None) or []):
             rows.append((method, route.path, "admin key"))  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.admin.api import build_admin_app
+from gateway.audit.log import AuditLog
 from gateway.credits.ledger import SqlLedger
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
@@ -89,7 +90,7 @@ def test_the_admin_api_tells_time_by_the_key_services_clock(store_url: str) -> N
     keys = KeyService(SqlKeyStore(engine), KeyHasher(b"k" * 32), clock=clock)
     ledger = SqlLedger(engine)
     admin_key, _ = keys.issue(KeyKind.ADMIN, name="ops")
-    admin = TestClient(build_admin_app(keys, ledger, frozenset({"chat-model"})),
+    admin = TestClient(build_admin_app(keys, ledger, frozenset({"chat-model"}), audit=AuditLog(engine, b"a" * 32)),
                        headers={"Authorization": f"Bearer {admin_key}"})
     payload = {"name": "short", "models": ["chat-model"], "account_id": ledger.create_account("in-process").id,
                "expires_at": (clock.now() + timedelta(seconds=2)).isoformat()}

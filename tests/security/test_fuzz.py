@@ -27,7 +27,7 @@ HOSTILE_EXAMPLES = 500 * SCALE  # per route; 3 routes
 
 
 def _openapi() -> dict[str, Any]:
-    admin = build_admin_app(None, None, frozenset())  # type: ignore[arg-type]  # schema only, never served
+    admin = build_admin_app(None, None, frozenset(), audit=None)  # type: ignore[arg-type]  # schema only, never served
     return gateway_openapi(admin.openapi())
 
 
