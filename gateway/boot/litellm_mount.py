@@ -31,7 +31,7 @@ from gateway.boot.secret import Secret
 from gateway.credits.pricing import Price, per_million_from_usd_per_million, per_million_from_usd_per_token
 from gateway.pipeline.approval import Deployment, credential_digest
 from gateway.pipeline.fields import ALLOWED_TOP
-from gateway.policy import Policy
+from gateway.policy import ModelMode, Policy
 
 SENTINEL_CONFIG_PATH = "/proc/self/gateway-in-memory-config.yaml"
 BRIDGE = "gateway.pipeline.bridge.custom_auth"
@@ -218,7 +218,7 @@ def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[
     return deployments
 
 
-def forwarded_fields(mode: str, upstream_model: str) -> frozenset[str]:
+def forwarded_fields(mode: ModelMode, upstream_model: str) -> frozenset[str]:
     """The request fields LiteLLM sends on to this upstream model. LiteLLM drops some OpenAI fields without an error
     after its last hook, depending on the model name (``user`` outside OpenAI's own model catalogue,
     ``reasoning_effort`` for models it thinks do not reason, ``dimensions`` before text-embedding-3); the pre-flight

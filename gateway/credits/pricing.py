@@ -21,6 +21,8 @@ import dataclasses
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from gateway.policy import ModelMode
+
 MESSAGE_OVERHEAD_TOKENS = 8
 TOOL_OVERHEAD_TOKENS = 16
 REQUEST_OVERHEAD_TOKENS = 16
@@ -64,7 +66,7 @@ class Estimate:
     tokens: int  # prompt bound + output bound, for tokens-per-minute limits
 
 
-def estimate(mode: str, body: dict[str, Any], raw_length: int, price: Price, output_bound: int | None,
+def estimate(mode: ModelMode, body: dict[str, Any], raw_length: int, price: Price, output_bound: int | None,
              choices: int) -> Estimate:
     """The worst-case cost of a shaped request: ``raw_length`` is the client's body size in bytes, ``output_bound``
     the output tokens per choice (None for embeddings)."""

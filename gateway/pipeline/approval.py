@@ -26,6 +26,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.policy import ModelMode
+
 # The LiteLLM entry point (``@client``-wrapped function) each route's call must go through.
 CALL_TYPES = {"chat": "acompletion", "completion": "atext_completion", "embedding": "aembedding"}
 
@@ -143,7 +145,7 @@ class Approval:
     request_id: str
     key_id: str
     model: str  # the policy model name
-    mode: str  # chat, completion or embedding
+    mode: ModelMode
     body: Mapping[str, Any]  # the canonical body handed to LiteLLM (after shaping)
     output_bound: int | None  # max tokens per choice; None for embeddings
     choices: int

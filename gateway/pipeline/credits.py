@@ -27,7 +27,7 @@ from gateway.credits.ledger import InsufficientCredit, KeyCap, Ledger, LedgerUna
 from gateway.credits.pricing import Estimate, Price, estimate
 from gateway.pipeline.errors import Denial, service_unavailable
 from gateway.pipeline.shaping import Shaped
-from gateway.policy import Policy
+from gateway.policy import ModelMode, Policy
 from gateway.principal import Principal
 
 log = logging.getLogger("gateway.credits")
@@ -54,7 +54,7 @@ class Meter:
     """Watches one response from LiteLLM and closes the request's reservation exactly once."""
 
     def __init__(self, ledger: Ledger, request_id: str, key_id: str, price: Price, amount: int, available: int,
-                 mode: str, threads: LedgerThreads) -> None:
+                 mode: ModelMode, threads: LedgerThreads) -> None:
         self._ledger = ledger
         self._threads = threads
         self.request_id = request_id

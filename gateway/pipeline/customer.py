@@ -27,14 +27,15 @@ from gateway.pipeline.guardrails import Guardrails
 from gateway.pipeline.handoff import LiteLLM, hand_off
 from gateway.pipeline.ratelimit import RateLimitStep
 from gateway.pipeline.shaping import shape
-from gateway.policy import Policy
+from gateway.policy import ModelMode, Policy
 
 log = logging.getLogger("gateway.pipeline")
 
 
 # Bodies up to this size are scanned on the event loop (well under a millisecond); larger ones on a worker thread.
 GUARDRAILS_INLINE_BYTES = 64 * 1024
-ROUTE_MODES = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/embeddings": "embedding"}
+ROUTE_MODES: dict[str, ModelMode] = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
+                                     "/v1/embeddings": "embedding"}
 
 
 class CustomerPipeline:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.pipeline.errors import Denial
+from gateway.policy import ModelMode
 
 COMMON = {"model", "user", "stream", "stream_options", "n", "max_tokens", "temperature", "top_p", "stop", "seed",
           "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}
@@ -209,7 +210,7 @@ def _tools(body: dict[str, Any]) -> None:
             _only(response_format["json_schema"], JSON_SCHEMA_FIELDS, "response_format.json_schema")
 
 
-def check_fields(mode: str, body: dict[str, Any], *, max_depth: int, max_messages: int) -> None:
+def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_messages: int) -> None:
     """Raise :class:`Denial` unless every field of ``body`` is one the OpenAI API defines for this route."""
     if depth(body) > max_depth:
         raise Denial(400, "too_deeply_nested", f"JSON nesting deeper than {max_depth} levels.")

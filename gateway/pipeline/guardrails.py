@@ -34,6 +34,7 @@ import re2
 from gateway.keys import format as key_format
 from gateway.keys.format import KeyKind
 from gateway.pipeline.errors import Denial
+from gateway.policy import ModelMode
 
 log = logging.getLogger("gateway.guardrails")
 
@@ -67,7 +68,7 @@ SECRET_PATTERNS: list[tuple[str, CompiledPattern]] = [(kind, re2.compile(source,
 OWN_KEY = re2.compile(r"\blgw_(?:ck|ak)_[0-9A-Za-z]{49}\b", _QUIET)
 
 
-def _texts(mode: str, body: dict[str, Any]) -> Iterator[str]:
+def _texts(mode: ModelMode, body: dict[str, Any]) -> Iterator[str]:
     if mode == "chat":
         for message in body.get("messages") or []:
             content = message.get("content")
@@ -120,7 +121,7 @@ class Guardrails:
         self._secret_scan = secret_scan
         self._deny = deny_patterns
 
-    def check(self, mode: str, body: dict[str, Any], key_id: str, request_id: str) -> None:
+    def check(self, mode: ModelMode, body: dict[str, Any], key_id: str, request_id: str) -> None:
         for text in _texts(mode, body):
             data = _utf8(text)
             if self._secret_scan:

@@ -17,6 +17,7 @@ import dataclasses
 from typing import Any
 
 from gateway.pipeline.errors import Denial
+from gateway.policy import ModelMode
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ def _check_content(messages: list[Any]) -> None:
                                  "Only text content is accepted (other content cannot be priced in advance).")
 
 
-def shape(mode: str, body: dict[str, Any], max_output_tokens: int, max_n: int) -> Shaped:
+def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: int) -> Shaped:
     """The body to forward and its bounds. Raises :class:`Denial` for what cannot be bounded."""
     forwarded = dict(body)
     if mode == "embedding":
