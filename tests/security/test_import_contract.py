@@ -63,27 +63,26 @@ def test_import_linter_contract_is_kept() -> None:
     assert "3 kept, 0 broken" in result.stdout
 
 
-def test_import_linter_contract_catches_a_violation(tmp_path: Path) -> None:
+def _lint_with(tmp_path: Path, module: str, injected: str) -> subprocess.CompletedProcess[str]:
+    """lint-imports over a copy of the package with one import line appended to ``module`` (a path in gateway/)."""
     shutil.copytree(PACKAGE, tmp_path / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    store = tmp_path / "gateway/keys/store.py"
-    store.write_text(store.read_text() + "\nimport hvac  # injected by the test\n")
+    target = tmp_path / "gateway" / module
+    target.write_text(target.read_text() + f"\n{injected}  # injected by the test\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run([str(BIN / "lint-imports")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            check=False)
+    return subprocess.run([str(BIN / "lint-imports")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False)
+
+
+def test_import_linter_contract_catches_a_violation(tmp_path: Path) -> None:
+    result = _lint_with(tmp_path, "keys/store.py", "import hvac")
     assert result.returncode != 0
     assert "gateway.keys.store -> hvac" in result.stdout
 
 
 def test_layers_contract_catches_a_domain_module_speaking_http(tmp_path: Path) -> None:
     # Domain code raising the pipeline's HTTP errors was the drift the layers contract was added for.
-    shutil.copytree(PACKAGE, tmp_path / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    pricing = tmp_path / "gateway/credits/pricing.py"
-    pricing.write_text(pricing.read_text() + "\nfrom gateway.pipeline.errors import Denial  # injected by the test\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run([str(BIN / "lint-imports")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            check=False)
+    result = _lint_with(tmp_path, "credits/pricing.py", "from gateway.pipeline.errors import Denial")
     assert result.returncode != 0
     assert "gateway.credits.pricing -> gateway.pipeline.errors" in result.stdout
 
