@@ -4,15 +4,18 @@ No ``from __future__ import annotations`` here: FastAPI resolves the ``Annotated
 """
 
 
+import difflib
 import json
 import logging
 import re
+import typing
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,11 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.audit.log import AuditLog
 from gateway.clock import is_naive
 from gateway.credits.ledger import (
+    ACCOUNT_ID,
     MAX_BALANCE_MICRO_USD,
     BalanceLimit,
     SpendCapPeriod,
     SqlLedger,
     UnknownAccount,
+    account_page,
 )
 from gateway.keys.format import KeyKind
 from gateway.keys.service import AlreadyRotated, HoneytokenNotRotatable, KeyService
@@ -37,25 +42,31 @@ from gateway.principal import Principal
 
 log = logging.getLogger("gateway.admin")
 
-# Ids as the store issues them. Anything else is answered 404 before the store is asked: a NUL, for one, made
-# Postgres raise (a 500), and no other byte has a reason to reach a query.
+# Ids as the store issues them (account ids: the ledger's ACCOUNT_ID). Anything else is answered 404 before the store
+# is asked: a NUL, for one, made Postgres raise (a 500), and no other byte has a reason to reach a query.
 KEY_ID = re.compile(r"key_[0-9a-f]{24}")
-ACCOUNT_ID = re.compile(r"acct_[0-9a-f]{24}")
 # Free text (names, reasons, audit filters): no control characters, NUL included (Postgres refuses NUL in text).
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
-Text = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]
+MAX_TEXT = 200
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=NO_CONTROL)]
+MAX_MODELS = 200
+MAX_RPM = 1_000_000
+MAX_TPM = 1_000_000_000
+MAX_GRACE_SECONDS = 7 * 86_400
+MAX_PAGE = 1000  # items per page of a list
+MAX_AUDIT_SEQ = 2**62
 
 
 class CreateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Text
-    models: list[Text] = Field(min_length=1, max_length=200)
+    models: list[Text] = Field(min_length=1, max_length=MAX_MODELS)
     account_id: str = Field(pattern=f"^{ACCOUNT_ID.pattern}$")
     expires_at: datetime | None = None
-    spend_cap_micro_usd: int | None = Field(default=None, ge=0, le=10**15, strict=True)
+    spend_cap_micro_usd: int | None = Field(default=None, ge=0, le=MAX_BALANCE_MICRO_USD, strict=True)
     spend_cap_period: SpendCapPeriod = "none"
-    rpm_limit: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
-    tpm_limit: int | None = Field(default=None, ge=1, le=1_000_000_000, strict=True)
+    rpm_limit: int | None = Field(default=None, ge=1, le=MAX_RPM, strict=True)
+    tpm_limit: int | None = Field(default=None, ge=1, le=MAX_TPM, strict=True)
 
     @field_validator("expires_at")
     @classmethod
@@ -67,7 +78,7 @@ class CreateKey(BaseModel):
 
 class RotateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    grace_seconds: int | None = Field(default=None, ge=0, le=7 * 86_400, strict=True)
+    grace_seconds: int | None = Field(default=None, ge=0, le=MAX_GRACE_SECONDS, strict=True)
 
 
 class CreateAccount(BaseModel):
@@ -77,8 +88,71 @@ class CreateAccount(BaseModel):
 
 class AddCredits(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount_micro_usd: int = Field(gt=0, le=10**15, strict=True)
+    amount_micro_usd: int = Field(gt=0, le=MAX_BALANCE_MICRO_USD, strict=True)
     reason: Text
+
+
+_TEXT_RULE = f"1 to {MAX_TEXT} characters without control characters"
+_ACCOUNT_ID_RULE = "an account id: acct_ followed by 24 lowercase hexadecimal digits"
+# What each body field and query parameter must be, for a 400 that teaches (every field of the models above and every
+# query parameter below has an entry; a test holds that). Worded from the same constants the models use.
+EXPECTED = {
+    "name": f"a string of {_TEXT_RULE}",
+    "reason": f"a string of {_TEXT_RULE}",
+    "models": f"a list of 1 to {MAX_MODELS} model names, each a string of {_TEXT_RULE}",
+    "account_id": _ACCOUNT_ID_RULE,
+    "expires_at": "an ISO 8601 date-time with a UTC offset, e.g. 2027-01-31T00:00:00Z",
+    "spend_cap_micro_usd": f"null or an integer from 0 to {MAX_BALANCE_MICRO_USD} (micro-USD)",
+    "spend_cap_period": "one of none, daily, monthly",
+    "rpm_limit": f"null or an integer from 1 to {MAX_RPM}",
+    "tpm_limit": f"null or an integer from 1 to {MAX_TPM}",
+    "grace_seconds": f"null or an integer from 0 to {MAX_GRACE_SECONDS} (seconds)",
+    "amount_micro_usd": f"an integer from 1 to {MAX_BALANCE_MICRO_USD} (micro-USD)",
+    "limit": f"an integer from 1 to {MAX_PAGE}",
+    "before_seq": "an integer from 1 to 2^62",
+    "after_id": _ACCOUNT_ID_RULE,
+    "event": "at most 40 characters without control characters",
+    "actor": "at most 64 characters without control characters",
+    "subject": "at most 64 characters without control characters",
+}
+# A field name is repeated in an answer only if it looks like one: it is the client's text.
+_FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
+
+
+def _body_fields(request: Request) -> tuple[str, ...]:
+    """The field names of the body model of the route that refused the request (none if it has no body model)."""
+    route = request.scope.get("route")
+    annotation = route.body_field.field_info.annotation if isinstance(route, APIRoute) and route.body_field else None
+    for model in typing.get_args(annotation) or (annotation,):  # ``RotateKey | None`` is a union
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return tuple(model.model_fields)
+    return ()
+
+
+def _validation_denial(error: dict[str, Any], known: tuple[str, ...]) -> Denial:
+    """One 400 for the first thing wrong: the field it is about (also as ``param``) and what was expected. The
+    submitted value is never repeated."""
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+    kind = error.get("type", "")
+    if kind == "json_invalid":
+        return Denial(400, "invalid_request", "The body is not valid JSON.")
+    if not loc:
+        return Denial(400, "invalid_request", "The body must be a JSON object." if kind != "missing"
+                      else "A JSON object body is required.")
+    field = loc[0]
+    if kind == "extra_forbidden":
+        listed = f"; the fields are {', '.join(known)}." if known else "."
+        if not _FIELD_NAME.fullmatch(field):
+            return Denial(400, "invalid_request", "Unknown field in the body" + listed)
+        close = difflib.get_close_matches(field, known, n=1, cutoff=0.5)
+        advice = f"; did you mean '{close[0]}'?" if close else listed
+        return Denial(400, "invalid_request", f"Unknown field '{field}'{advice}", param=field)
+    param = field + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
+    if kind == "missing":
+        return Denial(400, "invalid_request", f"'{field}' is required.", param=param)
+    expected = EXPECTED.get(field)
+    message = f"'{field}' must be {expected}." if expected else f"Invalid value for '{field}'."
+    return Denial(400, "invalid_request", message, param=param)
 
 
 def _denial_response(denial: Denial, request_id: str) -> JSONResponse:
@@ -155,10 +229,10 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Name the field, never echo the submitted value.
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        return _denial_response(Denial(400, "invalid_request", f"Invalid value for {where[:80]}."),
+        # An unknown field first: {"amount": 5} is best answered with "did you mean 'amount_micro_usd'?", not with
+        # "'amount_micro_usd' is required".
+        errors = sorted(exc.errors(), key=lambda error: error.get("type") != "extra_forbidden")
+        return _denial_response(_validation_denial(errors[0] if errors else {}, _body_fields(request)),
                                 _request_id(request))
 
     @app.exception_handler(Exception)
@@ -171,11 +245,12 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
     def create_key(payload: CreateKey, who: Auditable, request: Request) -> dict[str, object]:
         unknown = sorted(set(payload.models) - exposed_models)
         if unknown:
-            raise Denial(400, "invalid_request", "Unknown model in 'models' (not exposed by the policy).")
+            raise Denial(400, "invalid_request", "Unknown model in 'models' (not exposed by the policy).",
+                         param="models")
         if payload.expires_at is not None and payload.expires_at <= keys.clock.now():
-            raise Denial(400, "invalid_request", "'expires_at' is in the past.")
+            raise Denial(400, "invalid_request", "'expires_at' is in the past.", param="expires_at")
         if ledger.get_account(payload.account_id) is None:
-            raise Denial(400, "invalid_request", "Unknown 'account_id'.")
+            raise Denial(400, "invalid_request", "Unknown 'account_id'.", param="account_id")
         try:
             plaintext, record = keys.issue(KeyKind.CUSTOMER, name=payload.name, models=payload.models,
                                            expires_at=payload.expires_at, account_id=payload.account_id,
@@ -184,7 +259,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
                                            tpm_limit=payload.tpm_limit)
         except InvalidExpiry:
             raise Denial(400, "invalid_request", "'expires_at' must carry a UTC offset and fall between the years "
-                                                 "2001 and 8999 (UTC).") from None
+                                                 "2001 and 8999 (UTC).", param="expires_at") from None
         log.info("key created", extra={"key_id": record.id, "by": who.key_id})
         audit_event("key_created", request, who, record.id)
         return {**record.public(keys.clock.now()), "key": plaintext}
@@ -254,8 +329,8 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
     @app.get("/admin/audit")
     def list_audit(
         who: Admin,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        before_seq: Annotated[int | None, Query(ge=1, le=MAX_AUDIT_SEQ)] = None,
         event: Annotated[str | None, Query(max_length=40, pattern=NO_CONTROL)] = None,
         actor: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL)] = None,
         subject: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROL)] = None,
@@ -289,6 +364,16 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
         # control characters) stays in the ledger entry.
         audit_event("credits_added", request, who, account_id, reason=f"amount_micro_usd={payload.amount_micro_usd}")
         return account.public()
+
+    @app.get("/admin/accounts")
+    def list_accounts(
+        who: Admin,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        after_id: Annotated[str | None, Query(pattern=f"^{ACCOUNT_ID.pattern}$")] = None,
+    ) -> dict[str, object]:
+        """Accounts in id order, a page at a time: pass the answer's ``next_after_id`` as ``after_id`` for the next
+        page (null when this page is the last)."""
+        return account_page(ledger.list_accounts(limit=limit, after_id=after_id), limit)
 
     @app.get("/admin/accounts/{account_id}")
     def show_account(account_id: str, who: Admin) -> dict[str, object]:

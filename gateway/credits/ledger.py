@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, TypeGuard, get_args
@@ -35,11 +36,25 @@ log = logging.getLogger("gateway.credits")
 
 
 class InsufficientCredit(Exception):
-    """The account (or the key's cap for this period) cannot cover the reservation."""
+    """The account (or the key's cap for this period) cannot cover the reservation.
 
-    def __init__(self, scope: str) -> None:
+    ``needed`` is the reservation that was refused and ``available`` what the refusing limit had left, both in
+    micro-USD; ``period`` is the key cap's period ("none", "daily" or "monthly") when ``scope`` is "key_cap".
+    ``available`` is read after the conditional UPDATE refused, on the same connection: on SQLite in the same write
+    transaction (exact), on Postgres in a statement of its own (best effort: a concurrent request may have moved it
+    since). It is never negative, and it is the caller's own account or key only.
+    """
+
+    def __init__(self, scope: str, *, needed: int = 0, available: int = 0, period: str | None = None) -> None:
         super().__init__(scope)
         self.scope = scope  # "account" or "key_cap"
+        self.needed = needed
+        self.available = available
+        self.period = period
+
+
+# Account ids as create_account issues them; the admin API and the CLI refuse anything else before a query.
+ACCOUNT_ID = re.compile(r"acct_[0-9a-f]{24}")
 
 
 class LedgerUnavailable(Exception):
@@ -86,6 +101,13 @@ class Account:
         if with_created_at:
             view["created_at"] = self.created_at.isoformat()
         return view
+
+
+def account_page(page: list[Account], limit: int, *, with_created_at: bool = True) -> dict[str, object]:
+    """A page of :meth:`SqlLedger.list_accounts` as the admin API and the CLI show it. ``next_after_id`` is the cursor
+    for the next page: the last id of a full page, None after a short one (the last)."""
+    return {"object": "list", "data": [account.public(with_created_at=with_created_at) for account in page],
+            "next_after_id": page[-1].id if page and len(page) == limit else None}
 
 
 # How often a key's spend cap starts over: never, each UTC day, or each UTC month. A Literal rather than an enum so
@@ -160,6 +182,11 @@ _RESERVE_ACCOUNT = sa.text(
 _RESERVE_CAP = sa.text(
     "UPDATE key_spend SET reserved_micro_usd = reserved_micro_usd + :amount "
     "WHERE key_id = :key_id AND period = :period AND :cap - spent_micro_usd - reserved_micro_usd >= :amount")
+# Read only after a reservation was refused, so the refusal can say what was left (never on the granting path).
+_ACCOUNT_AVAILABLE = sa.text(
+    "SELECT balance_micro_usd - reserved_micro_usd FROM accounts WHERE id = :account_id")
+_CAP_USED = sa.text(
+    "SELECT spent_micro_usd + reserved_micro_usd FROM key_spend WHERE key_id = :key_id AND period = :period")
 _INSERT_RESERVATION = sa.text(
     "INSERT INTO reservations (request_id, account_id, key_id, period, amount_micro_usd, state, created_at) "
     "VALUES (:request_id, :account_id, :key_id, :period, :amount, 'open', :at)").bindparams(
@@ -228,6 +255,16 @@ SELECT acc.balance_micro_usd, acc.reserved_micro_usd, amt.reserved, amt.charge F
 """).bindparams(sa.bindparam("at", type_=sa.DateTime(timezone=True)))
 
 
+def _account_available(conn: sa.Connection, account_id: str) -> int:
+    """What the account has left, for a refusal's message (0 for an account that does not exist)."""
+    left = conn.execute(_ACCOUNT_AVAILABLE, {"account_id": account_id}).scalar()
+    return max(int(left or 0), 0)
+
+
+def _account(m: sa.RowMapping) -> Account:
+    return Account(m["id"], m["name"], m["balance_micro_usd"], m["reserved_micro_usd"], as_utc(m["created_at"]))
+
+
 def _entry(conn: sa.Connection, *, account_id: str, kind: str, amount: int, key_id: str | None = None,
            request_id: str | None = None, reason: str | None = None, at: datetime) -> None:
     conn.execute(_INSERT_ENTRY, {"account_id": account_id, "key_id": key_id, "request_id": request_id, "kind": kind,
@@ -253,10 +290,20 @@ class SqlLedger:
     def get_account(self, account_id: str) -> Account | None:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(accounts).where(accounts.c.id == account_id)).first()
-        if row is None:
-            return None
-        m = row._mapping
-        return Account(m["id"], m["name"], m["balance_micro_usd"], m["reserved_micro_usd"], as_utc(m["created_at"]))
+        return None if row is None else _account(row._mapping)
+
+    def list_accounts(self, *, limit: int = 100, after_id: str | None = None) -> list[Account]:
+        """Up to ``limit`` accounts in id order, starting after ``after_id`` (the last id of the previous page).
+
+        Ids are random, so the order is not creation order; it is stable, and paging by the primary key costs one
+        index range per page. An account created while an operator pages may land before the cursor and be missed.
+        """
+        query = sa.select(accounts).order_by(accounts.c.id).limit(limit)
+        if after_id is not None:
+            query = query.where(accounts.c.id > after_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [_account(row._mapping) for row in rows]
 
     def top_up(self, account_id: str, amount: int, reason: str) -> Account:
         if amount <= 0:
@@ -307,7 +354,8 @@ class SqlLedger:
             with self._engine.begin() as conn:
                 taken = conn.execute(_RESERVE_ACCOUNT, {"amount": amount, "account_id": account_id}).first()
                 if taken is None:
-                    raise InsufficientCredit("account")
+                    raise InsufficientCredit("account", needed=amount,
+                                             available=_account_available(conn, account_id))
                 if cap is not None:
                     self._take_cap(conn, key_id, period, amount, cap)
                 conn.execute(_INSERT_RESERVATION, {"request_id": request_id, "account_id": account_id,
@@ -326,11 +374,13 @@ class SqlLedger:
             with self._autocommit.connect() as conn:
                 taken = conn.execute(_PG_RESERVE, {"amount": amount, "account_id": account_id, "key_id": key_id,
                                                    "request_id": request_id, "at": at}).first()
+                # Refused: what was left, read by a second statement after the refusal (see InsufficientCredit).
+                left = _account_available(conn, account_id) if taken is None else 0
         except sa.exc.SQLAlchemyError:
             log.exception("ledger reserve failed", extra={"request_id": request_id})
             raise LedgerUnavailable() from None
         if taken is None:
-            raise InsufficientCredit("account")
+            raise InsufficientCredit("account", needed=amount, available=left)
         return int(taken.balance_micro_usd - taken.reserved_micro_usd)
 
     def _take_cap(self, conn: sa.Connection, key_id: str, period: str, amount: int, cap: KeyCap) -> None:
@@ -346,7 +396,9 @@ class SqlLedger:
         taken = conn.execute(_RESERVE_CAP, {"amount": amount, "key_id": key_id, "period": period,
                                             "cap": cap.amount_micro_usd}).rowcount
         if taken != 1:
-            raise InsufficientCredit("key_cap")
+            used = conn.execute(_CAP_USED, {"key_id": key_id, "period": period}).scalar()
+            raise InsufficientCredit("key_cap", needed=amount, period=cap.period,
+                                     available=max(cap.amount_micro_usd - int(used or 0), 0))
 
     def _close(self, request_id: str, state: str, charge: int, reason: str | None) -> int | None:
         """Close an open reservation, charging ``charge`` (capped at the reservation). Returns available credit

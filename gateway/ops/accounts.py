@@ -1,11 +1,11 @@
-"""``gateway accounts``: create, credit and show credit accounts on the store directly, audited."""
+"""``gateway accounts``: create, credit, list and show credit accounts on the store directly; changes audited."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from gateway.boot.errors import BootError
-from gateway.credits.ledger import BalanceLimit, SqlLedger, UnknownAccount
+from gateway.credits.ledger import ACCOUNT_ID, BalanceLimit, SqlLedger, UnknownAccount, account_page
 from gateway.ops.context import cli_actor, die, open_audit, open_engine, open_settings
 
 
@@ -40,3 +40,12 @@ def show_account(account_id: str) -> dict[str, Any]:
     if account is None:
         die(BootError("accounts show", f"no account with id {account_id}"))
     return {**account.public(with_created_at=False), "recent_ledger": ledger.recent_entries(account_id)}
+
+
+def list_accounts(limit: int, after_id: str | None) -> dict[str, Any]:
+    """A page of accounts in id order, shaped like ``GET /admin/accounts`` (without ``created_at``, as the other
+    account commands)."""
+    if after_id is not None and not ACCOUNT_ID.fullmatch(after_id):
+        die(BootError("accounts list", "--after-id must be an account id (acct_ and 24 hexadecimal digits)"))
+    page = SqlLedger(open_engine(open_settings())).list_accounts(limit=limit, after_id=after_id)
+    return account_page(page, limit, with_created_at=False)

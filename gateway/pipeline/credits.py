@@ -155,6 +155,26 @@ class Meter:
             return None
 
 
+# The key cap's period as the refusal names it (the cap starts over at the start of each UTC day or month).
+_CAP_PERIOD_WORDS = {"daily": "daily spend cap (today, UTC)", "monthly": "monthly spend cap (this month, UTC)",
+                     "none": "spend cap (it does not reset)"}
+
+
+def refusal_message(short: InsufficientCredit, mode: ModelMode) -> str:
+    """The 402's text: which limit refused, what the worst case needed and what that limit had left (both the
+    caller's own figures, integer micro-USD), and how to ask for less. The worst case counts every output token the
+    request may produce: max_tokens, or the model's cap when the client sets none."""
+    if short.scope == "key_cap":
+        limit = "this key's " + _CAP_PERIOD_WORDS.get(short.period or "none", "spend cap")
+    else:
+        limit = "the account"
+    hint = ("A shorter input lowers the reservation." if mode == "embedding" else
+            "A smaller max_tokens (or max_completion_tokens) lowers the reservation; without either, the model's "
+            "whole output limit is reserved.")
+    return (f"Not enough credit for this request: its worst case needs {short.needed} micro-USD and {limit} has "
+            f"{short.available} micro-USD available. {hint}")
+
+
 class CreditStep:
     def __init__(self, ledger: Ledger, prices: dict[str, Price], policy: Policy) -> None:
         self._ledger = ledger
@@ -182,7 +202,7 @@ class CreditStep:
         except InsufficientCredit as short:
             log.info("budget exhausted", extra={"request_id": request_id, "key_id": principal.key_id,
                                                 "reason": f"budget_{short.scope}"})
-            raise Denial(402, "budget_exhausted", "Not enough credit for this request.",
+            raise Denial(402, "budget_exhausted", refusal_message(short, model.mode),
                          error_type="insufficient_quota") from None
         except LedgerUnavailable:
             raise service_unavailable() from None

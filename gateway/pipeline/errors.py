@@ -25,13 +25,14 @@ from gateway.pipeline.asgi import Send, send_json
 
 class Denial(Exception):
     def __init__(self, status: int, code: str, message: str, *, error_type: str = "invalid_request_error",
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+                 headers: list[tuple[bytes, bytes]] | None = None, param: str | None = None) -> None:
         super().__init__(code)
         self.status = status
         self.code = code
         self.message = message
         self.error_type = error_type
         self.headers = headers or []
+        self.param = param  # the request field at fault, when one is (OpenAI's ``param``); never its value
 
 
 def invalid_api_key() -> Denial:
@@ -53,7 +54,7 @@ def service_unavailable() -> Denial:
 
 def error_body(denial: Denial) -> bytes:
     return json.dumps(
-        {"error": {"message": denial.message, "type": denial.error_type, "param": None, "code": denial.code}}
+        {"error": {"message": denial.message, "type": denial.error_type, "param": denial.param, "code": denial.code}}
     ).encode()
 
 

@@ -5,6 +5,8 @@ threat-model: TM-T9, TM-T10
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import openai
 import pytest
@@ -66,7 +68,14 @@ def test_not_enough_credit_is_402_and_upstream_is_never_called(any_gateway: Runn
     with pytest.raises(openai.APIStatusError) as caught:
         _client(any_gateway, key).chat.completions.create(model="chat-model", messages=HI)
     assert caught.value.status_code == 402
-    assert caught.value.body["code"] == "budget_exhausted"
+    assert caught.value.body["code"] == "budget_exhausted" and caught.value.body["type"] == "insufficient_quota"
+    # It says which limit refused, with the account's own figures, and how to need less.
+    refusal = re.fullmatch(r"Not enough credit for this request: its worst case needs (\d+) micro-USD and the account "
+                           r"has 50 micro-USD available\. A smaller max_tokens \(or max_completion_tokens\) lowers the "
+                           r"reservation; without either, the model's whole output limit is reserved\.",
+                           caught.value.body["message"])
+    assert refusal is not None, caught.value.body["message"]
+    assert int(refusal.group(1)) > 2000  # the policy's cap of 1000 output tokens at 2 micro-USD each
     assert standin.recorder.all() == []
     state = account_state(any_gateway, account)
     assert (state["balance_micro_usd"], state["reserved_micro_usd"]) == (50, 0)
@@ -87,7 +96,7 @@ def test_key_spend_cap(gateway: RunningGateway) -> None:
     account = gateway.keys.account(1_000_000)
     key, _ = gateway.keys.customer(account_id=account, spend_cap_micro_usd=150, spend_cap_period="monthly")
     client = _client(gateway, key)
-    statuses = []
+    statuses, refusals = [], []
     for _ in range(5):
         try:
             client.chat.completions.create(model="chat-model", messages=HI, max_tokens=5)
@@ -95,9 +104,12 @@ def test_key_spend_cap(gateway: RunningGateway) -> None:
         except openai.APIStatusError as exc:
             assert exc.body["code"] == "budget_exhausted"
             statuses.append(exc.status_code)
+            refusals.append(exc.body["message"])
     assert statuses[0] == 200 and statuses[-1] == 402
     spent = 1_000_000 - account_state(gateway, account)["balance_micro_usd"]
     assert spent == 23 * statuses.count(200) <= 150
+    # The refusal names the key's cap and its period, with what is left of it (not the account's million).
+    assert f"this key's monthly spend cap (this month, UTC) has {150 - spent} micro-USD available" in refusals[-1]
 
 
 def test_oversized_max_tokens_and_images_are_refused(gateway: RunningGateway, standin: StandIn) -> None:
