@@ -19,10 +19,11 @@ import contextlib
 import copy
 import hmac
 import importlib.metadata
+import io
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from gateway import LITELLM_COMPROMISED, LITELLM_PIN, logs
@@ -191,6 +192,10 @@ def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Se
             "disable_adding_master_key_hash_to_db": True,
             "allow_requests_on_db_unavailable": False,
             "store_model_in_db": False,
+            # No proxy in front of LiteLLM is trusted (X-Forwarded-For is never believed, as when unset); saying so
+            # explicitly also keeps LiteLLM from warning at every start about Admin UI sign-in limits (that UI is
+            # not reachable through the gateway).
+            "trusted_proxy_ranges": [],
         },
         "litellm_settings": {
             "telemetry": False,
@@ -336,8 +341,11 @@ async def litellm_lifespan(
     # Not a secret: where to find the config, and the per-request timeout LiteLLM's proxy passes with every call.
     os.environ["WORKER_CONFIG"] = json.dumps({"config": SENTINEL_CONFIG_PATH,
                                               "request_timeout": config["litellm_settings"]["request_timeout"]})
+    quiet_custom_auth_warning()
     try:
-        async with llm_app.router.lifespan_context(llm_app) as llm_state:
+        async with contextlib.AsyncExitStack() as entered:
+            with startup_prints_to_log():
+                llm_state = await entered.enter_async_context(llm_app.router.lifespan_context(llm_app))
             _forget(proxy_config, config)
             _verify_started(proxy_server, master_key)
             trim_per_request_work()
@@ -348,6 +356,36 @@ async def litellm_lifespan(
             yield
     finally:
         _forget(proxy_config, config)
+
+
+def quiet_custom_auth_warning() -> None:
+    """LiteLLM warns at every start that with custom_auth, budgets, model-access allowlists and per-model limits of
+    its own DB team/project records "will NOT be enforced". There are no such records (LiteLLM has no database
+    here), and the gateway enforces credits, model access and rate limits itself before LiteLLM sees a request;
+    turning on LiteLLM's common checks instead would add per-request work for nothing. Its warn-once flag is set, and
+    one line of ours says what holds."""
+    from litellm.proxy.auth import auth_utils
+
+    auth_utils._custom_auth_common_checks_warning_emitted = True
+    logging.getLogger("gateway.boot").info(
+        "LiteLLM's own budget and access checks are off (custom_auth): the gateway enforces credits, model access "
+        "and rate limits before LiteLLM sees a request")
+
+
+@contextlib.contextmanager
+def startup_prints_to_log() -> Iterator[None]:
+    """LiteLLM's startup prints to stdout (its ASCII banner, offering no switch, and the list of models): the
+    gateway's stdout is its own, so those lines go to the log at DEBUG instead (through the redaction). Only the
+    startup is covered: uvicorn does not accept connections before it ends."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            yield
+    finally:
+        log = logging.getLogger("LiteLLM Proxy.stdout")
+        for line in captured.getvalue().splitlines():
+            if line.strip():
+                log.debug("%s", line)
 
 
 def _forget(proxy_config: Any, config: dict[str, Any]) -> None:
