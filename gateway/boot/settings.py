@@ -19,6 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.boot.errors import BootError
 from gateway.policy import is_loopback_host
 
+# Relative to the working directory. ``gateway serve`` uses (and creates) it when GATEWAY_DATABASE_URL is unset; the
+# operator commands use it only if it already exists (require_database).
+DEFAULT_DATABASE_URL = "sqlite:///var/gateway.db"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
@@ -32,7 +36,7 @@ class Settings(BaseSettings):
     vault_path: str = Field(default="gateway", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
     vault_approle_mount: str = Field(default="approle", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     vault_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    database_url: str = "sqlite:///var/gateway.db"
+    database_url: str = DEFAULT_DATABASE_URL
     policy_file: Path = Path("policy/gateway.yaml")
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=1, le=65535)
@@ -119,6 +123,19 @@ def load_settings() -> Settings:
         first = exc.errors()[0]
         name = "GATEWAY_" + str(first["loc"][0]).upper() if first["loc"] else "GATEWAY_*"
         raise BootError("settings", f"{name}: {first['msg']}") from None
+
+
+def require_database(settings: Settings) -> None:
+    """For the operator commands: refuse to run on a store nobody configured. With GATEWAY_DATABASE_URL unset, the
+    default SQLite file is used only if it exists: opening it would otherwise create an empty store, and a command
+    such as ``keys list`` would quietly answer from it (``[]``) instead of from the gateway's store."""
+    if "database_url" in settings.model_fields_set:
+        return
+    default = Path(DEFAULT_DATABASE_URL.removeprefix("sqlite:///"))
+    if not default.exists():
+        raise BootError("database", f"GATEWAY_DATABASE_URL is not set and the default store {default} does not exist "
+                                    f"in {Path.cwd()}; set it to the gateway's store (for `gateway dev`: set -a; . "
+                                    "the file its --env-file wrote; set +a)")
 
 
 def read_credential_file(path: Path | None, setting: str) -> str:

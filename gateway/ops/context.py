@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from gateway.audit.log import AuditLog
 from gateway.boot import operator
 from gateway.boot.errors import BootError
-from gateway.boot.settings import Settings, load_settings
+from gateway.boot.settings import Settings, load_settings, require_database
 from gateway.boot.vault import VaultSecrets
 from gateway.store.engine import open_store
 
@@ -45,6 +45,11 @@ def open_settings() -> Settings:
 
 
 def open_engine(settings: Settings) -> sa.Engine:
+    """The configured store; never a new, empty one in the working directory when none is configured."""
+    try:
+        require_database(settings)
+    except BootError as exc:
+        die(exc)
     try:
         return open_store(settings.database_url)
     except Exception as exc:  # noqa: BLE001 - any failure opening the store becomes one boot line
