@@ -8,12 +8,16 @@ name the step, never a value or a token.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
 import hvac
+import hvac.exceptions
+import requests
 
 from gateway.boot import bootstrap, vault
+from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings, read_credential_file
 
@@ -56,14 +60,69 @@ def issue_secret_id(settings: Settings, token_file: Path, credentials_dir: Path)
     return bootstrap.issue_credentials(client, settings, credentials_dir)
 
 
+# gateway dev only, in its throwaway in-memory OpenBao (never created by `gateway secrets bootstrap`):
+# * a role for the CLI with the runtime policy whose secret_id serves any number of logins, from loopback only, for
+#   as long as the dev server lives (each command still gets its own short-lived token and revokes it);
+# * an operator token that can only issue secret_ids for the gateway's own role (`gateway secrets issue-secret-id`).
+DEV_CLI_ROLE = "gateway-dev-cli"
+DEV_OPERATOR_POLICY = "gateway-dev-operator"
+LOOPBACK_ONLY = ["127.0.0.1/32"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DevAccess:
+    """What ``gateway dev`` gets back from its Vault bootstrap: the pepper (for the demo keys) and the files holding
+    the CLI's dev login and the dev operator token."""
+
+    pepper: Secret
+    cli_role_id_file: Path
+    cli_secret_id_file: Path
+    operator_token_file: Path
+
+
 def bootstrap_dev_vault(
-    settings: Settings, root_token: Secret, *, provider_keys: Mapping[str, Secret], credentials_dir: Path
-) -> Secret:
-    """``gateway dev``: bootstrap its throwaway OpenBao with the root token, and return the pepper the bootstrap
+    settings: Settings, root_token: Secret, *, provider_keys: Mapping[str, Secret], credentials_dir: Path,
+    cli_credentials_dir: Path, operator_token_file: Path,
+) -> DevAccess:
+    """``gateway dev``: bootstrap its throwaway OpenBao with the root token (the gateway's single-use login goes to
+    ``credentials_dir``), add the dev-only CLI role and operator token, and return the pepper the bootstrap
     generated (the dev stack issues its demo keys with it)."""
     client = bootstrap.operator_client(settings, root_token)
     bootstrap.bootstrap(client, settings, provider_keys=provider_keys, credentials_dir=credentials_dir)
     core = client.secrets.kv.v2.read_secret_version(
         path=f"{settings.vault_path}/core", mount_point=settings.vault_mount, raise_on_deleted_version=True
     )["data"]["data"]
-    return Secret(core["pepper"])
+    try:
+        cli_role_id_file, cli_secret_id_file = _dev_cli_login(client, settings, cli_credentials_dir)
+        _dev_operator_token(client, settings, operator_token_file)
+    except requests.exceptions.RequestException:
+        raise BootError("bootstrap", f"Vault at {settings.vault_addr} is unreachable") from None
+    except hvac.exceptions.VaultError as exc:
+        raise BootError("bootstrap", f"Vault refused a dev bootstrap step ({type(exc).__name__})") from None
+    return DevAccess(Secret(core["pepper"]), cli_role_id_file, cli_secret_id_file, operator_token_file)
+
+
+def _dev_cli_login(client: hvac.Client, settings: Settings, folder: Path) -> tuple[Path, Path]:
+    role = {**bootstrap.role_definition(), "secret_id_num_uses": 0, "secret_id_ttl": "0",
+            "secret_id_bound_cidrs": LOOPBACK_ONLY, "token_bound_cidrs": LOOPBACK_ONLY}
+    mount = settings.vault_approle_mount
+    client.auth.approle.create_or_update_approle(role_name=DEV_CLI_ROLE, mount_point=mount, **role)
+    role_id = client.auth.approle.read_role_id(role_name=DEV_CLI_ROLE, mount_point=mount)["data"]["role_id"]
+    secret_id = client.auth.approle.generate_secret_id(role_name=DEV_CLI_ROLE, mount_point=mount)["data"]["secret_id"]
+    role_id_file, secret_id_file = folder / "role_id", folder / "secret_id"
+    bootstrap.write_private_file(role_id_file, role_id)
+    bootstrap.write_private_file(secret_id_file, secret_id)
+    del secret_id
+    return role_id_file, secret_id_file
+
+
+def _dev_operator_token(client: hvac.Client, settings: Settings, token_file: Path) -> None:
+    role_path = f"auth/{settings.vault_approle_mount}/role/{bootstrap.ROLE_NAME}"
+    client.sys.create_or_update_policy(
+        name=DEV_OPERATOR_POLICY,
+        policy=f'path "{role_path}/role-id" {{ capabilities = ["read"] }}\n'
+               f'path "{role_path}/secret-id" {{ capabilities = ["update"] }}\n',
+    )
+    created = client.auth.token.create(policies=[DEV_OPERATOR_POLICY], display_name="gateway-dev-operator")
+    bootstrap.write_private_file(token_file, created["auth"]["client_token"])
+    del created

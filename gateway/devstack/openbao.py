@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import secrets
 import signal
@@ -22,11 +23,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.boot.errors import BootError
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise unless ``host:port`` can be bound now, the way uvicorn binds it (``SO_REUSEADDR``, so connections of an
+    earlier run still in TIME_WAIT do not count as a holder)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            state = "already in use" if exc.errno == errno.EADDRINUSE else f"unusable ({exc.strerror})"
+            raise BootError("port", f"{host}:{port} is {state}; stop what holds it or choose another port with "
+                                    "--port") from None
 
 
 def die_with_parent() -> None:
