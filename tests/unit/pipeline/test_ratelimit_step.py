@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import limits.storage.memory
 import pytest
 from limits.storage import MemoryStorage
 
@@ -84,10 +85,22 @@ def test_no_thread_is_started_per_hit(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _timers_started(InlineSweepMemoryStorage, monkeypatch) == 1
 
 
+class _Clock:
+    """Stands in for the time module inside limits' in-memory storage: its expiries move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
 def test_expired_entries_are_still_swept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ratelimit.InlineSweepMemoryStorage, "SWEEP_INTERVAL", 0.0)
+    clock = _Clock()
+    monkeypatch.setattr(limits.storage.memory, "time", clock)
     storage = InlineSweepMemoryStorage()
     storage.acquire_entry("old", 10, 1)
-    time.sleep(1.1)
+    clock.now += 1.1
     storage.acquire_entry("new", 10, 1)
     assert not storage.events.get("old") and storage.events["new"]
