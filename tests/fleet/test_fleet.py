@@ -70,6 +70,7 @@ def test_a_budget_is_shared_by_the_fleet(fleet: tuple[RunningGateway, ...]) -> N
     assert ledger.check() == []
 
 
+@pytest.mark.slow
 def test_revocation_reaches_the_other_replica_within_a_second(fleet: tuple[RunningGateway, ...]) -> None:
     a, b = fleet
     admin = httpx.Client(base_url=a.base_url, headers={"Authorization": f"Bearer {a.admin_key}"}, timeout=30)
@@ -88,6 +89,7 @@ def test_revocation_reaches_the_other_replica_within_a_second(fleet: tuple[Runni
     assert p99 < 1.0
 
 
+@pytest.mark.slow
 def test_redis_down_fails_closed_on_every_replica(stack: Stack, workdir: Path, postgres_url: str,
                                                   tmp_path: Path) -> None:
     server = shutil.which("redis-server")

@@ -20,7 +20,7 @@ from gateway.devstack.openbao import dev_vault, free_port
 from tests.conftest import Keys
 from tests.support import GatewayProcess, Stack, bootstrapped_stack, run_gateway
 
-pytestmark = pytest.mark.fleet
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 def memory_contains(pid: int, needle: bytes) -> bool:
     """Whether any readable mapping of process ``pid`` holds ``needle`` (root reads /proc/pid/mem)."""

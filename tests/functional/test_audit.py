@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from gateway.audit.log import AuditLog
@@ -107,6 +108,7 @@ def test_auditors_report(stack: Stack, gateway: RunningGateway, tmp_path: Path) 
     assert any_listed(report, stack.canaries) == []
 
 
+@pytest.mark.slow
 def test_a_gateway_refuses_to_start_without_its_audit_head(stack: Stack, tmp_path: Path) -> None:
     """With the head row deleted the chain can neither be extended nor checked: boot fails closed, and says why."""
     from tests.support import GatewayProcess

@@ -47,6 +47,7 @@ async def _one(client: openai.AsyncOpenAI, kind: str, number: int) -> str:
 
 
 @pytest.mark.parametrize("backend", ["gateway", "pg_gateway"])
+@pytest.mark.slow
 def test_200_concurrent_requests_never_overspend(backend: str, request: pytest.FixtureRequest,
                                                  standin: StandIn) -> None:
     gateway: RunningGateway = request.getfixturevalue(backend)

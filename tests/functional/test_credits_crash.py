@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.credits.ledger import SqlLedger
 from gateway.devstack.openbao import free_port
@@ -25,6 +26,7 @@ def _start(stack: Stack, folder: Path, database_url: str) -> GatewayProcess:
     return GatewayProcess(stack.env(folder, database_url, port), folder / "gateway.log", port).start()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_request_then_restart_and_sweep(stack: Stack, tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'crash.db'}"
     first = _start(stack, tmp_path / "first", database_url)
@@ -92,6 +94,7 @@ def test_ledger_check_cli_names_a_drifting_account(stack: Stack, tmp_path: Path)
     assert f"account {account} balance_micro_usd: stored 400, ledger says 500" in result.stderr
 
 
+@pytest.mark.slow
 def test_accounts_cli(stack: Stack, tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'cli.db'}"
     runs = iter(range(100))

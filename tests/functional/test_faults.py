@@ -31,6 +31,8 @@ from tests.support import (
     write_policy,
 )
 
+pytestmark = pytest.mark.slow
+
 HI = [{"role": "user", "content": "Hi"}]
 
 

@@ -9,10 +9,13 @@ import os
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.devstack.openbao import dev_vault, free_port
 from tests.conftest import Keys
 from tests.support import GatewayProcess, Stack, run_gateway, write_policy
+
+pytestmark = pytest.mark.slow
 
 
 def test_rotate_master_key_then_restart(tmp_path: Path, standin, stack: Stack) -> None:

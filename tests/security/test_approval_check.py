@@ -13,9 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.devstack.openbao import free_port
 from tests.security.approval_probe import DIFFERENCES
 from tests.support import REPO, Stack, StandIn, any_listed
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_differing_reading_is_refused_before_the_provider(stack: Stack, standin: StandIn, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ def test_wrong_secret_id(stack: Stack, tmp_path: Path) -> None:
     _assert_refused(result, port, stack, "vault login", "AppRole login refused")
 
 
+@pytest.mark.slow
 def test_secret_id_is_single_use(stack: Stack, tmp_path: Path) -> None:
     """threat-model: TM-T5"""
     first, _, env = _boot(stack, tmp_path, check=True)
@@ -150,6 +151,7 @@ def test_litellm_environment_is_refused(stack: Stack, tmp_path: Path, variable: 
     _assert_refused(result, port, stack, "environment", variable)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
                                       "all_proxy"])
 def test_a_proxy_in_the_environment_stops_the_boot_before_the_vault_login(stack: Stack, tmp_path: Path,

@@ -17,11 +17,14 @@ import urllib.parse
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import RunningGateway
 from tests.support import BODIES, FUZZ_SETTINGS, SCALE, Stack, StandIn
+
+pytestmark = pytest.mark.slow
 
 ROUTES = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions",
           "/v1/embeddings": "/embeddings"}

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import schemathesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,8 @@ from gateway.openapi import gateway_openapi
 from gateway.pipeline.fields import ALLOWED_TOP
 from tests.conftest import RunningGateway
 from tests.support import BODIES, FUZZ_SETTINGS, SCALE, Stack, StandIn, any_listed
+
+pytestmark = pytest.mark.slow
 
 SCHEMA_EXAMPLES = 130 * SCALE  # per operation; 12 operations
 HOSTILE_EXAMPLES = 500 * SCALE  # per route; 3 routes

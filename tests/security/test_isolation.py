@@ -32,6 +32,7 @@ def _live_gateway_tokens(stack: Stack) -> list[str]:
     return live
 
 
+@pytest.mark.slow
 def test_no_secret_in_environment_after_litellm_started(stack: Stack, tmp_path: Path) -> None:
     env = stack.env(tmp_path, f"sqlite:///{tmp_path / 'gw.db'}", free_port())
     result = subprocess.run([sys.executable, str(REPO / "tests/security/boot_probe.py")], env=env, cwd=REPO,
@@ -71,6 +72,7 @@ def test_boot_token_is_revoked_approle(gateway, stack: Stack) -> None:
     assert _live_gateway_tokens(stack) == []
 
 
+@pytest.mark.slow
 def test_boot_token_is_revoked_token_auth(stack: Stack, tmp_path: Path) -> None:
     token = stack.root().auth.token.create(policies=["gateway-runtime"], no_default_policy=True, ttl="5m",
                                            num_uses=4)["auth"]["client_token"]
