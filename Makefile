@@ -3,17 +3,35 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_STAMP := $(VENV)/.installer
+UV_INSTALL := $(BIN)/uv pip install --python $(BIN)/python --compile-bytecode
+INSTALLER ?= uv
 
 .PHONY: dev test install lint lock clean bench bench-micro bench-profile bench-ledger fuzz sbom soak wrk
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Hash-locked install of every dependency, then the package itself without dependencies.
+# The installer: uv, pinned with its hashes in requirements/bootstrap.txt and installed by pip, which checks them.
+$(UV_STAMP): $(BIN)/python requirements/bootstrap.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/bootstrap.txt
+	touch $(UV_STAMP)
+
+# Hash-locked install of every dependency, then the package itself without dependencies (docs/setup.md). uv checks
+# every hash as pip does, several times faster; its cache is uv's default (~/.cache/uv, or UV_CACHE_DIR). Bytecode is
+# compiled at install, as pip does: where PYTHONDONTWRITEBYTECODE is set, boot would otherwise recompile LiteLLM.
+# `make install INSTALLER=pip` is the slower fallback with pip alone, for a platform uv publishes no wheel for.
+ifeq ($(INSTALLER),pip)
 $(STAMP): $(BIN)/python requirements/dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+else
+$(STAMP): $(UV_STAMP) requirements/dev.txt pyproject.toml
+	$(UV_INSTALL) --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(UV_INSTALL) --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+endif
 
 install: $(STAMP)
 
@@ -65,8 +83,8 @@ bench-ledger: install
 	$(BIN)/python bench/ledger_bench.py --seconds 8
 
 # Re-lock after editing requirements/*.in (needs network access to the package index).
-lock:
-	$(BIN)/pip install --quiet uv
+lock: $(UV_STAMP)
+	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/bootstrap.txt requirements/bootstrap.in
 	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/runtime.txt requirements/runtime.in
 	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/dev.txt requirements/dev.in
 

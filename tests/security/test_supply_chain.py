@@ -15,6 +15,8 @@ from gateway import LITELLM_COMPROMISED, LITELLM_PIN
 from tests.support import REPO
 
 LOCKS = [REPO / "requirements/runtime.txt", REPO / "requirements/dev.txt"]
+# The installer that `make install` puts in first (with pip, hash-checked) and that installs the dev lock.
+BOOTSTRAP = REPO / "requirements/bootstrap.txt"
 
 
 def _requirements(path: Path) -> dict[str, tuple[str, list[str]]]:
@@ -48,9 +50,32 @@ def test_litellm_is_pinned_exactly(lock: Path) -> None:
     assert "litellm[proxy]==1.106.12" in (REPO / "requirements/runtime.in").read_text()
 
 
+def test_the_installer_is_pinned_and_hash_locked_alone() -> None:
+    requirements = _requirements(BOOTSTRAP)
+    assert list(requirements) == ["uv"]
+    _, hashes = requirements["uv"]
+    assert hashes
+    assert "uv" in (REPO / "requirements/bootstrap.in").read_text().split()
+
+
+def test_every_install_in_the_makefile_checks_hashes() -> None:
+    """Each recipe that installs packages reads a lock with --require-hashes; the one exception is the project
+    itself, installed editable without dependencies and without build isolation (which would fetch setuptools
+    unpinned)."""
+    installs = [line.strip() for line in (REPO / "Makefile").read_text().splitlines()
+                if line.startswith("\t") and ("pip install" in line or "$(UV_INSTALL)" in line)]
+    unchecked = [line for line in installs
+                 if not (" --require-hashes " in line and " --no-deps " in line and " -r requirements/" in line)
+                 and not (" --no-deps --no-build-isolation -e ." in line and line.endswith(" -e ."))]
+    assert unchecked == []
+    locks_read = {line.rsplit(" -r ", 1)[1] for line in installs if " -r " in line}
+    assert locks_read == {"requirements/bootstrap.txt", "requirements/dev.txt"}
+
+
 def test_installed_versions_match_the_lock() -> None:
     mismatched = []
-    for name, (version, _) in _requirements(REPO / "requirements/dev.txt").items():
+    locked = {**_requirements(REPO / "requirements/dev.txt"), **_requirements(BOOTSTRAP)}
+    for name, (version, _) in locked.items():
         try:
             installed = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
