@@ -16,7 +16,7 @@ import re2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")  # matched whole (fullmatch)
 # Boot reports a bad deny pattern through PolicyError; RE2 need not also print it to stderr.
 _QUIET_RE2 = re2.Options()
 _QUIET_RE2.log_errors = False
@@ -82,7 +82,7 @@ class Model(_Strict):
     @field_validator("name", "upstream_model")
     @classmethod
     def _model_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("must match " + _NAME.pattern)
         return value
 

@@ -102,12 +102,12 @@ LITELLM_OWN: dict[str, Any] = {
 
 # Arguments LiteLLM may add with a default (``stream=False``); their values are checked against the bounds below.
 BOUNDS = frozenset({"stream", "max_tokens", "max_completion_tokens", "n", "best_of"})
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_]{1,40}")
 
 
 def _shown(name: object) -> str:
     """A field name fit for a log line or an audit reason (it may come from the client)."""
-    return name if isinstance(name, str) and _SAFE_NAME.match(name) else "?"
+    return name if isinstance(name, str) and _SAFE_NAME.fullmatch(name) else "?"
 
 
 _DIGEST_KEY = os.urandom(32)  # per process: the digests below mean nothing outside it

@@ -47,7 +47,8 @@ STEERING_KEYS = {
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "vertex_credentials", "mock_response",
     "callbacks", "success_callback", "failure_callback", "input_cost_per_token", "output_cost_per_token",
 }
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+# Matched whole (fullmatch): "$" alone would also match before a final newline.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _PRINTABLE = re.compile(r"[^A-Za-z0-9_.\[\]-]")
 
 
@@ -163,7 +164,8 @@ def _messages(messages: Any, max_messages: int) -> None:
     for i, message in enumerate(messages):
         path = f"messages[{i}]"
         _only(message, MESSAGE_FIELDS, path)
-        if message.get("role") not in ROLES:
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
             raise invalid(f"{path}.role", "unknown role")
         content = message.get("content")
         if isinstance(content, list):
@@ -216,7 +218,7 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
         raise Denial(400, "too_deeply_nested", f"JSON nesting deeper than {max_depth} levels.")
     _only(body, ALLOWED_TOP[mode], "")
     model = body.get("model")
-    if not isinstance(model, str) or not MODEL_NAME.match(model):
+    if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
         raise invalid("model", "must be a model name")
     if body.get("stream_options") is not None:
         _only(body["stream_options"], STREAM_OPTIONS_FIELDS, "stream_options")
