@@ -5,6 +5,8 @@ threat-model: TM-TP2
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import sqlalchemy as sa
 
@@ -17,10 +19,15 @@ from gateway.credits.ledger import (
 )
 from tests.support import fresh_store
 
+LEDGER_TABLES = ("ledger_entries", "reservations", "key_spend", "accounts")
+
 
 @pytest.fixture()
-def ledger(store_url: str) -> SqlLedger:
-    return SqlLedger(fresh_store(store_url, "ledger_entries", "reservations", "key_spend", "accounts"))
+def ledger(store_url: str) -> Iterator[SqlLedger]:
+    yield SqlLedger(fresh_store(store_url, *LEDGER_TABLES))
+    # These tests corrupt the ledger on purpose; the Postgres test database outlives them (later modules run
+    # `ledger check` on it), so the damage is cleared here too.
+    fresh_store(store_url, *LEDGER_TABLES).dispose()
 
 
 def _sql(ledger: SqlLedger, statement: str, **params: object) -> None:
