@@ -52,13 +52,16 @@ def serve(check: Annotated[bool, typer.Option("--check", help="Run every boot ch
 
 @app.command()
 def dev(
-    port: Annotated[int, typer.Option(help="Port for the gateway.")] = 8090,
+    port: Annotated[int, typer.Option(help="Port for the gateway.", min=1, max=65535)] = 8090,
     keys_file: Annotated[Path | None, typer.Option("--keys-file", help="Also write the keys as JSON (mode 0600).")] = None,
+    env_file: Annotated[Path | None, typer.Option(
+        "--env-file", help="Also write the GATEWAY_* settings that point the CLI at this stack (mode 0600, no "
+                           "secrets); load them with: set -a; . PATH; set +a")] = None,
 ) -> None:
-    """Local stack: OpenBao dev server, provider stand-in, bootstrap, keys, and the gateway."""
+    """Local stack: OpenBao dev server, provider stand-in, bootstrap, keys, and the gateway; files in var/dev/."""
     from gateway.devstack.server import run_dev
 
-    raise typer.Exit(run_dev(port=port, keys_file=keys_file))
+    raise typer.Exit(run_dev(port=port, keys_file=keys_file, env_file=env_file))
 
 
 def _parse_expiry(value: str | None) -> datetime | None:
@@ -202,6 +205,20 @@ def accounts_credit(
     if amount_micro_usd <= 0:
         _fail("gateway: --amount-micro-usd must be positive")
     typer.echo(json.dumps(credit_account(account_id, amount_micro_usd, reason), indent=2))
+
+
+@accounts_app.command("list")
+def accounts_list(
+    limit: Annotated[int, typer.Option(help="At most this many accounts (1 to 1000).")] = 100,
+    after_id: Annotated[str | None, typer.Option(help="Start after this account id: the next_after_id of the "
+                                                      "previous page.")] = None,
+) -> None:
+    """Accounts in id order, a page at a time, with their balances (as GET /admin/accounts)."""
+    from gateway.ops.accounts import list_accounts
+
+    if not 1 <= limit <= 1000:
+        _fail("gateway: --limit must be from 1 to 1000")
+    typer.echo(json.dumps(list_accounts(limit, after_id), indent=2))
 
 
 @accounts_app.command("show")
