@@ -209,3 +209,28 @@ def test_ledger_sweep_refuses_a_negative_ttl_and_is_audited(stack: Stack, gatewa
     _, key_id = gateway.keys.customer()
     assert run_gateway(["keys", "revoke", key_id], _env(stack, gateway, tmp_path / "r")).returncode == 0
     assert audit.list(event="key_revoked", subject=key_id)[0]["actor"] == actor
+
+
+def test_accounts_list_pages_like_the_admin_api(stack: Stack, gateway: RunningGateway, tmp_path: Path) -> None:
+    runs = iter(range(100))
+
+    def accounts_list(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_gateway(["accounts", "list", *args], _env(stack, gateway, tmp_path / f"l{next(runs)}"))
+
+    first = accounts_list("--limit", "1")
+    assert first.returncode == 0, first.stderr
+    page = json.loads(first.stdout)
+    assert page["object"] == "list" and len(page["data"]) == 1 and page["next_after_id"] == page["data"][0]["id"]
+    assert set(page["data"][0]) == {"id", "name", "balance_micro_usd", "reserved_micro_usd", "available_micro_usd"}
+    rest = accounts_list("--after-id", page["next_after_id"], "--limit", "1000")
+    assert rest.returncode == 0, rest.stderr
+    following = json.loads(rest.stdout)
+    ids = [item["id"] for item in page["data"] + following["data"]]
+    assert ids == sorted(set(ids)) and gateway.keys.rich_account in ids
+    admin = httpx.get(gateway.base_url + "/admin/accounts", params={"limit": 1000},
+                      headers={"Authorization": f"Bearer {gateway.admin_key}"}).json()
+    assert [item["id"] for item in admin["data"]] == ids
+    for args, line in ((["--limit", "0"], "--limit must be from 1 to 1000"),
+                       (["--after-id", "acct_\x01"], "--after-id must be an account id")):
+        refused = accounts_list(*args)
+        assert refused.returncode == 2 and line in refused.stderr and _one_line_no_traceback(refused.stderr), args
