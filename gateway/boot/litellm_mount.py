@@ -196,6 +196,10 @@ def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Se
             # explicitly also keeps LiteLLM from warning at every start about Admin UI sign-in limits (that UI is
             # not reachable through the gateway).
             "trusted_proxy_ranges": [],
+            # LiteLLM would otherwise call every deployment's api_base (GET /models, with the provider key) at start
+            # and every few minutes, outside any request and so outside the approval check: the provider hears from
+            # the gateway only for an approved request (TM-E5).
+            "disable_model_info_refresh": True,
         },
         "litellm_settings": {
             "telemetry": False,

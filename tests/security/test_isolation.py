@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import hvac
@@ -15,7 +16,8 @@ import hvac.exceptions
 import pytest
 
 from gateway.devstack.openbao import free_port
-from tests.support import REPO, GatewayProcess, Stack, any_listed
+from tests.conftest import _start_gateway
+from tests.support import REPO, GatewayProcess, Stack, StandIn, any_listed
 
 
 def _live_gateway_tokens(stack: Stack) -> list[str]:
@@ -136,3 +138,17 @@ def test_runtime_token_cannot_touch_vault_configuration(stack: Stack, tmp_path: 
     client.auth.token.revoke_self()
     with pytest.raises(hvac.exceptions.Forbidden):
         client.secrets.kv.v2.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
+
+
+@pytest.mark.slow
+def test_litellm_calls_no_provider_on_its_own(stack: Stack, standin: StandIn, workdir: Path) -> None:
+    # LiteLLM's proxy schedules a model-info refresh at start (and every few minutes) that calls each deployment's
+    # api_base with the provider key, outside any request and so outside the approval check (TM-E5). It is switched
+    # off: a provider hears from the gateway only for an approved request.
+    standin.recorder.clear()
+    started = _start_gateway(stack, workdir, "gw-no-own-calls", f"sqlite:///{workdir / 'no-own-calls.db'}")
+    try:
+        time.sleep(3)  # the refresh runs as soon as LiteLLM's scheduler starts; give it time to show up
+        assert standin.recorder.all() == []
+    finally:
+        started.process.stop()
