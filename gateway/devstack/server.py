@@ -64,6 +64,8 @@ DEV_MODELS = [
 # What var/dev/ holds besides the lock. The Vault side is removed on exit: the dev server, and with it every key and
 # login, is gone then. The store and the policy stay until the next start, for a look at what the session did.
 VAULT_SIDE = ("openbao.log", "boot", "cli", "operator-token")
+# Marks var/dev/ as made by gateway dev: only such a folder is ever cleared.
+MARKER = ".gateway-dev"
 
 
 def dev_policy(standin_base: str) -> str:
@@ -169,9 +171,15 @@ def claim_dev_folder(folder: Path) -> int:
         os.close(lock)
         raise BootError("dev folder", f"another gateway dev uses {folder}; stop it, or start this one from another "
                                       "working directory") from None
-    for entry in folder.iterdir():
-        if entry.name != ".lock":
-            _remove(entry)
+    entries = [entry for entry in folder.iterdir() if entry.name not in (".lock", MARKER)]
+    if entries and not (folder / MARKER).is_file():
+        # Never clear a folder gateway dev did not make: it may hold someone else's files.
+        os.close(lock)
+        raise BootError("dev folder", f"{folder} holds files gateway dev did not put there; move them, or start "
+                                      "gateway dev from another working directory")
+    for entry in entries:
+        _remove(entry)
+    (folder / MARKER).touch(mode=0o600)
     return lock
 
 
