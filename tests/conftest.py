@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 
 from gateway.boot.bootstrap import write_private_file
-from gateway.credits.ledger import SqlLedger
-from gateway.devstack.openbao import DevVault, free_port, start_dev_vault
+from gateway.devstack.openbao import DevVault, start_dev_vault
 from gateway.devstack.postgres import fresh_database
-from gateway.keys.format import KeyKind
-from gateway.keys.hashing import KeyHasher
-from gateway.keys.service import KeyService
-from gateway.keys.store import SqlKeyStore
-from gateway.store.engine import open_store
-from tests.support import GatewayProcess, Stack, StandIn, bootstrapped_stack, port_open, services_required
+from tests.support import (
+    RunningGateway,
+    Stack,
+    StandIn,
+    bootstrapped_stack,
+    port_open,
+    services_required,
+    start_gateway,
+)
 
 POSTGRES = ("127.0.0.1", 5432)
 # Fixtures that need the machine's Postgres, and the parameter values that pick it where a fixture decides at run time
@@ -63,61 +65,9 @@ def stack(dev_vault: DevVault, standin: StandIn, workdir: Path) -> Stack:
                               "provider-canary-" + secrets.token_urlsafe(24))
 
 
-class Keys:
-    """Issues keys straight into a gateway's store (the test holds the pepper, as the host CLI would)."""
-
-    def __init__(self, stack: Stack, database_url: str) -> None:
-        self.stack = stack
-        engine = open_store(database_url)
-        self.hasher = KeyHasher(stack.pepper.encode())
-        self.service = KeyService(SqlKeyStore(engine), self.hasher)
-        self.ledger = SqlLedger(engine)
-        # One well-funded account for keys whose tests are not about credit.
-        self.rich_account = self.account(10**12)
-
-    def account(self, credit: int) -> str:
-        account = self.ledger.create_account("test")
-        if credit:
-            self.ledger.top_up(account.id, credit, "test credit")
-        return account.id
-
-    def customer(self, models: list[str] | None = None, account_id: str | None = None,
-                 **kwargs: object) -> tuple[str, str]:
-        plaintext, record = self.service.issue(
-            KeyKind.CUSTOMER, name="test",
-            models=models or ["chat-model", "text-model", "embed-model", "failing-model", "slow-model",
-                              "echo-error-model"],
-            account_id=account_id or self.rich_account, **kwargs,  # type: ignore[arg-type]
-        )
-        self.stack.canaries += [plaintext, self.hasher.digest(plaintext)]
-        return plaintext, record.id
-
-    def admin(self) -> tuple[str, str]:
-        plaintext, record = self.service.issue(KeyKind.ADMIN, name="test admin")
-        self.stack.canaries += [plaintext, self.hasher.digest(plaintext)]
-        return plaintext, record.id
-
-
-class RunningGateway:
-    def __init__(self, process: GatewayProcess, keys: Keys) -> None:
-        self.process = process
-        self.keys = keys
-        self.base_url = process.base_url
-        self.admin_key, _ = keys.admin()
-        self.customer_key, self.customer_key_id = keys.customer()
-
-
-def _start_gateway(stack: Stack, workdir: Path, name: str, database_url: str, **env: str) -> RunningGateway:
-    port = free_port()
-    folder = workdir / name
-    environment = stack.env(folder, database_url, port, GATEWAY_LOG_LEVEL="DEBUG", LITELLM_LOG="DEBUG", **env)
-    process = GatewayProcess(environment, folder / "gateway.log", port).start()
-    return RunningGateway(process, Keys(stack, database_url))
-
-
 @pytest.fixture(scope="session")
 def gateway(stack: Stack, workdir: Path) -> Iterator[RunningGateway]:
-    running = _start_gateway(stack, workdir, "gw-sqlite", f"sqlite:///{workdir / 'gateway.db'}")
+    running = start_gateway(stack, workdir, "gw-sqlite", f"sqlite:///{workdir / 'gateway.db'}")
     yield running
     running.process.stop()
 
@@ -143,9 +93,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def pg_gateway(stack: Stack, workdir: Path, postgres_url: str) -> Iterator[RunningGateway]:
-    running = _start_gateway(stack, workdir, "gw-postgres", postgres_url)
+    running = start_gateway(stack, workdir, "gw-postgres", postgres_url)
     yield running
     running.process.stop()
 
 
-__all__ = ["Keys", "RunningGateway", "write_private_file"]
+__all__ = ["write_private_file"]

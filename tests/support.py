@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import hvac
@@ -26,11 +26,14 @@ import uvicorn
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
+from gateway.credits.ledger import SqlLedger
 from gateway.devstack import fake_provider
 from gateway.devstack.openbao import free_port, stop_process
-
-if TYPE_CHECKING:
-    from tests.conftest import RunningGateway
+from gateway.keys.format import KeyKind
+from gateway.keys.hashing import KeyHasher
+from gateway.keys.service import KeyService
+from gateway.keys.store import SqlKeyStore
+from gateway.store.engine import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -369,3 +372,58 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)
         self._monotonic += seconds
+
+
+# --- gateways for tests: keys issued straight into the store, and a gateway process --------------------------
+
+
+class Keys:
+    """Issues keys straight into a gateway's store (the test holds the pepper, as the host CLI would)."""
+
+    def __init__(self, stack: Stack, database_url: str) -> None:
+        self.stack = stack
+        engine = open_store(database_url)
+        self.hasher = KeyHasher(stack.pepper.encode())
+        self.service = KeyService(SqlKeyStore(engine), self.hasher)
+        self.ledger = SqlLedger(engine)
+        # One well-funded account for keys whose tests are not about credit.
+        self.rich_account = self.account(10**12)
+
+    def account(self, credit: int) -> str:
+        account = self.ledger.create_account("test")
+        if credit:
+            self.ledger.top_up(account.id, credit, "test credit")
+        return account.id
+
+    def customer(self, models: list[str] | None = None, account_id: str | None = None,
+                 **kwargs: object) -> tuple[str, str]:
+        plaintext, record = self.service.issue(
+            KeyKind.CUSTOMER, name="test",
+            models=models or ["chat-model", "text-model", "embed-model", "failing-model", "slow-model",
+                              "echo-error-model"],
+            account_id=account_id or self.rich_account, **kwargs,  # type: ignore[arg-type]
+        )
+        self.stack.canaries += [plaintext, self.hasher.digest(plaintext)]
+        return plaintext, record.id
+
+    def admin(self) -> tuple[str, str]:
+        plaintext, record = self.service.issue(KeyKind.ADMIN, name="test admin")
+        self.stack.canaries += [plaintext, self.hasher.digest(plaintext)]
+        return plaintext, record.id
+
+
+class RunningGateway:
+    def __init__(self, process: GatewayProcess, keys: Keys) -> None:
+        self.process = process
+        self.keys = keys
+        self.base_url = process.base_url
+        self.admin_key, _ = keys.admin()
+        self.customer_key, self.customer_key_id = keys.customer()
+
+
+def start_gateway(stack: Stack, workdir: Path, name: str, database_url: str, **env: str) -> RunningGateway:
+    port = free_port()
+    folder = workdir / name
+    environment = stack.env(folder, database_url, port, GATEWAY_LOG_LEVEL="DEBUG", LITELLM_LOG="DEBUG", **env)
+    process = GatewayProcess(environment, folder / "gateway.log", port).start()
+    return RunningGateway(process, Keys(stack, database_url))

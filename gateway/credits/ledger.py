@@ -278,6 +278,11 @@ class SqlLedger:
         self.writers = 8 if self._postgres else 1
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The store the ledger writes to (the auditor's tools and tests read it directly)."""
+        return self._engine
+
     # --- accounts -----------------------------------------------------------------------------------------------
 
     def create_account(self, name: str) -> Account:

@@ -166,6 +166,11 @@ class SqlKeyStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The store the records live in (tests read it directly)."""
+        return self._engine
+
     def insert(self, *, kind: KeyKind, name: str, digest: str, models: list[str], expires_at: datetime | None,
                account_id: str | None = None, spend_cap_micro_usd: int | None = None,
                spend_cap_period: SpendCapPeriod = "none", rpm_limit: int | None = None,

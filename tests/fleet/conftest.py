@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningGateway, _start_gateway
-from tests.support import Stack, port_open, services_required
+from tests.support import RunningGateway, Stack, port_open, services_required, start_gateway
 
 REDIS = ("127.0.0.1", 6379)
 
@@ -24,7 +23,7 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def fleet(stack: Stack, workdir: Path, postgres_url: str, redis_url: str) -> Iterator[tuple[RunningGateway, ...]]:
-    replicas = tuple(_start_gateway(stack, workdir, f"replica-{name}", postgres_url, GATEWAY_REDIS_URL=redis_url)
+    replicas = tuple(start_gateway(stack, workdir, f"replica-{name}", postgres_url, GATEWAY_REDIS_URL=redis_url)
                      for name in ("a", "b"))
     yield replicas
     for replica in replicas:

@@ -20,8 +20,7 @@ import pytest
 from gateway.credits.ledger import SqlLedger
 from gateway.devstack.openbao import free_port, stop_process
 from gateway.store.engine import open_store
-from tests.conftest import RunningGateway, _start_gateway
-from tests.support import Stack, port_open
+from tests.support import RunningGateway, Stack, port_open, start_gateway
 
 pytestmark = pytest.mark.fleet
 
@@ -106,7 +105,7 @@ def test_redis_down_fails_closed_on_every_replica(stack: Stack, workdir: Path, p
             assert time.monotonic() < deadline
             time.sleep(0.05)
         url = f"redis://127.0.0.1:{port}/0"
-        replicas = [_start_gateway(stack, workdir, f"redis-down-{name}", postgres_url, GATEWAY_REDIS_URL=url,
+        replicas = [start_gateway(stack, workdir, f"redis-down-{name}", postgres_url, GATEWAY_REDIS_URL=url,
                                    **({"GATEWAY_UNSAFE_RATE_LIMIT_FAIL_OPEN": "true"} if name == "open" else {}))
                     for name in ("a", "b", "open")]
         key, _ = replicas[0].keys.customer()

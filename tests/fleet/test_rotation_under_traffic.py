@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from gateway.devstack.openbao import dev_vault, free_port
-from tests.conftest import Keys
-from tests.support import GatewayProcess, Stack, bootstrapped_stack, run_gateway
+from tests.support import GatewayProcess, Keys, Stack, bootstrapped_stack, run_gateway
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 

@@ -18,8 +18,7 @@ from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import AuthDenied, KeyService
 from gateway.keys.store import SqlKeyStore
-from tests.conftest import RunningGateway, _start_gateway
-from tests.support import ManualClock, Stack, fresh_store, together
+from tests.support import ManualClock, RunningGateway, Stack, fresh_store, start_gateway, together
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -225,7 +224,7 @@ def test_rotating_a_honeytoken_is_refused_with_a_409(gateway: RunningGateway) ->
 
 def test_a_client_cannot_forge_log_lines(gateway: RunningGateway, stack: Stack, workdir: Path) -> None:
     """threat-model: TM-I4"""
-    text_gateway = _start_gateway(stack, workdir, "gw-text-log", f"sqlite:///{workdir / 'text-log.db'}",
+    text_gateway = start_gateway(stack, workdir, "gw-text-log", f"sqlite:///{workdir / 'text-log.db'}",
                                   GATEWAY_LOG_FORMAT="text")
     try:
         for running in (text_gateway, gateway):

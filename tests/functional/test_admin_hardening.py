@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningGateway, _start_gateway
-from tests.support import Stack, together
+from tests.support import RunningGateway, Stack, start_gateway, together
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 EXPECTED_401 = {"error": {"message": "Invalid API key.", "type": "authentication_error", "param": None,
@@ -27,7 +26,7 @@ EXPECTED_401 = {"error": {"message": "Invalid API key.", "type": "authentication
 @pytest.fixture(scope="module")
 def own_gateway(stack: Stack, workdir: Path) -> Iterator[RunningGateway]:
     """A gateway of this module's own, so counting its metrics is not disturbed by other tests."""
-    running = _start_gateway(stack, workdir, "gw-admin-hardening", f"sqlite:///{workdir / 'admin-hardening.db'}")
+    running = start_gateway(stack, workdir, "gw-admin-hardening", f"sqlite:///{workdir / 'admin-hardening.db'}")
     yield running
     running.process.stop()
 

@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from gateway.audit.log import AuditLog
 from gateway.devstack.openbao import free_port
 from gateway.store.engine import open_store
-from tests.conftest import RunningGateway
-from tests.support import Stack, StandIn, any_listed, run_gateway
+from tests.support import RunningGateway, Stack, StandIn, any_listed, run_gateway
 
 HI = [{"role": "user", "content": "Hi"}]
 EXPECTED_401 = {"error": {"message": "Invalid API key.", "type": "authentication_error", "param": None,

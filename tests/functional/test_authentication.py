@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from gateway.keys import format as key_format
-from tests.conftest import RunningGateway
-from tests.support import StandIn
+from tests.support import RunningGateway, StandIn
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 EXPECTED_401 = {"error": {"message": "Invalid API key.", "type": "authentication_error", "param": None,

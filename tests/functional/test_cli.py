@@ -16,8 +16,7 @@ from gateway.devstack.openbao import free_port
 from gateway.keys.store import SqlKeyStore
 from gateway.store.engine import open_store
 from gateway.store.schema import audit_events
-from tests.conftest import RunningGateway
-from tests.support import Stack, any_listed, run_gateway
+from tests.support import RunningGateway, Stack, any_listed, run_gateway
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 

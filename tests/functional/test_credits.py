@@ -11,8 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningGateway
-from tests.support import HI, StandIn, account_state
+from tests.support import HI, RunningGateway, StandIn, account_state
 
 REMAINING = "x-credit-remaining-micro-usd"
 

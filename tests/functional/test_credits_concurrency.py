@@ -17,8 +17,7 @@ import pytest
 
 from gateway.credits.ledger import SqlLedger
 from gateway.store.engine import open_store
-from tests.conftest import RunningGateway
-from tests.support import StandIn, wait_until_settled
+from tests.support import RunningGateway, StandIn, wait_until_settled
 
 BUDGET = 6_000  # micro-USD; each request reserves ~150 (max_tokens=5), so only a few dozen fit at a time
 

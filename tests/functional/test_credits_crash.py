@@ -17,8 +17,7 @@ import pytest
 from gateway.credits.ledger import SqlLedger
 from gateway.devstack.openbao import free_port
 from gateway.store.engine import open_store
-from tests.conftest import Keys
-from tests.support import GatewayProcess, Stack, run_gateway
+from tests.support import GatewayProcess, Keys, Stack, run_gateway
 
 
 def _start(stack: Stack, folder: Path, database_url: str) -> GatewayProcess:

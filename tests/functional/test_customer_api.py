@@ -5,8 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import RunningGateway
-from tests.support import StandIn
+from tests.support import RunningGateway, StandIn
 
 
 @pytest.fixture()

@@ -6,8 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningGateway
-from tests.support import StandIn
+from tests.support import RunningGateway, StandIn
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 

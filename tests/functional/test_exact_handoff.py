@@ -13,8 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningGateway
-from tests.support import HI, StandIn, account_state, wait_until_settled
+from tests.support import HI, RunningGateway, StandIn, account_state, wait_until_settled
 
 CHAT = '{"model":"chat-model","messages":[{"role":"user","content":"Hi"}],'
 FORM = "application/x-www-form-urlencoded"

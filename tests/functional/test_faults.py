@@ -20,14 +20,15 @@ import pytest
 from gateway.credits.ledger import SqlLedger
 from gateway.devstack.openbao import dev_vault, free_port
 from gateway.store.engine import open_store
-from tests.conftest import Keys, _start_gateway
 from tests.support import (
     GatewayProcess,
+    Keys,
     Stack,
     any_listed,
     bootstrapped_stack,
     port_open,
     run_gateway,
+    start_gateway,
     write_policy,
 )
 
@@ -106,7 +107,7 @@ def test_postgres_restart_mid_traffic(stack: Stack, workdir: Path, postgres_url:
     cluster = _pg_cluster()
     if cluster is None:
         pytest.skip("no local Postgres cluster to restart")
-    running = _start_gateway(stack, workdir, "pg-restart", postgres_url)
+    running = start_gateway(stack, workdir, "pg-restart", postgres_url)
     account = running.keys.account(10**9)
     key, _ = running.keys.customer(account_id=account)
     statuses: list[int] = []

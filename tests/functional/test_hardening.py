@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from gateway.keys import format as key_format
-from tests.conftest import RunningGateway
-from tests.support import StandIn
+from tests.support import RunningGateway, StandIn
 
 HI = [{"role": "user", "content": "Hi"}]
 CHAT = {"model": "chat-model", "messages": HI, "max_tokens": 5}

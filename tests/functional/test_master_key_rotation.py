@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from gateway.devstack.openbao import dev_vault, free_port
-from tests.conftest import Keys
-from tests.support import GatewayProcess, Stack, run_gateway, write_policy
+from tests.support import GatewayProcess, Keys, Stack, run_gateway, write_policy
 
 pytestmark = pytest.mark.slow
 

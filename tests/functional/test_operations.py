@@ -12,8 +12,7 @@ import httpx
 from gateway.credits.ledger import SqlLedger
 from gateway.devstack.openbao import free_port
 from gateway.store.engine import open_store
-from tests.conftest import Keys, RunningGateway
-from tests.support import GatewayProcess, Stack, any_listed
+from tests.support import GatewayProcess, Keys, RunningGateway, Stack, any_listed
 
 HI = [{"role": "user", "content": "Hi"}]
 

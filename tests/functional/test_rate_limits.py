@@ -11,8 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningGateway
-from tests.support import StandIn
+from tests.support import RunningGateway, StandIn
 
 HI = [{"role": "user", "content": "Hi"}]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import RunningGateway
+from tests.support import RunningGateway
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 

@@ -13,7 +13,7 @@ import socket
 import httpx
 import pytest
 
-from tests.conftest import RunningGateway
+from tests.support import RunningGateway
 
 ALLOWED = {
     ("POST", "/v1/chat/completions"),

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import RunningGateway
-from tests.support import Stack, any_listed
+from tests.support import RunningGateway, Stack, any_listed
 
 CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 

@@ -21,8 +21,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import RunningGateway
-from tests.support import BODIES, FUZZ_SETTINGS, SCALE, Stack, StandIn
+from tests.support import BODIES, FUZZ_SETTINGS, SCALE, RunningGateway, Stack, StandIn
 
 pytestmark = pytest.mark.slow
 

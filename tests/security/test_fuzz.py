@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from gateway.admin.api import build_admin_app
 from gateway.openapi import gateway_openapi
 from gateway.pipeline.fields import ALLOWED_TOP
-from tests.conftest import RunningGateway
-from tests.support import BODIES, FUZZ_SETTINGS, SCALE, Stack, StandIn, any_listed
+from tests.support import BODIES, FUZZ_SETTINGS, SCALE, RunningGateway, Stack, StandIn, any_listed
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,7 @@ import hvac.exceptions
 import pytest
 
 from gateway.devstack.openbao import free_port
-from tests.conftest import _start_gateway
-from tests.support import REPO, GatewayProcess, Stack, StandIn, any_listed
+from tests.support import REPO, GatewayProcess, Stack, StandIn, any_listed, start_gateway
 
 
 def _live_gateway_tokens(stack: Stack) -> list[str]:
@@ -146,7 +145,7 @@ def test_litellm_calls_no_provider_on_its_own(stack: Stack, standin: StandIn, wo
     # api_base with the provider key, outside any request and so outside the approval check (TM-E5). It is switched
     # off: a provider hears from the gateway only for an approved request.
     standin.recorder.clear()
-    started = _start_gateway(stack, workdir, "gw-no-own-calls", f"sqlite:///{workdir / 'no-own-calls.db'}")
+    started = start_gateway(stack, workdir, "gw-no-own-calls", f"sqlite:///{workdir / 'no-own-calls.db'}")
     try:
         time.sleep(3)  # the refresh runs as soon as LiteLLM's scheduler starts; give it time to show up
         assert standin.recorder.all() == []

@@ -94,7 +94,7 @@ def test_sweeper_expires_only_stale_reservations(ledger: SqlLedger) -> None:
 def test_check_names_the_drifting_account(ledger: SqlLedger) -> None:
     good = _funded(ledger, 10)
     bad = _funded(ledger, 10)
-    with ledger._engine.begin() as conn:  # tamper behind the ledger's back
+    with ledger.engine.begin() as conn:  # tamper behind the ledger's back
         conn.execute(sa.text("UPDATE accounts SET balance_micro_usd = 11 WHERE id = :id"), {"id": bad})
     drifts = ledger.check()
     assert [(d.account_id, d.field, d.stored, d.expected) for d in drifts] == [(bad, "balance_micro_usd", 11, 10)]

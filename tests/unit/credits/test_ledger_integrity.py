@@ -31,7 +31,7 @@ def ledger(store_url: str) -> Iterator[SqlLedger]:
 
 
 def _sql(ledger: SqlLedger, statement: str, **params: object) -> None:
-    with ledger._engine.begin() as conn:
+    with ledger.engine.begin() as conn:
         conn.execute(sa.text(statement), params)
 
 

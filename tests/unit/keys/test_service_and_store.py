@@ -43,7 +43,7 @@ def test_ok(service: KeyService) -> None:
 
 def test_only_the_digest_is_stored(service: KeyService) -> None:
     key, record = service.issue(KeyKind.CUSTOMER, name="a", account_id="acct_t", models=["m"])
-    engine = service.store._engine  # type: ignore[attr-defined]
+    engine = service.store.engine  # type: ignore[attr-defined]
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM api_keys WHERE id = :id"), {"id": record.id}).one()
     assert key not in repr(row)
