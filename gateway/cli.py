@@ -15,7 +15,7 @@ import typer
 EXIT_CODES_HELP = ("Exit codes: 0 success; 1 an integrity check found a break or drift (named on stderr); 2 a usage "
                    "or operational failure (one line on stderr); 3 the command itself failed unexpectedly (a bug: "
                    "one line on stderr, the traceback only with GATEWAY_LOG_LEVEL=DEBUG; nothing was verified).")
-# Exit codes (also in EXIT_CODES_HELP and the README): integrity findings, usage failures and crashes stay apart, so a
+# Exit codes (also in EXIT_CODES_HELP and docs/cli.md): integrity findings, usage failures and crashes stay apart, so a
 # crash of a checker is never read as a finding, nor a finding as a crash.
 EXIT_BROKEN = 1
 EXIT_FAILURE = 2
