@@ -52,13 +52,19 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _PRINTABLE = re.compile(r"[^A-Za-z0-9_.\[\]-]")
 
 
-def unsupported(path: str) -> Denial:
-    shown = _PRINTABLE.sub("?", path)[:80]
-    return Denial(400, "unsupported_parameter", f"Unsupported parameter: {shown}.", error_type="invalid_request_error")
+def shown(path: str) -> str:
+    """A field path as the client may see it (in the message and in ``param``): safe characters, at most 80."""
+    return _PRINTABLE.sub("?", path)[:80]
+
+
+def unsupported(path: str, why: str | None = None) -> Denial:
+    reason = f" ({why})" if why else ""
+    return Denial(400, "unsupported_parameter", f"Unsupported parameter: {shown(path)}{reason}.",
+                  error_type="invalid_request_error", param=shown(path))
 
 
 def invalid(path: str, what: str) -> Denial:
-    return Denial(400, "invalid_request", f"Invalid value for {_PRINTABLE.sub('?', path)[:80]}: {what}.")
+    return Denial(400, "invalid_request", f"Invalid value for {shown(path)}: {what}.", param=shown(path))
 
 
 def _only(obj: Any, allowed: set[str], path: str) -> dict[str, Any]:
@@ -112,7 +118,7 @@ def _strings(values: Iterable[tuple[str, Any]]) -> None:
     for path, value in values:
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and _smuggled(item):
-                raise unsupported(f"{path} (JSON with a steering field)")
+                raise unsupported(path, "a string holding JSON with a steering field")
 
 
 def _number(body: dict[str, Any], name: str, low: float, high: float) -> None:
@@ -160,7 +166,7 @@ def _messages(messages: Any, max_messages: int) -> None:
     if not isinstance(messages, list) or not messages:
         raise invalid("messages", "must be a non-empty list")
     if len(messages) > max_messages:
-        raise Denial(400, "too_many_messages", f"At most {max_messages} messages per request.")
+        raise Denial(400, "too_many_messages", f"At most {max_messages} messages per request.", param="messages")
     for i, message in enumerate(messages):
         path = f"messages[{i}]"
         _only(message, MESSAGE_FIELDS, path)
@@ -172,7 +178,8 @@ def _messages(messages: Any, max_messages: int) -> None:
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or part.get("type") != "text":
                     raise Denial(400, "unsupported_content",
-                                 "Only text content is accepted (other content cannot be priced in advance).")
+                                 "Only text content is accepted (other content cannot be priced in advance).",
+                                 param=f"{path}.content[{j}]")
                 _only(part, CONTENT_PART_FIELDS, f"{path}.content[{j}]")
                 if not isinstance(part.get("text"), str):
                     raise invalid(f"{path}.content[{j}].text", "must be a string")
@@ -270,6 +277,5 @@ def check_forwarded(body: dict[str, Any], forwarded: frozenset[str]) -> None:
     models (see ``gateway.boot.litellm_mount.forwarded_fields``); a client must not believe they were applied."""
     for name in body:
         if name not in forwarded:
-            shown = _PRINTABLE.sub("?", name)[:80]
-            raise Denial(400, "unsupported_parameter", f"Unsupported parameter for this model: {shown}.",
-                         error_type="invalid_request_error")
+            raise Denial(400, "unsupported_parameter", f"Unsupported parameter for this model: {shown(name)}.",
+                         error_type="invalid_request_error", param=shown(name))

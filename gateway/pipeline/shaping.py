@@ -33,22 +33,23 @@ def _positive_int(body: dict[str, Any], name: str, default: int, cap: int) -> in
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise Denial(400, "invalid_request", f"'{name}' must be a positive integer.")
+        raise Denial(400, "invalid_request", f"'{name}' must be a positive integer.", param=name)
     if value > cap:
-        raise Denial(400, "invalid_request", f"'{name}' may be at most {cap} for this model.")
+        raise Denial(400, "invalid_request", f"'{name}' may be at most {cap} for this model.", param=name)
     return value
 
 
 def _check_content(messages: list[Any]) -> None:
     for message in messages:
         if not isinstance(message, dict):
-            raise Denial(400, "invalid_request", "Each message must be an object.")
+            raise Denial(400, "invalid_request", "Each message must be an object.", param="messages")
         content = message.get("content")
         if isinstance(content, list):
             for part in content:
                 if not isinstance(part, dict) or part.get("type") not in ("text", None):
                     raise Denial(400, "unsupported_content",
-                                 "Only text content is accepted (other content cannot be priced in advance).")
+                                 "Only text content is accepted (other content cannot be priced in advance).",
+                                 param="messages")
 
 
 def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: int) -> Shaped:
@@ -59,10 +60,10 @@ def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: 
     if mode == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise Denial(400, "invalid_request", "'messages' must be a non-empty list.")
+            raise Denial(400, "invalid_request", "'messages' must be a non-empty list.", param="messages")
         _check_content(messages)
     elif "prompt" not in body:
-        raise Denial(400, "invalid_request", "'prompt' is required.")
+        raise Denial(400, "invalid_request", "'prompt' is required.", param="prompt")
     bounds = [_positive_int(body, name, max_output_tokens, max_output_tokens)
               for name in ("max_tokens", "max_completion_tokens") if body.get(name) is not None]
     if bounds:
@@ -75,10 +76,10 @@ def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: 
         choices = max(choices, _positive_int(body, "best_of", 1, max_n))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise Denial(400, "invalid_request", "'stream' must be a boolean.")
+        raise Denial(400, "invalid_request", "'stream' must be a boolean.", param="stream")
     if stream:
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
-            raise Denial(400, "invalid_request", "'stream_options' must be an object.")
+            raise Denial(400, "invalid_request", "'stream_options' must be an object.", param="stream_options")
         forwarded["stream_options"] = {**(options or {}), "include_usage": True}
     return Shaped(forwarded, output_bound=output, choices=choices, stream=stream)

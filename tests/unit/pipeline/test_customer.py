@@ -189,3 +189,16 @@ def test_a_request_that_does_not_fit_the_credit_is_refused_with_402(world: World
     status, _, answer, _ = world.call(chat(), key=key)
     assert (status, answer["error"]["code"]) == (402, "budget_exhausted")
     assert world.litellm.bodies == []
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    (chat(api_base="http://attacker.invalid"), "api_base"),
+    (chat(max_tokens=101), "max_tokens"),
+    (chat(messages=[{"role": "user", "content": "Hi", "weight": 1}]), "messages[0].weight"),
+    (chat(user='{"api_key": "sk-x"}'), "user"),
+    ({"messages": [{"role": "user", "content": "Hi"}]}, "model"),
+])
+def test_the_error_names_the_field_in_param_and_never_its_value(world: World, body: Any, param: str) -> None:
+    status, _, answer, _ = world.call(body)
+    assert status == 400 and answer["error"]["param"] == param
+    assert "attacker" not in json.dumps(answer) and "sk-x" not in json.dumps(answer)

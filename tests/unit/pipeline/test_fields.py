@@ -216,7 +216,8 @@ def test_a_string_holding_steering_json_is_refused_where_litellm_may_parse_it(te
         body = BUILD[mode](**{place: text})
     denial = _refused(mode, body)
     shown = {"name": "messages[0].name", "tool_call_id": "messages[0].tool_call_id", "stop[]": "stop"}.get(place, place)
-    assert denial.code == "unsupported_parameter" and denial.message.startswith(f"Unsupported parameter: {shown}?")
+    assert denial.code == "unsupported_parameter" and denial.param == shown
+    assert denial.message == f"Unsupported parameter: {shown} (a string holding JSON with a steering field)."
 
 
 @pytest.mark.parametrize("text", ['{"temperature": 1}', "{not json}", '{"a": ' * 5000, "[\"api_base\"]",
