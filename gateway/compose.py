@@ -115,11 +115,13 @@ def compose(*, policy: Policy, engine: sa.Engine, llm: LiteLLM, llm_lifespan: Li
                            "litellm_router": llm.ready})
     admin_app = build_admin_app(keys, ledger, frozenset(policy.model_names()),
                                 rotation_grace_seconds=policy.keys.rotation_grace_seconds, audit=audit)
+    models = ModelList(keys, policy, audit)
     endpoints: dict[Endpoint, ASGIApp] = {
         Endpoint.HANDOFF: build_customer_pipeline(
             llm=llm, keys=keys, policy=policy, ledger=ledger, prices=prices, rate_limiter=rate_limiter, audit=audit,
             model_fields=model_fields, unsafe_rate_limit_fail_open=unsafe_rate_limit_fail_open),
-        Endpoint.MODELS: ModelList(keys, policy, audit),
+        Endpoint.MODELS: models,
+        Endpoint.MODEL: models,
         Endpoint.SELF_REVOKE: SelfRevocation(keys, audit),
         Endpoint.HEALTH: health,
         Endpoint.READY: readiness,

@@ -65,6 +65,10 @@ def customer_paths() -> dict[str, Any]:
                                                {"type": "array", "items": {"type": "string"}, "maxItems": 8}]}},
         })},
         "/v1/models": {"get": _operation("Models this key may use", None)},
+        "/v1/models/{model}": {"get": {
+            **_operation("One model this key may use (404 for any other)", None),
+            "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+        }},
         "/v1/keys/revoke": {"post": _operation("Revoke the presented key (leaked-key response)", None)},
     }
 
@@ -76,7 +80,7 @@ def gateway_openapi(admin_schema: dict[str, Any]) -> dict[str, Any]:
     schemas["Error"] = {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["message", "type", "code"], "properties": {
-            "message": {"type": "string"}, "type": {"type": "string"}, "param": {"nullable": True},
+            "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]},
             "code": {"type": "string"}}}},
     }
     components["schemas"] = schemas

@@ -26,10 +26,10 @@ from gateway.routes import ROUTES, Endpoint
 
 def _routes() -> list[tuple[str, str, str]]:
     groups = [((Endpoint.HANDOFF,), "customer key; pre-flight then LiteLLM"),
-              ((Endpoint.MODELS, Endpoint.SELF_REVOKE), "customer key; answered by the gateway"),
+              ((Endpoint.MODELS, Endpoint.MODEL, Endpoint.SELF_REVOKE), "customer key; answered by the gateway"),
               ((Endpoint.HEALTH, Endpoint.READY), "no key; probe answering only ok/ready/not_ready")]
     rows = [(method, path, access) for endpoints, access in groups
-            for method, path in sorted((r.method, r.path) for r in ROUTES if r.endpoint in endpoints)]
+            for method, path in sorted((r.method, r.label) for r in ROUTES if r.endpoint in endpoints)]
     admin = build_admin_app(None, None, frozenset(), audit=None)  # type: ignore[arg-type]  # routes only, never served
     for route in admin.routes:
         for method in sorted(getattr(route, "methods", None) or []):

@@ -1,4 +1,5 @@
-"""The customer's own endpoints, answered by the gateway itself (not LiteLLM): the model list and self-revocation."""
+"""The customer's own endpoints, answered by the gateway itself (not LiteLLM): the model list, one model, and
+self-revocation."""
 
 from __future__ import annotations
 
@@ -13,13 +14,22 @@ from gateway.metrics import REVOCATIONS
 from gateway.pipeline.asgi import Receive, Scope, Send, bearer_token, send_json
 from gateway.pipeline.authn import authenticate, honeytoken_alarm
 from gateway.pipeline.errors import Denial, invalid_api_key, send_denial, service_unavailable
+from gateway.policy import Model as PolicyModel
 from gateway.policy import Policy
 
 log = logging.getLogger("gateway.app")
 
 
+def model_view(model: PolicyModel) -> dict[str, object]:
+    """A policy model as OpenAI's Model object."""
+    return {"id": model.name, "object": "model", "created": 0, "owned_by": model.provider}
+
+
 class ModelList:
-    """``GET /v1/models``: the policy's models this key may use."""
+    """``GET /v1/models``: the policy's models this key may use; ``GET /v1/models/{id}``: one of them (404 for any
+    other, the same answer whether the model is unknown or only not this key's)."""
+
+    PREFIX = "/v1/models/"
 
     def __init__(self, keys: KeyService, policy: Policy, audit: AuditLog) -> None:
         self._keys = keys
@@ -33,12 +43,19 @@ class ModelList:
         except Denial as denial:
             await send_denial(send, denial, request_id)
             return
-        created = 0
-        data = [
-            {"id": m.name, "object": "model", "created": created, "owned_by": m.provider}
-            for m in self._policy.models
-            if m.name in principal.models
-        ]
+        allowed = [m for m in self._policy.models if m.name in principal.models]
+        path = scope["path"]
+        if path.startswith(self.PREFIX):
+            wanted = path.removeprefix(self.PREFIX)
+            found = next((m for m in allowed if m.name == wanted), None)
+            if found is None:
+                await send_denial(send, Denial(404, "model_not_found",
+                                               "The model does not exist or this key may not use it.",
+                                               param="model"), request_id)
+                return
+            await send_json(send, 200, json.dumps(model_view(found)).encode(), request_id)
+            return
+        data = [model_view(m) for m in allowed]
         await send_json(send, 200, json.dumps({"object": "list", "data": data}).encode(), request_id)
 
 

@@ -81,6 +81,17 @@ def test_models_lists_only_what_the_key_may_use(gateway: RunningGateway) -> None
                                                                    "failing-model", "slow-model", "text-model"]
 
 
+def test_the_sdk_retrieves_only_the_keys_models(gateway: RunningGateway) -> None:
+    key, _ = gateway.keys.customer(models=["embed-model"])
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0)
+    model = client.models.retrieve("embed-model")
+    assert (model.id, model.object, model.owned_by) == ("embed-model", "model", "standin")
+    for other in ("chat-model", "no-such-model"):  # another key's model and an unknown one look the same
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.models.retrieve(other)
+        assert caught.value.body["code"] == "model_not_found" and other not in str(caught.value.body)
+
+
 def test_model_outside_the_keys_allow_list_is_403(client: openai.OpenAI, standin: StandIn) -> None:
     standin.recorder.clear()
     for model in ("other-chat-model", "not-in-policy", "openai/upstream-chat", "upstream-chat"):

@@ -20,6 +20,7 @@ ALLOWED = {
     ("POST", "/v1/completions"),
     ("POST", "/v1/embeddings"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/models/x"),  # GET /v1/models/{id}: the gateway's own (an unknown id is 404, other keys 401)
 }
 
 

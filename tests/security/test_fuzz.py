@@ -24,7 +24,7 @@ from tests.support import BODIES, FUZZ_SETTINGS, SCALE, RunningGateway, Stack, S
 
 pytestmark = pytest.mark.slow
 
-SCHEMA_EXAMPLES = 130 * SCALE  # per operation; 12 operations
+SCHEMA_EXAMPLES = 130 * SCALE  # per operation; 18 operations
 HOSTILE_EXAMPLES = 500 * SCALE  # per route; 3 routes
 
 
@@ -43,7 +43,7 @@ def _check(response: httpx.Response | Any, stack: Stack, counter: list[int]) -> 
 def test_schemathesis_over_the_openapi(gateway: RunningGateway, stack: Stack) -> None:
     schema = schemathesis.openapi.from_dict(_openapi())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 12
+    assert len(operations) >= 18
     counter: list[int] = []
     for operation in operations:
         key = gateway.admin_key if operation.path.startswith("/admin") else gateway.customer_key

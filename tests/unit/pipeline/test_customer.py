@@ -85,15 +85,17 @@ class World:
         policy_file.write_text(POLICY)
         policy = load_policy(policy_file)
         engine = open_store(f"sqlite:///{tmp_path / 'gateway.db'}")
+        self.policy = policy
         self.keys = KeyService(SqlKeyStore(engine), KeyHasher(secrets.token_bytes(32)), cache_ttl=0.0)
         self.ledger = SqlLedger(engine)
+        self.audit = AuditLog(engine, secrets.token_bytes(32))
         self.litellm = Recorder()
         self.pipeline: CustomerPipeline = build_customer_pipeline(
             llm=LiteLLM(app=self.litellm, state={}, ready=lambda: True), keys=self.keys, policy=policy,
             ledger=self.ledger, prices={"chat-model": Price(1_000_000, 2_000_000), "embed-model": Price(1_000_000, 0)},
             rate_limiter=RateLimiter(storage_uri="memory://", storage_options={}, default_rpm=3,
                                      default_tpm=100_000),
-            audit=AuditLog(engine, secrets.token_bytes(32)),
+            audit=self.audit,
             model_fields={m.name: frozenset(ALLOWED_TOP[m.mode]) for m in policy.models})
         self.account = self.ledger.create_account("unit")
         self.ledger.top_up(self.account.id, 1_000_000, "unit")
@@ -202,3 +204,32 @@ def test_the_error_names_the_field_in_param_and_never_its_value(world: World, bo
     status, _, answer, _ = world.call(body)
     assert status == 400 and answer["error"]["param"] == param
     assert "attacker" not in json.dumps(answer) and "sk-x" not in json.dumps(answer)
+
+
+def test_a_model_is_retrieved_only_for_the_keys_models(world: World) -> None:
+    from gateway.pipeline.own_routes import ModelList
+
+    models = ModelList(world.keys, world.policy, world.audit)
+
+    def get(path: str) -> tuple[int, dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [
+            (b"authorization", f"Bearer {world.key}".encode())]}
+        asyncio.run(models(scope, receive, send))
+        return sent[0]["status"], json.loads(sent[1]["body"])
+
+    assert get("/v1/models/chat-model") == (200, {"id": "chat-model", "object": "model", "created": 0,
+                                                  "owned_by": "standin"})
+    # Exposed but not this key's, and unknown: the same 404.
+    assert get("/v1/models/embed-model")[0] == get("/v1/models/no-such-model")[0] == 404
+    assert get("/v1/models/embed-model")[1]["error"] == get("/v1/models/no-such-model")[1]["error"] == {
+        "message": "The model does not exist or this key may not use it.", "type": "invalid_request_error",
+        "param": "model", "code": "model_not_found"}
+    assert [m["id"] for m in get("/v1/models")[1]["data"]] == ["chat-model"]
