@@ -427,3 +427,33 @@ def start_gateway(stack: Stack, workdir: Path, name: str, database_url: str, **e
     environment = stack.env(folder, database_url, port, GATEWAY_LOG_LEVEL="DEBUG", LITELLM_LOG="DEBUG", **env)
     process = GatewayProcess(environment, folder / "gateway.log", port).start()
     return RunningGateway(process, Keys(stack, database_url))
+
+
+# --- OpenAI's published schemas (tests/specs/) ---------------------------------------------------------------------
+
+SPEC = REPO / "tests" / "specs" / "openai-openapi-subset.json"
+
+
+def _allow_null(schema: Any) -> Any:
+    """OpenAPI's ``nullable: true`` (still used in places of the 3.1 document) as JSON Schema: null is allowed too."""
+    if isinstance(schema, list):
+        return [_allow_null(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: _allow_null(value) for key, value in schema.items() if key != "nullable"}
+    if schema.get("nullable") is True:
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+def spec_errors(schema_name: str, instance: Any) -> list[str]:
+    """Where ``instance`` breaks the named schema of OpenAI's API (empty when it validates)."""
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    document = json.loads(SPEC.read_text())
+    root = {"$ref": f"#/components/schemas/{schema_name}", "components": _allow_null(document["components"])}
+    validator = Draft202012Validator(root)
+    return [f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message[:200]}"
+            for error in validator.iter_errors(instance)]

@@ -108,13 +108,16 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
                         await asyncio.sleep(delay)
                     chunk = {
                         "id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created, "model": model,
-                        "choices": [{"index": 0, "delta": {"content": word + (" " if i < len(words) - 1 else "")},
-                                     "finish_reason": None}],
+                        "choices": [{"index": 0, "delta": {"content": word + (" " if i < len(words) - 1 else ""),
+                                                           **({"role": "assistant", "refusal": None} if i == 0 else {})},
+                                     "logprobs": None, "finish_reason": None}],
+                        "service_tier": "default", "system_fingerprint": "fp_standin",
                     }
                     yield f"data: {json.dumps(chunk)}\n\n"
                 final = {
                     "id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
+                    "service_tier": "default", "system_fingerprint": "fp_standin",
                 }
                 yield f"data: {json.dumps(final)}\n\n"
                 if include_usage:
@@ -129,8 +132,11 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
         return JSONResponse(
             {
                 "id": "chatcmpl-standin", "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
-                "usage": _usage(9, 7),
+                # As OpenAI answers: refusal and logprobs present (null), annotations empty.
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY, "refusal": None,
+                                                     "annotations": []},
+                             "logprobs": None, "finish_reason": "stop"}],
+                "usage": _usage(9, 7), "service_tier": "default", "system_fingerprint": "fp_standin",
             }
         )
 

@@ -128,7 +128,7 @@ class CustomerPipeline:
         try:
             await hand_off(self._llm.app, scope, receive, tracking_send, principal=principal, raw_body=forwarded,
                            request_id=request_id, llm_state=self._llm.state, meter=meter, approval=approval,
-                           audit=self._audit)
+                           audit=self._audit, usage_requested=shaped.usage_requested)
         except Exception:
             # LiteLLM's own error middleware re-raises after answering; answer only if nothing was sent yet.
             log.exception("handoff failed", extra={"request_id": request_id, "key_id": principal.key_id})

@@ -9,6 +9,7 @@ ours: LiteLLM's error bodies carry exception text, upstream messages and sometim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -202,6 +203,122 @@ class Metering:
         await self._send({"type": "http.response.body", "body": b"".join(self._held_body)})
 
 
+# What LiteLLM adds to an answer that OpenAI's schema does not have (1.106.12): its own fields, and nulls where the
+# schema wants a string or an object. Removed so that clients see OpenAI's shape (docs/api.md).
+LITELLM_FIELDS = frozenset({"provider_specific_fields", "cost"})
+NOT_NULLABLE = frozenset({"system_fingerprint", "completion_tokens_details", "prompt_tokens_details", "service_tier"})
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()
+                if k not in LITELLM_FIELDS and not (v is None and k in NOT_NULLABLE)}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def openai_shape(data: Any) -> Any:
+    """One answer object (plain, or one stream event) in OpenAI's shape: LiteLLM's additions removed, and the fields
+    OpenAI always sends (null when empty) that LiteLLM drops put back: a chat message's ``refusal`` (LiteLLM moves it
+    into its own field) and ``content``, a choice's ``logprobs``, a stream choice's ``finish_reason``."""
+    if not isinstance(data, dict):
+        return data
+    kind = data.get("object")
+    for choice in data.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        if kind == "chat.completion":
+            choice.setdefault("logprobs", None)
+            message = choice.get("message")
+            if isinstance(message, dict):
+                moved = message.get("provider_specific_fields")
+                message.setdefault("refusal", moved.get("refusal") if isinstance(moved, dict) else None)
+                message.setdefault("content", None)
+        elif kind == "chat.completion.chunk":
+            choice.setdefault("finish_reason", None)
+        elif kind == "text_completion":
+            choice.setdefault("logprobs", None)
+    return _clean(data)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class SpecShape:
+    """Send-wrapper: successful answers in OpenAI's shape.
+
+    LiteLLM's own fields and its nulls where the schema has none are removed (plain answers and stream events). A
+    stream's usage event, which the gateway always asks the provider for (settlement needs it), reaches the client
+    only if the client asked for it, and then as OpenAI sends it: ``choices: []``. Error answers are the gateway's
+    own and pass unchanged.
+    """
+
+    def __init__(self, send: Send, *, usage_requested: bool) -> None:
+        self._send = send
+        self._usage_requested = usage_requested
+        self._start: Message | None = None
+        self._held: list[bytes] = []
+        self._streaming = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if int(message["status"]) >= 400:
+                await self._send(message)
+                return
+            headers = list(message.get("headers", ()))
+            self._streaming = dict(headers).get(b"content-type", b"").startswith(b"text/event-stream")
+            if self._streaming:
+                await self._send(message)
+            else:
+                self._start = message
+            return
+        if message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        if self._streaming:
+            await self._send({**message, "body": self._stream_chunk(message.get("body", b""))})
+            return
+        if self._start is None:  # an error answer's body
+            await self._send(message)
+            return
+        self._held.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(self._held)
+        with contextlib.suppress(ValueError):  # not JSON: passed as it is
+            body = _json(openai_shape(json.loads(body)))
+        headers = [(k, v) for k, v in self._start.get("headers", ()) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        start, self._start = self._start, None
+        await self._send({**start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
+    def _stream_chunk(self, chunk: bytes) -> bytes:
+        events = chunk.split(b"\n\n")
+        kept = []
+        for event in events:
+            if not event.startswith(b"data: {"):
+                kept.append(event)
+                continue
+            try:
+                data = json.loads(event[6:])
+            except ValueError:
+                kept.append(event)
+                continue
+            if isinstance(data, dict) and isinstance(data.get("usage"), dict) and not any(
+                    isinstance(c, dict) and (c.get("delta") or c.get("finish_reason")) for c in data.get("choices") or []):
+                # The usage event (LiteLLM sends it with an empty delta): the client's only if it asked.
+                if not self._usage_requested:
+                    continue
+                data["choices"] = []
+            elif isinstance(data, dict) and data.get("usage") is None:
+                data.pop("usage", None)
+            kept.append(b"data: " + _json(openai_shape(data)))
+        return b"\n\n".join(kept)
+
+
 def llm_scope(scope: Scope, principal: Principal, raw_body: bytes, llm_state: dict[str, Any]) -> Scope:
     """The scope LiteLLM gets: the principal as a Python object, allow-listed headers, no query string."""
     inner = dict(scope)
@@ -225,10 +342,12 @@ async def hand_off(
     meter: Meter,
     approval: Approval,
     audit: AuditLog,
+    usage_requested: bool = False,
 ) -> None:
-    """Call LiteLLM with the approved body; its answer passes error replacement, the header allow-list and metering
-    (in that order) on its way to the client. Settles the request's reservation before returning."""
-    metering = Metering(send, meter)
+    """Call LiteLLM with the approved body; its answer passes error replacement, the header allow-list, metering and
+    the spec shape (in that order) on its way to the client. Settles the request's reservation before returning.
+    ``usage_requested``: the client asked for a stream's usage event (``stream_options.include_usage``)."""
+    metering = Metering(SpecShape(send, usage_requested=usage_requested), meter)
     errors = ErrorReplacement(scrubbed_headers(metering, request_id), meter=meter, approval=approval,
                               principal=principal, request_id=request_id, audit=audit)
     # The approval rides in the context of this task; LiteLLM's call runs in it (or in tasks that copy it).

@@ -26,6 +26,7 @@ class Shaped:
     output_bound: int | None = None  # output tokens per choice the provider may produce (None: embeddings)
     choices: int = 1  # n (or best_of for text completions)
     stream: bool = False
+    usage_requested: bool = False  # the client asked for a stream's usage event (the provider is always asked)
 
 
 def _positive_int(body: dict[str, Any], name: str, default: int, cap: int) -> int:
@@ -82,4 +83,5 @@ def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: 
         if options is not None and not isinstance(options, dict):
             raise Denial(400, "invalid_request", "'stream_options' must be an object.", param="stream_options")
         forwarded["stream_options"] = {**(options or {}), "include_usage": True}
-    return Shaped(forwarded, output_bound=output, choices=choices, stream=stream)
+    requested = stream and (body.get("stream_options") or {}).get("include_usage") is True
+    return Shaped(forwarded, output_bound=output, choices=choices, stream=stream, usage_requested=requested)

@@ -142,7 +142,11 @@ def chat(**extra: Any) -> dict[str, Any]:
 
 def test_what_litellm_gets_is_the_shaped_body_and_the_usage_is_settled(world: World) -> None:
     status, headers, answer, _ = world.call(chat(stream=False))
-    assert status == 200 and answer == ANSWER
+    # In OpenAI's shape: the fields it always sends, null when empty, are there.
+    expected = json.loads(json.dumps(ANSWER))
+    expected["choices"][0]["message"]["refusal"] = None
+    expected["choices"][0]["logprobs"] = None
+    assert status == 200 and answer == expected
     # max_tokens filled in with the model's cap: the output was bounded before dispatch.
     assert world.litellm.bodies == [{**chat(stream=False), "max_tokens": 100}]
     assert world.balance() == (1_000_000 - (9 * 1 + 3 * 2), 0)

@@ -102,8 +102,9 @@ def test_response_headers_pass_an_allow_list() -> None:
     _, sent, _ = _run(200, upstream)
     start = sent[0]
     assert start["status"] == 200
+    # The plain answer is held for settlement and goes out with its exact length.
     assert dict(start["headers"]) == {b"content-type": b"application/json", b"x-request-id": b"req_1",
-                                      REMAINING_HEADER: b"9000"}
+                                      REMAINING_HEADER: b"9000", b"content-length": b"2"}
 
 
 def test_litellm_errors_are_replaced_by_ours() -> None:
@@ -134,7 +135,7 @@ def test_the_reservation_closes_exactly_once() -> None:
     usage = b'{"usage": {"prompt_tokens": 3, "completion_tokens": 4}}'
     seen, sent, body = _run(200, [(b"content-type", b"application/json")], usage)
     assert seen["closed"] == [("settle", 11)]  # 3 × 1 + 4 × 2 micro-USD, settled before the answer went out
-    assert body == usage and dict(sent[0]["headers"])[REMAINING_HEADER] == b"9000"
+    assert json.loads(body) == json.loads(usage) and dict(sent[0]["headers"])[REMAINING_HEADER] == b"9000"
     seen, _, _ = _run(500, [(b"content-type", b"application/json")])
     assert seen["closed"] == [("release", "upstream_error")]
 
@@ -168,3 +169,44 @@ def test_an_answer_cut_short_by_litellm_is_never_sent() -> None:
         raise AssertionError("the handoff must re-raise so the pipeline answers 500")
     assert sent == []  # the customer pipeline answers 500 itself, since nothing was sent
     assert ledger.closed == [("settle", 500)]  # started, never completed: the whole reservation (client_gone basis)
+
+
+def _shaped_stream(chunks: list[bytes], usage_requested: bool) -> bytes:
+    from gateway.pipeline.handoff import SpecShape
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        shape = SpecShape(send, usage_requested=usage_requested)
+        await shape({"type": "http.response.start", "status": 200,
+                     "headers": [(b"content-type", b"text/event-stream")]})
+        for i, chunk in enumerate(chunks):
+            await shape({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
+
+    asyncio.run(run())
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+STREAM = [
+    (b'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"}}],'
+    b'"provider_specific_fields":{"x":1}}\n\n'),
+    (b'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{}}],'
+    b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"cost":1e-06}}\n\n'),
+    b"data: [DONE]\n\n",
+]
+
+
+def test_a_streams_usage_event_reaches_only_a_client_that_asked() -> None:
+    quiet = _shaped_stream(STREAM, usage_requested=False)
+    assert b'"usage"' not in quiet and quiet.endswith(b"data: [DONE]\n\n")
+    events = [json.loads(line[6:]) for line in quiet.split(b"\n") if line.startswith(b"data: {")]
+    # LiteLLM's own field is gone; finish_reason, which OpenAI always sends, is there (null).
+    assert events == [{"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hi"},
+                                                                       "finish_reason": None}]}]
+    asked = _shaped_stream(STREAM, usage_requested=True)
+    usage = [json.loads(line[6:]) for line in asked.split(b"\n") if b'"usage"' in line]
+    assert usage == [{"object": "chat.completion.chunk", "choices": [],
+                      "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}]
