@@ -78,6 +78,10 @@ class Model(_Strict):
     price: Price | None = None
     # The output cap: forwarded as max_tokens when the client omits it, and the most a client may ask for.
     max_output_tokens: int = Field(default=4096, ge=1, le=1_000_000)
+    # Image input: the most input tokens the provider may bill for one image (at any `detail`). Unset: images are
+    # refused for this model, since nothing else bounds their price before dispatch. OpenAI's gpt-4o family bills at
+    # most 85 + 170 per 512-px tile of a 2048 x 768 image = 1445 tokens; check the provider's rules for each model.
+    max_image_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @field_validator("name", "upstream_model")
     @classmethod

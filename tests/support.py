@@ -93,6 +93,7 @@ models:
     upstream_model: upstream-other
     mode: chat
     price: {{input_usd_per_million_tokens: "1", output_usd_per_million_tokens: "2"}}
+    max_image_tokens: 1445
   - name: text-model
     provider: standin
     upstream_model: upstream-text

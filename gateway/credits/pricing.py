@@ -8,6 +8,7 @@ Worst case of a request = prompt-token upper bound × input price + output-token
 * the prompt bound is the UTF-8 byte length of the request body plus a per-message and per-tool overhead. Byte-level
   BPE tokenizers (the GPT family's) emit at most one token per byte of text, JSON encoding only adds bytes, and the
   chat format adds a few tokens per message (≤ 4 for OpenAI's); we allow 8 per message, 16 per tool and 16 more;
+* each image adds the model's ``max_image_tokens`` (the policy's worst case for one image at any detail);
 * the output bound is ``max_tokens`` (set by the gateway to the model's cap when the client omits it) × ``n``
   (× ``best_of`` for text completions).
 
@@ -67,10 +68,11 @@ class Estimate:
 
 
 def estimate(mode: ModelMode, body: dict[str, Any], raw_length: int, price: Price, output_bound: int | None,
-             choices: int) -> Estimate:
+             choices: int, image_tokens: int = 0) -> Estimate:
     """The worst-case cost of a shaped request: ``raw_length`` is the client's body size in bytes, ``output_bound``
-    the output tokens per choice (None for embeddings)."""
-    prompt_bound = raw_length + REQUEST_OVERHEAD_TOKENS
+    the output tokens per choice (None for embeddings), ``image_tokens`` the most its images may add to the input
+    (images × the model's ``max_image_tokens``; their URLs' bytes are counted as text too)."""
+    prompt_bound = raw_length + REQUEST_OVERHEAD_TOKENS + image_tokens
     if mode == "chat":
         tools = body.get("tools") or body.get("functions") or []
         prompt_bound += MESSAGE_OVERHEAD_TOKENS * len(body["messages"])

@@ -184,8 +184,10 @@ class CreditStep:
 
     def estimate(self, shaped: Shaped, raw_length: int, model_name: str) -> Estimate:
         """The worst case of the shaped request at this model's prices."""
-        return estimate(self._policy.model(model_name).mode, shaped.body, raw_length, self._prices[model_name],
-                        shaped.output_bound, shaped.choices)
+        model = self._policy.model(model_name)
+        image_tokens = shaped.images * (model.max_image_tokens or 0)
+        return estimate(model.mode, shaped.body, raw_length, self._prices[model_name], shaped.output_bound,
+                        shaped.choices, image_tokens)
 
     def reserve(self, worst: Estimate, principal: Principal, model_name: str, request_id: str) -> Meter:
         """Reserve the worst case; returns the meter that will settle it."""

@@ -93,7 +93,7 @@ class CustomerPipeline:
             else:
                 self._guardrails.check(mode, body, principal.key_id, request_id)
             # 7. Shape what LiteLLM will get: output bounded (max_tokens filled in), usage asked for on streams.
-            shaped = shape(mode, body, model.max_output_tokens, self._limits.max_n)
+            shaped = shape(mode, body, model.max_output_tokens, self._limits.max_n, model.max_image_tokens)
             # 8. Worst case of this request, then tokens per minute against it.
             worst = self._credits.estimate(shaped, len(raw), model_name)
             self._rate_limits.tokens(principal, worst.tokens, request_id)

@@ -12,6 +12,7 @@ inspected key by key: their keys are property names of the caller's own schema, 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterable
@@ -30,7 +31,15 @@ ALLOWED_TOP = {
 }
 MESSAGE_FIELDS = {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal"}
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
-CONTENT_PART_FIELDS = {"type", "text"}
+CONTENT_PART_FIELDS = {"type", "text", "image_url"}
+IMAGE_URL_FIELDS = {"url", "detail"}
+IMAGE_DETAILS = ("low", "high", "auto")
+# An image is sent by reference (https) or inline (a base64 data URL of a raster type); nothing else. LiteLLM passes
+# both to an OpenAI-compatible provider as they are (it fetches nothing in-process for them; the test runs a loopback
+# listener that must never be contacted). A host that is an IP address of this network, or a name for one, is
+# refused all the same, in case a later provider kind has LiteLLM fetch it (threat-model TM-I8).
+IMAGE_DATA_URL = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
+IMAGE_HTTPS_URL = re.compile(r"https://([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[^\s]*)?")
 TOOL_FIELDS = {"type", "function"}
 FUNCTION_FIELDS = {"name", "description", "parameters", "strict"}
 TOOL_CALL_FIELDS = {"id", "type", "function", "index"}
@@ -176,13 +185,17 @@ def _messages(messages: Any, max_messages: int) -> None:
         content = message.get("content")
         if isinstance(content, list):
             for j, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") != "text":
+                where = f"{path}.content[{j}]"
+                if not isinstance(part, dict) or part.get("type") not in ("text", "image_url"):
                     raise Denial(400, "unsupported_content",
-                                 "Only text content is accepted (other content cannot be priced in advance).",
-                                 param=f"{path}.content[{j}]")
-                _only(part, CONTENT_PART_FIELDS, f"{path}.content[{j}]")
+                                 "Only text and image content is accepted (other content cannot be priced in "
+                                 "advance).", param=where)
+                if part["type"] == "image_url":
+                    _image_part(part, where)
+                    continue
+                _only(part, {"type", "text"}, where)
                 if not isinstance(part.get("text"), str):
-                    raise invalid(f"{path}.content[{j}].text", "must be a string")
+                    raise invalid(f"{where}.text", "must be a string")
         elif content is not None and not isinstance(content, str):
             raise invalid(f"{path}.content", "must be a string or a list of text parts")
         for k, call in enumerate(message.get("tool_calls") or []):
@@ -191,6 +204,35 @@ def _messages(messages: Any, max_messages: int) -> None:
         if message.get("function_call") is not None:
             _only(message["function_call"], CALLED_FUNCTION_FIELDS, f"{path}.function_call")
         _strings([(f"{path}.name", message.get("name")), (f"{path}.tool_call_id", message.get("tool_call_id"))])
+
+
+def _image_part(part: dict[str, Any], where: str) -> None:
+    _only(part, {"type", "image_url"}, where)
+    image = _only(part.get("image_url"), IMAGE_URL_FIELDS, f"{where}.image_url")
+    url = image.get("url")
+    if not isinstance(url, str) or not (IMAGE_DATA_URL.fullmatch(url) or _public_https(url)):
+        raise invalid(f"{where}.image_url.url", "must be an https URL of a public host or a base64 data URL of a "
+                                                "PNG, JPEG, GIF or WebP image")
+    if image.get("detail") is not None and image["detail"] not in IMAGE_DETAILS:
+        raise invalid(f"{where}.image_url.detail", "must be low, high or auto")
+
+
+def _public_https(url: str) -> bool:
+    match = IMAGE_HTTPS_URL.fullmatch(url)
+    if match is None:
+        return False
+    host = match.group(1).strip("[]").rstrip(".").lower()
+    # Names that only mean something inside this network: localhost, mDNS and cloud-internal names, single labels.
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")) or (
+            "." not in host and ":" not in host):
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # A name: the provider resolves and fetches it, not this process. A numeric last label is an address in one
+        # of the short or hex forms resolvers accept (127.1, 0x7f.1): refused, only dotted quads are read.
+        return re.fullmatch(r"0x[0-9a-f]*|[0-9]+", host.rsplit(".", 1)[-1]) is None
+    return address.is_global
 
 
 def _tools(body: dict[str, Any]) -> None:

@@ -7,8 +7,9 @@ Validates the fields the worst case depends on and fills in what the gateway nee
   the bound is the larger (a provider may honour either);
 * ``n`` (and ``best_of`` for text completions) within the policy's ``max_n``;
 * for streams, ``stream_options.include_usage`` forced on: settlement needs the provider's own usage at the end;
-* chat content must be text: content billed by something other than its bytes (images, audio, files) has no bound on
-  its tokens, so it cannot be priced in advance (:mod:`gateway.credits.pricing`).
+* chat content must be text, or images for a model whose policy entry bounds an image's tokens
+  (``max_image_tokens``): content billed by something other than its bytes has no bound on its tokens otherwise, so
+  it cannot be priced in advance (:mod:`gateway.credits.pricing`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Shaped:
     choices: int = 1  # n (or best_of for text completions)
     stream: bool = False
     usage_requested: bool = False  # the client asked for a stream's usage event (the provider is always asked)
+    images: int = 0  # image parts in the messages, each priced at the model's max_image_tokens
 
 
 def _positive_int(body: dict[str, Any], name: str, default: int, cap: int) -> int:
@@ -40,29 +42,40 @@ def _positive_int(body: dict[str, Any], name: str, default: int, cap: int) -> in
     return value
 
 
-def _check_content(messages: list[Any]) -> None:
+def _check_content(messages: list[Any], images_allowed: bool) -> int:
+    """The number of image parts; refuses content that cannot be priced for this model."""
+    images = 0
     for message in messages:
         if not isinstance(message, dict):
             raise Denial(400, "invalid_request", "Each message must be an object.", param="messages")
         content = message.get("content")
         if isinstance(content, list):
             for part in content:
-                if not isinstance(part, dict) or part.get("type") not in ("text", None):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "image_url" and images_allowed:
+                    images += 1
+                elif kind == "image_url":
+                    raise Denial(400, "unsupported_content", "This model does not accept images (the policy sets no "
+                                 "image price for it).", param="messages")
+                elif kind not in ("text", None):
                     raise Denial(400, "unsupported_content",
-                                 "Only text content is accepted (other content cannot be priced in advance).",
-                                 param="messages")
+                                 "Only text and image content is accepted (other content cannot be priced in "
+                                 "advance).", param="messages")
+    return images
 
 
-def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: int) -> Shaped:
+def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: int,
+          max_image_tokens: int | None = None) -> Shaped:
     """The body to forward and its bounds. Raises :class:`Denial` for what cannot be bounded."""
     forwarded = dict(body)
+    images = 0
     if mode == "embedding":
         return Shaped(forwarded)
     if mode == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise Denial(400, "invalid_request", "'messages' must be a non-empty list.", param="messages")
-        _check_content(messages)
+        images = _check_content(messages, max_image_tokens is not None)
     elif "prompt" not in body:
         raise Denial(400, "invalid_request", "'prompt' is required.", param="prompt")
     bounds = [_positive_int(body, name, max_output_tokens, max_output_tokens)
@@ -84,4 +97,5 @@ def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: 
             raise Denial(400, "invalid_request", "'stream_options' must be an object.", param="stream_options")
         forwarded["stream_options"] = {**(options or {}), "include_usage": True}
     requested = stream and (body.get("stream_options") or {}).get("include_usage") is True
-    return Shaped(forwarded, output_bound=output, choices=choices, stream=stream, usage_requested=requested)
+    return Shaped(forwarded, output_bound=output, choices=choices, stream=stream, usage_requested=requested,
+                  images=images)

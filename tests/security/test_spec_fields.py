@@ -93,6 +93,7 @@ def _allow_list(path: str, mode: str) -> set[str] | None:
         "": fields.ALLOWED_TOP[mode],
         "messages[]": fields.MESSAGE_FIELDS,
         "messages[].content[]": fields.CONTENT_PART_FIELDS,
+        "messages[].content[].image_url": fields.IMAGE_URL_FIELDS,
         "messages[].tool_calls[]": fields.TOOL_CALL_FIELDS,
         "messages[].tool_calls[].function": fields.CALLED_FUNCTION_FIELDS,
         "messages[].function_call": fields.CALLED_FUNCTION_FIELDS,

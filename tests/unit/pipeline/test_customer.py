@@ -176,7 +176,8 @@ def test_requests_per_minute_are_counted_before_the_body_is_read(world: World) -
     ({"model": "embed-model", "input": "x"}, {"path": "/v1/embeddings"}, 403, "model_not_allowed"),
     (chat(messages=[{"role": "user", "content": "about Project  Falcon"}]), {}, 400, "content_blocked"),
     (chat(max_tokens=101), {}, 400, "invalid_request"),
-    (chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]),
+    (chat(messages=[{"role": "user", "content": [{"type": "image_url",
+                                                  "image_url": {"url": "https://images.example/y.png"}}]}]),
      {}, 400, "unsupported_content"),
 ])
 def test_refusals_happen_before_any_reservation_or_dispatch(world: World, body: Any, kwargs: dict[str, Any],

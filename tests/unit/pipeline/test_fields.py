@@ -363,11 +363,45 @@ def test_a_field_of_the_wrong_type_or_out_of_range_is_refused(mode: str, body: d
     assert denial.message.startswith(f"Invalid value for {field}: "), denial.message
 
 
-@pytest.mark.parametrize("part", [{"type": "image_url", "image_url": {"url": STEER}}, {"type": "input_audio"},
-                                  {"text": "Hi"}, "Hi", None])
-def test_content_other_than_text_parts_is_refused(part: Any) -> None:
+@pytest.mark.parametrize("part", [{"type": "input_audio"}, {"type": "file"}, {"text": "Hi"}, "Hi", None])
+def test_content_other_than_text_and_image_parts_is_refused(part: Any) -> None:
     denial = _refused("chat", _chat(messages=[{"role": "user", "content": [part]}]))
     assert denial.code == "unsupported_content"
+
+
+@pytest.mark.parametrize("url", [
+    "https://images.example/cat.png", "https://8.8.8.8/cat.png", "https://images.example:8443/a/b.webp?size=2",
+    "data:image/png;base64,iVBORw0KGgo=",
+])
+def test_an_image_by_public_https_url_or_inline_data_passes(url: str) -> None:
+    for detail in (None, "low", "high", "auto"):
+        image = {"url": url, **({"detail": detail} if detail else {})}
+        _check("chat", _chat(messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": image}]}]))
+
+
+@pytest.mark.parametrize("url", [
+    STEER, "http://images.example/cat.png", "https://127.0.0.1/x.png", "https://127.1/x.png", "https://0x7f.1/x.png",
+    "https://[::1]/x.png", "https://169.254.169.254/latest/meta-data", "https://10.1.2.3/x.png",
+    "https://192.168.0.1/x.png", "https://localhost/x.png", "https://metadata.google.internal/x",
+    "https://printer.local/x.png", "https://intranet/x.png", "https://user:pw@images.example/x.png",
+    "file:///etc/passwd", "ftp://images.example/x.png", "data:text/html;base64,PGgxPg==",
+    "data:image/svg+xml;base64,PHN2Zz4=", "data:image/png,not-base64", "https://images.example/a b.png", "",
+])
+def test_an_image_anywhere_else_is_refused(url: str) -> None:
+    denial = _refused("chat", _chat(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}]}]))
+    assert (denial.code, denial.param) == ("invalid_request", "messages[0].content[0].image_url.url")
+
+
+@pytest.mark.parametrize(("image", "param"), [
+    ({"url": "https://images.example/x.png", "detail": "ultra"}, "messages[0].content[0].image_url.detail"),
+    ({"url": "https://images.example/x.png", "fetch_via": "http://10.0.0.1"}, "messages[0].content[0].image_url.fetch_via"),
+    ("https://images.example/x.png", "messages[0].content[0].image_url"),
+])
+def test_an_image_part_has_only_url_and_detail(image: Any, param: str) -> None:
+    denial = _refused("chat", _chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": image}]}]))
+    assert denial.param == param
 
 
 def test_nul_and_control_characters_in_values_are_data_not_a_way_around_the_checks() -> None:

@@ -67,3 +67,22 @@ def test_what_cannot_be_bounded_is_refused(mode: Any, body: dict[str, Any], code
     with pytest.raises(Denial) as refused:
         shape(mode, body, 100, 4)
     assert (refused.value.status, refused.value.code) == (400, code)
+
+
+def test_images_are_counted_for_a_model_with_an_image_price_and_refused_otherwise() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://images.example/a.png"}}
+    body = _chat(messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"}, image, image]},
+                           {"role": "user", "content": [image]}])
+    assert shape("chat", body, 100, 4, max_image_tokens=1445).images == 3
+    with pytest.raises(Denial) as refused:
+        shape("chat", body, 100, 4)
+    assert refused.value.code == "unsupported_content" and "image" in refused.value.message
+
+
+def test_each_image_adds_the_models_worst_case_to_the_price() -> None:
+    from gateway.credits.pricing import Price, estimate
+
+    price = Price(1_000_000, 2_000_000)
+    plain = estimate("chat", _chat(), 100, price, 10, 1)
+    with_images = estimate("chat", _chat(), 100, price, 10, 1, image_tokens=2 * 1445)
+    assert with_images.amount - plain.amount == 2 * 1445 and with_images.tokens - plain.tokens == 2 * 1445
