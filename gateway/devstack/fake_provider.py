@@ -50,6 +50,13 @@ class Recorder:
             self._requests.clear()
 
 
+# The provider account's own rate-limit figures, as OpenAI sends them on every answer; recognisable values, so tests
+# can tell that they never reach a client (the gateway sends each key's own figures instead).
+PROVIDER_LIMITS = {"x-ratelimit-limit-requests": "424242", "x-ratelimit-remaining-requests": "424241",
+                   "x-ratelimit-reset-requests": "42ms", "x-ratelimit-limit-tokens": "4242424242",
+                   "x-ratelimit-remaining-tokens": "4242424200", "x-ratelimit-reset-tokens": "42ms"}
+
+
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -126,7 +133,7 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
                     yield f"data: {json.dumps(usage)}\n\n"
                 yield "data: [DONE]\n\n"
 
-            return StreamingResponse(events(), media_type="text/event-stream")
+            return StreamingResponse(events(), media_type="text/event-stream", headers=PROVIDER_LIMITS)
         if delay:
             await asyncio.sleep(delay)
         return JSONResponse(
@@ -137,7 +144,8 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
                                                      "annotations": []},
                              "logprobs": None, "finish_reason": "stop"}],
                 "usage": _usage(9, 7), "service_tier": "default", "system_fingerprint": "fp_standin",
-            }
+            },
+            headers=PROVIDER_LIMITS,
         )
 
     async def completions(request: Request) -> Response:

@@ -38,6 +38,20 @@ ROUTE_MODES: dict[str, ModelMode] = {"/v1/chat/completions": "chat", "/v1/comple
                                      "/v1/embeddings": "embedding"}
 
 
+def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """Send-wrapper: ``extra`` (as it stands when the answer starts) added to the answer's headers, except names the
+    answer already has (a 429 carries its own counter's figures)."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and extra:
+            headers = list(message.get("headers", ()))
+            present = {name.lower() for name, _ in headers}
+            message = {**message, "headers": headers + [(k, v) for k, v in extra if k not in present]}
+        await send(message)
+
+    return wrapped
+
+
 class CustomerPipeline:
     """Handles POST /v1/chat/completions, /v1/completions and /v1/embeddings."""
 
@@ -67,11 +81,14 @@ class CustomerPipeline:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
         REQUEST_ID.set(request_id)
+        # Once counted, every answer (denials included) tells the key where it stands: OpenAI's x-ratelimit-*.
+        limit_headers: list[tuple[bytes, bytes]] = []
+        send = with_headers(send, limit_headers)
         try:
             # 1. Authenticate: Authorization: Bearer with a customer key, nothing else.
             principal = authenticate(scope, self._keys, KeyKind.CUSTOMER, request_id, self._audit)
             # 2. Requests per minute, before any further work (shared by the fleet when Redis is configured).
-            self._rate_limits.requests(principal, request_id)
+            limit_headers += self._rate_limits.requests(principal, request_id)
             # 3. Read the body once, bounded by the policy's size limit; it must be declared as and be a JSON object.
             check_content_type(scope)
             raw = await read_body(scope, receive, self._limits.max_body_bytes)
@@ -96,7 +113,7 @@ class CustomerPipeline:
             shaped = shape(mode, body, model.max_output_tokens, self._limits.max_n, model.max_image_tokens)
             # 8. Worst case of this request, then tokens per minute against it.
             worst = self._credits.estimate(shaped, len(raw), model_name)
-            self._rate_limits.tokens(principal, worst.tokens, request_id)
+            limit_headers += self._rate_limits.tokens(principal, worst.tokens, request_id)
             # 9. The approval: the one canonical body LiteLLM will get and the bounds it was priced at. LiteLLM's
             #    call is checked against it just before the provider is contacted (approval.py).
             forwarded = canonical_json(shaped.body)

@@ -14,7 +14,9 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
-CORS_EXPOSED = b"x-request-id, x-credit-remaining-micro-usd"
+CORS_EXPOSED = (b"x-request-id, x-credit-remaining-micro-usd, retry-after, x-ratelimit-limit-requests, "
+                b"x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, "
+                b"x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens")
 
 
 def allowed_origin(scope: Scope, origins: frozenset[str]) -> bytes | None:

@@ -15,6 +15,7 @@ deployer set ``GATEWAY_UNSAFE_RATE_LIMIT_FAIL_OPEN`` (threat-model TM-T11).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Literal
@@ -41,6 +42,16 @@ class RateLimited(Exception):
         self.remaining = remaining
         self.retry_after = retry_after
         self.alone = alone
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Window:
+    """Where a key stands in one counter's window after a request was counted (OpenAI's x-ratelimit-* figures)."""
+
+    counter: Counter
+    limit: int
+    remaining: int
+    reset_seconds: int  # until the window has room for the whole limit again
 
 
 class CounterStoreUnavailable(Exception):
@@ -87,19 +98,17 @@ class RateLimiter:
         """The counter store (limits' storage object)."""
         return self._slowapi._storage
 
-    def _hit(self, strategy: Strategy, limit: int, counter: Counter, principal: Principal, cost: int) -> None:
+    def _hit(self, strategy: Strategy, limit: int, counter: Counter, principal: Principal, cost: int) -> Window:
         item = RateLimitItemPerMinute(limit)
         try:
             allowed = strategy.hit(item, counter, principal.key_id, cost=cost)
-            stats = None if allowed else strategy.get_window_stats(item, counter, principal.key_id)
+            stats = strategy.get_window_stats(item, counter, principal.key_id)
         except Exception as exc:  # noqa: BLE001 - any storage failure (Redis down, timeout) is handled the same way
             raise CounterStoreUnavailable(type(exc).__name__) from None
+        window = Window(counter, limit, max(stats.remaining, 0), max(1, math.ceil(stats.reset_time - time.time())))
         if allowed:
-            return
-        if stats is None:
-            raise RateLimited(counter, limit)
-        raise RateLimited(counter, limit, remaining=max(stats.remaining, 0),
-                          retry_after=max(1, math.ceil(stats.reset_time - time.time())))
+            return window
+        raise RateLimited(counter, limit, remaining=window.remaining, retry_after=window.reset_seconds)
 
     def reachable(self) -> bool:
         try:
@@ -107,13 +116,13 @@ class RateLimiter:
         except Exception:  # noqa: BLE001 - unreachable is the answer, whatever the client raised
             return False
 
-    def requests(self, principal: Principal) -> None:
+    def requests(self, principal: Principal) -> Window:
         """Count one request against the key's requests-per-minute."""
-        self._hit(self._limiter, principal.rpm_limit or self._default_rpm, "rpm", principal, 1)
+        return self._hit(self._limiter, principal.rpm_limit or self._default_rpm, "rpm", principal, 1)
 
-    def tokens(self, principal: Principal, tokens: int) -> None:
+    def tokens(self, principal: Principal, tokens: int) -> Window:
         """Count the request's worst-case tokens against the key's tokens-per-minute."""
         limit = principal.tpm_limit or self._default_tpm
         if tokens > limit:
             raise RateLimited("tpm", limit, alone=True)
-        self._hit(self._token_limiter, limit, "tpm", principal, max(tokens, 1))
+        return self._hit(self._token_limiter, limit, "tpm", principal, max(tokens, 1))

@@ -14,8 +14,12 @@ CHAT = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}]}
 
 def _assert_clean(response: httpx.Response, standin_port: int) -> None:
     names = {name.lower() for name in response.headers}
-    leaked = [n for n in names if n.startswith(("x-litellm", "llm_provider", "x-ratelimit"))]
+    leaked = [n for n in names if n.startswith(("x-litellm", "llm_provider"))]
     assert leaked == []
+    # The x-ratelimit-* headers are the key's own (the policy's default_rpm here), never the provider account's
+    # (the stand-in sends 424242 and friends, as OpenAI sends its account's figures).
+    assert response.headers["x-ratelimit-limit-requests"] == "1000000"
+    assert "4242" not in repr(response.headers)
     assert str(standin_port) not in repr(response.headers)
     assert response.headers["x-request-id"].startswith("req_")
 

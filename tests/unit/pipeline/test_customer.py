@@ -102,6 +102,12 @@ class World:
         self.key, _ = self.keys.issue(KeyKind.CUSTOMER, name="unit", models=["chat-model"],
                                       account_id=self.account.id)
 
+    def call_raw_headers(self, body: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], dict[str, Any], bool]:
+        """As :meth:`call`, with the headers as the list sent (repeats visible)."""
+        self.last_headers: list[tuple[bytes, bytes]] = []
+        status, _, answer, read = self.call(body)
+        return status, self.last_headers, answer, read
+
     def call(self, body: bytes | dict[str, Any], *, key: str | None = None, path: str = "/v1/chat/completions",
              content_type: bytes = b"application/json") -> tuple[int, dict[bytes, bytes], dict[str, Any], bool]:
         """Status, headers, JSON answer, and whether the body was read at all."""
@@ -122,6 +128,7 @@ class World:
             (b"content-length", str(len(raw)).encode())]}
         asyncio.run(self.pipeline(scope, receive, send))
         start = sent[0]
+        self.last_headers = list(start["headers"])
         answer = b"".join(m.get("body", b"") for m in sent[1:])
         return start["status"], dict(start["headers"]), json.loads(answer), read
 
@@ -238,3 +245,25 @@ def test_a_model_is_retrieved_only_for_the_keys_models(world: World) -> None:
         "message": "The model does not exist or this key may not use it.", "type": "invalid_request_error",
         "param": "model", "code": "model_not_found"}
     assert [m["id"] for m in get("/v1/models")[1]["data"]] == ["chat-model"]
+
+
+def test_every_answer_after_the_requests_counter_says_where_the_key_stands(world: World) -> None:
+    status, headers, _, _ = world.call(chat(max_tokens=10))
+    assert status == 200
+    assert (headers[b"x-ratelimit-limit-requests"], headers[b"x-ratelimit-remaining-requests"]) == (b"3", b"2")
+    assert headers[b"x-ratelimit-limit-tokens"] == b"100000"
+    assert 0 < int(headers[b"x-ratelimit-remaining-tokens"]) < 100000
+    assert headers[b"x-ratelimit-reset-requests"].endswith(b"s") and headers[b"x-ratelimit-reset-tokens"].endswith(b"s")
+    # A refusal after the requests counter carries its figures (the tokens counter never ran for it)...
+    status, headers, _, _ = world.call(chat(api_base="http://attacker.invalid"))
+    assert status == 400 and headers[b"x-ratelimit-remaining-requests"] == b"1"
+    assert b"x-ratelimit-limit-tokens" not in headers
+    # ...a 429 carries its own, once each...
+    world.call(chat())
+    status, raw_headers, _, _ = world.call_raw_headers(chat())
+    assert status == 429
+    assert [name for name, _ in raw_headers].count(b"x-ratelimit-remaining-requests") == 1
+    assert dict(raw_headers)[b"x-ratelimit-remaining-requests"] == b"0"
+    # ...and an unauthenticated request learns nothing.
+    status, headers, _, _ = world.call(chat(), key="lgw_ck_" + "A" * 49)
+    assert status == 401 and not [name for name in headers if name.startswith(b"x-ratelimit")]
