@@ -156,27 +156,6 @@ class TextFormatter(logging.Formatter):
         return REDACT(line)
 
 
-class UnclosedLiteLLMSessions(logging.Filter):
-    """Drops asyncio's "Unclosed connector" / "Unclosed client session" errors unless the gateway logs at DEBUG.
-
-    LiteLLM 1.106.12's OpenAI text-completion handler (``litellm/llms/openai/completion/handler.py``,
-    ``OpenAITextCompletion.acompletion``) builds a new ``AsyncOpenAI`` client, with its own aiohttp session, for each
-    ``/v1/completions`` request (its router no longer hands it a cached client) and never closes it; the garbage
-    collector frees the session later and asyncio reports that as an ERROR on whichever request is running then. It
-    is not a failure of that request, nor something the gateway can close from outside; at DEBUG it stays visible.
-    """
-
-    MESSAGES = ("Unclosed connector", "Unclosed client session")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
-            return True
-        return not (isinstance(record.msg, str) and record.msg.startswith(self.MESSAGES))
-
-
-_UNCLOSED_SESSIONS = UnclosedLiteLLMSessions()
-
-
 def configure(level: str, fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
@@ -184,7 +163,6 @@ def configure(level: str, fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("asyncio").addFilter(_UNCLOSED_SESSIONS)
     # LiteLLM's background scheduler (the gateway schedules nothing with it) warns at every start that its first
     # model-info refresh "was missed" by the seconds LiteLLM's own startup took; its errors still show.
     logging.getLogger("apscheduler").setLevel(level if level == "DEBUG" else "ERROR")

@@ -26,6 +26,8 @@ import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+import httpx
+
 from gateway import LITELLM_COMPROMISED, LITELLM_PIN, logs
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
@@ -348,6 +350,7 @@ async def litellm_lifespan(
     quiet_custom_auth_warning()
     try:
         async with contextlib.AsyncExitStack() as entered:
+            await entered.enter_async_context(provider_http_client())
             with startup_prints_to_log():
                 llm_state = await entered.enter_async_context(llm_app.router.lifespan_context(llm_app))
             _forget(proxy_config, config)
@@ -360,6 +363,26 @@ async def litellm_lifespan(
             yield
     finally:
         _forget(proxy_config, config)
+
+
+@contextlib.asynccontextmanager
+async def provider_http_client() -> AsyncIterator[None]:
+    """One HTTP client for every OpenAI-SDK call LiteLLM makes to a provider, owned and closed by the gateway.
+
+    Without it LiteLLM's text-completion handler builds a new SDK client, with a new aiohttp session, for every request
+    and never closes it: one connection and one session per request until the garbage collector finds them. This
+    client keeps a bounded pool of connections, follows no redirects, and reads nothing from the environment (no
+    proxy variables, no ``~/.netrc``). LiteLLM never closes a session set here (``litellm.aclient_session``).
+    """
+    litellm = import_litellm()
+    client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=httpx.Timeout(600.0),
+                               limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
+    litellm.aclient_session = client
+    try:
+        yield
+    finally:
+        litellm.aclient_session = None
+        await client.aclose()
 
 
 def quiet_custom_auth_warning() -> None:

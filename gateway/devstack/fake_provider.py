@@ -83,6 +83,8 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
             "query": request.url.query,
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body": body,
+            # Which connection it came on: a client that pools connections reuses a few ports.
+            "client_port": request.client.port if request.client else None,
         }
         recorder.add(entry)
         return entry
