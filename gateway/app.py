@@ -91,6 +91,7 @@ class GatewayApp:
         # request in flight (docs/benchmarks.md).
         gc.collect()
         gc.freeze()
+        gc.enable()  # boot turned it off for LiteLLM's import (gateway.boot.serve)
         self._readiness.started = True
         await send({"type": "lifespan.startup.complete"})
         await receive()
