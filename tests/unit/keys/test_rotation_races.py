@@ -6,10 +6,7 @@ threat-model: TM-T12
 from __future__ import annotations
 
 import functools
-import threading
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -17,7 +14,7 @@ from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import AlreadyRotated, AuthDenied, KeyService
 from gateway.keys.store import SqlKeyStore
-from tests.support import fresh_store
+from tests.support import fresh_store, together
 
 PEPPER = b"r" * 32 + b"-pepper-for-rotation-races"
 GRACE = timedelta(seconds=30)
@@ -26,26 +23,6 @@ GRACE = timedelta(seconds=30)
 @pytest.fixture()
 def service(store_url: str) -> KeyService:
     return KeyService(SqlKeyStore(fresh_store(store_url, "api_keys")), KeyHasher(PEPPER))
-
-
-def together(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run the calls at the same moment on their own threads; each result is a value or the exception raised."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = calls[i]()
-        except Exception as exc:  # noqa: BLE001 - the test classifies every outcome
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def _works(service: KeyService, plaintext: str) -> bool:
