@@ -88,10 +88,10 @@ class GatewayApp:
             return
         # Everything built so far (LiteLLM's proxy alone is ~700k objects) lives as long as the process. Freezing it
         # keeps the collector's full passes from walking it again: each such pass took ~360 ms here, stalling every
-        # request in flight (docs/benchmarks.md).
+        # request in flight (docs/benchmarks.md). The collection first frees what the startup left (copies of
+        # LiteLLM's config among it, which hold secrets); what boot froze after LiteLLM's import is not walked again.
         gc.collect()
         gc.freeze()
-        gc.enable()  # boot turned it off for LiteLLM's import (gateway.boot.serve)
         self._readiness.started = True
         await send({"type": "lifespan.startup.complete"})
         await receive()
