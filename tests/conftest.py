@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,10 @@ from tests.support import (
     services_required,
     start_gateway,
 )
+
+# Tests import LiteLLM's types (the bridge) directly: without this its import tries to fetch a cost map from the
+# internet (and retries for seconds when it cannot). The gateway sets it itself before importing LiteLLM.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 POSTGRES = ("127.0.0.1", 5432)
 # Fixtures that need the machine's Postgres, and the parameter values that pick it where a fixture decides at run time

@@ -25,7 +25,8 @@ COMMON = {"model", "user", "stream", "stream_options", "n", "max_tokens", "tempe
           "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}
 ALLOWED_TOP = {
     "chat": COMMON | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
-                      "tool_choice", "parallel_tool_calls", "functions", "function_call", "reasoning_effort"},
+                      "tool_choice", "parallel_tool_calls", "functions", "function_call", "reasoning_effort",
+                      "store", "safety_identifier"},
     "completion": COMMON | {"prompt", "best_of", "echo", "suffix"},
     "embedding": {"model", "input", "encoding_format", "dimensions", "user"},
 }
@@ -296,6 +297,16 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
     if mode == "chat":
         _messages(body.get("messages"), max_messages)
         _tools(body)
+        # Stored completions would be kept in the provider account every tenant shares: only "do not store" passes.
+        if body.get("store") not in (None, False):
+            raise invalid("store", "only false is accepted (stored completions would be kept in the provider account "
+                                   "every tenant of this gateway shares)")
+        # OpenAI's successor of `user`, checked the same way (LiteLLM reads it as the end user, like `user`).
+        safety_identifier = body.get("safety_identifier")
+        if safety_identifier is not None and (not isinstance(safety_identifier, str)
+                                              or not 1 <= len(safety_identifier) <= 256):
+            raise invalid("safety_identifier", "must be a string of 1 to 256 characters")
+        _strings([("safety_identifier", safety_identifier)])
         _boolean(body, "logprobs")
         _boolean(body, "parallel_tool_calls")
         _integer(body, "top_logprobs", 0, 20)

@@ -99,3 +99,16 @@ def test_model_outside_the_keys_allow_list_is_403(client: openai.OpenAI, standin
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
         assert caught.value.body["code"] == "model_not_allowed"
     assert standin.recorder.all() == []
+
+
+def test_store_false_and_safety_identifier_reach_the_provider(client: openai.OpenAI, standin: StandIn) -> None:
+    standin.recorder.clear()
+    client.chat.completions.create(model="chat-model", messages=[{"role": "user", "content": "Hi"}], max_tokens=5,
+                                   store=False, safety_identifier="user-1234")
+    (call,) = [c for c in standin.recorder.all() if c["method"] == "POST"]
+    assert call["body"]["store"] is False and call["body"]["safety_identifier"] == "user-1234"
+    # Stored completions would sit in the provider account every tenant shares: refused before anything is sent.
+    standin.recorder.clear()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="chat-model", messages=[{"role": "user", "content": "Hi"}], store=True)
+    assert refused.value.body["param"] == "store" and standin.recorder.all() == []

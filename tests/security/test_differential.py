@@ -61,7 +61,8 @@ VALID = {
                   "parallel_tool_calls": st.booleans(), "logprobs": st.booleans(),
                   "top_logprobs": st.integers(0, 20),
                   "response_format": st.just({"type": "json_object"}),
-                  "reasoning_effort": st.sampled_from(["low", "medium", "high"])}),
+                  "reasoning_effort": st.sampled_from(["low", "medium", "high"]),
+                  "store": st.just(False), "safety_identifier": st.text(min_size=1, max_size=20)}),
     "/v1/completions": st.fixed_dictionaries(
         {"model": st.just("text-model"),
          "prompt": TEXT | st.lists(st.integers(0, 50_000), min_size=1, max_size=4)},
