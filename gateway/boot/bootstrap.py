@@ -22,6 +22,7 @@ from gateway.boot.errors import BootError
 from gateway.boot.litellm_mount import check_transport_environment
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
+from gateway.boot.vault import new_client, transport_error
 
 POLICY_NAME = "gateway-runtime"
 ROLE_NAME = "gateway"
@@ -86,12 +87,11 @@ def write_private_file(path: Path, content: str) -> None:
 def operator_client(settings: Settings, token: Secret) -> hvac.Client:
     # The operator token and the secret_ids it issues must not travel through a proxy either.
     check_transport_environment()
-    client = hvac.Client(url=settings.vault_addr, token=token.reveal(),
-                         timeout=settings.vault_timeout_seconds)  # type: ignore[arg-type]  # requests takes a float
+    client = new_client(settings, token.reveal())
     try:
         ok = client.is_authenticated()
-    except requests.exceptions.RequestException:
-        raise BootError("bootstrap", f"Vault at {settings.vault_addr} is unreachable") from None
+    except requests.exceptions.RequestException as exc:
+        raise transport_error("bootstrap", settings, exc) from None
     if not ok:
         raise BootError("bootstrap", "the operator token was refused")
     return client

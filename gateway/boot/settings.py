@@ -1,6 +1,8 @@
 """HAZMAT-adjacent: process settings (``GATEWAY_*``). They name where secrets are, never hold them.
 
-Credential files (role_id, secret_id, token) must not be readable by group or others; boot refuses them otherwise.
+Credential files (role_id, secret_id, token, the TLS client key) must not be readable by group or others; boot refuses
+them otherwise. The CA bundle and client certificate are public but must not be writable by anyone else: whoever can
+rewrite the CA bundle chooses which Vault the gateway trusts.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.boot.errors import BootError
@@ -36,6 +38,10 @@ class Settings(BaseSettings):
     vault_path: str = Field(default="gateway", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
     vault_approle_mount: str = Field(default="approle", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     vault_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # TLS to Vault: a private CA bundle (PEM) instead of certifi's, and a client certificate and key for mTLS.
+    vault_cacert: Path | None = None
+    vault_client_cert: Path | None = None
+    vault_client_key: Path | None = Field(default=None, validate_default=True)
     database_url: str = DEFAULT_DATABASE_URL
     policy_file: Path = Path("policy/gateway.yaml")
     host: str = "127.0.0.1"
@@ -77,6 +83,20 @@ class Settings(BaseSettings):
             # Secrets and tokens would cross the network in clear text.
             raise ValueError("plain http is allowed only to a loopback address; use https")
         return value.rstrip("/")
+
+    @field_validator("vault_cacert")
+    @classmethod
+    def _cacert_needs_https(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and str(info.data.get("vault_addr", "")).startswith("http://"):
+            raise ValueError("is set but GATEWAY_VAULT_ADDR is plain http; use an https address")
+        return value
+
+    @field_validator("vault_client_key")
+    @classmethod
+    def _client_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("vault_client_cert") is None):
+            raise ValueError("GATEWAY_VAULT_CLIENT_CERT and GATEWAY_VAULT_CLIENT_KEY go together; set both or neither")
+        return value
 
 
 # Query parameters that carry a credential: libpq's password and sslpassword, redis-py's password and ssl_password
@@ -138,14 +158,9 @@ def require_database(settings: Settings) -> None:
                                     "the file its --env-file wrote; set +a)")
 
 
-def read_credential_file(path: Path | None, setting: str) -> str:
-    """Read a credential file that the gateway's user owns and only it may read; refuse anything else.
-
-    The file is opened without following a symlink (``O_NOFOLLOW``) and checked on the open descriptor, so what is
-    checked is what is read: a regular file, owned by this process's effective user, with no group or other access.
-    A file someone else owns could be rewritten by them (a secret_id of their choosing, a token they also hold)."""
-    if path is None:
-        raise BootError("settings", f"{setting} is not set")
+def _open_regular_file(path: Path, setting: str) -> tuple[int, os.stat_result]:
+    """A descriptor on ``path`` opened without following a symlink, and its status, once it is known to be a regular
+    file: what is checked afterwards is what is read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -164,6 +179,18 @@ def read_credential_file(path: Path | None, setting: str) -> str:
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise BootError("settings", f"{setting}: {path} is not a regular file")
+    return fd, info
+
+
+def read_credential_file(path: Path | None, setting: str) -> str:
+    """Read a credential file that the gateway's user owns and only it may read; refuse anything else.
+
+    The file is opened without following a symlink (``O_NOFOLLOW``) and checked on the open descriptor, so what is
+    checked is what is read: a regular file, owned by this process's effective user, with no group or other access.
+    A file someone else owns could be rewritten by them (a secret_id of their choosing, a token they also hold)."""
+    if path is None:
+        raise BootError("settings", f"{setting} is not set")
+    fd, info = _open_regular_file(path, setting)
     with os.fdopen(fd, "rb") as handle:
         if info.st_uid != os.geteuid():
             raise BootError("settings", f"{setting}: file {path} belongs to another user (uid {info.st_uid}); "
@@ -181,3 +208,38 @@ def read_credential_file(path: Path | None, setting: str) -> str:
     if not value:
         raise BootError("settings", f"{setting}: file {path} is empty")
     return value
+
+
+def check_public_file(path: Path, setting: str) -> None:
+    """Refuse a public TLS file (CA bundle, client certificate) that is not a regular PEM file, is a symlink, belongs to
+    someone other than this user or root, or is writable by others: they could swap the CA the gateway trusts."""
+    fd, info = _open_regular_file(path, setting)
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_uid not in (os.geteuid(), 0):
+            raise BootError("settings", f"{setting}: file {path} belongs to another user (uid {info.st_uid}); it "
+                                        "must belong to the gateway's user or root")
+        if info.st_mode & stat.S_IWOTH:
+            raise BootError("settings", f"{setting}: file {path} is writable by others "
+                                        f"(mode {stat.S_IMODE(info.st_mode):o}); chmod o-w it")
+        try:
+            content = handle.read(1_000_000)
+        except OSError:
+            raise BootError("settings", f"{setting}: file {path} cannot be read") from None
+    if b"-----BEGIN CERTIFICATE-----" not in content:
+        raise BootError("settings", f"{setting}: file {path} holds no PEM certificate")
+
+
+def vault_tls(settings: Settings) -> tuple[str | bool, tuple[str, str] | None]:
+    """What hvac's ``verify`` and ``cert`` take, after the files' checks: the CA bundle's path (True: certifi's
+    bundle) and the client certificate and key paths (None: no mTLS)."""
+    verify: str | bool = True
+    if settings.vault_cacert is not None:
+        check_public_file(settings.vault_cacert, "GATEWAY_VAULT_CACERT")
+        verify = str(settings.vault_cacert)
+    if settings.vault_client_cert is None or settings.vault_client_key is None:
+        return verify, None
+    check_public_file(settings.vault_client_cert, "GATEWAY_VAULT_CLIENT_CERT")
+    # Read only for its checks (owner, 0600, no symlink); requests loads it again from the path.
+    key = read_credential_file(settings.vault_client_key, "GATEWAY_VAULT_CLIENT_KEY")
+    del key
+    return verify, (str(settings.vault_client_cert), str(settings.vault_client_key))

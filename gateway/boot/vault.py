@@ -26,7 +26,7 @@ import requests
 
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
-from gateway.boot.settings import Settings, read_credential_file
+from gateway.boot.settings import Settings, read_credential_file, vault_tls
 
 # Values published in docs, tutorials and LiteLLM's own examples; refused as a master key or pepper.
 PUBLIC_VALUES = frozenset(
@@ -64,21 +64,40 @@ class VaultSecrets:
         yield from self.provider_keys.values()
 
 
+def new_client(settings: Settings, token: str | None = None) -> hvac.Client:
+    """An hvac client for ``settings.vault_addr`` with the configured TLS: the private CA bundle or certifi's, and the
+    client certificate and key for mTLS. Every client the gateway creates comes from here."""
+    verify, cert = vault_tls(settings)
+    # hvac's stubs type the timeout as int; hvac hands it to requests, which takes seconds as a float.
+    return hvac.Client(url=settings.vault_addr, token=token, verify=verify, cert=cert,
+                       timeout=settings.vault_timeout_seconds)  # type: ignore[arg-type]
+
+
+def transport_error(step: str, settings: Settings, exc: requests.exceptions.RequestException) -> BootError:
+    """The line for a failed request: an untrusted server certificate, a refused TLS handshake, or no answer. The
+    exception's text is looked at, never quoted."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return BootError(step, "Vault's TLS certificate is not trusted (GATEWAY_VAULT_CACERT)")
+        return BootError(step, "the TLS handshake with Vault failed (GATEWAY_VAULT_CACERT, GATEWAY_VAULT_CLIENT_CERT, "
+                               "GATEWAY_VAULT_CLIENT_KEY)")
+    return BootError(step, f"Vault at {settings.vault_addr} is unreachable")
+
+
 def login(settings: Settings) -> hvac.Client:
     """An authenticated client (AppRole or token, per settings)."""
     if settings.vault_auth == "approle":
         role_id = read_credential_file(settings.vault_role_id_file, "GATEWAY_VAULT_ROLE_ID_FILE")
         secret_id = read_credential_file(settings.vault_secret_id_file, "GATEWAY_VAULT_SECRET_ID_FILE")
-        # hvac's stubs type the timeout as int; hvac hands it to requests, which takes seconds as a float.
-        client = hvac.Client(url=settings.vault_addr, timeout=settings.vault_timeout_seconds)  # type: ignore[arg-type]
+        client = new_client(settings)
         try:
             client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=settings.vault_approle_mount)
         except hvac.exceptions.InvalidRequest:
             raise BootError("vault login", "AppRole login refused (wrong role_id, or secret_id used, expired or unknown)") from None
         except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
             raise BootError("vault login", "AppRole login refused (permission denied)") from None
-        except requests.exceptions.RequestException:
-            raise BootError("vault login", f"Vault at {settings.vault_addr} is unreachable") from None
+        except requests.exceptions.RequestException as exc:
+            raise transport_error("vault login", settings, exc) from None
         except hvac.exceptions.VaultError as exc:
             raise BootError("vault login", f"Vault answered an error ({type(exc).__name__})") from None
         finally:
@@ -86,13 +105,12 @@ def login(settings: Settings) -> hvac.Client:
         # A successful login is proof enough; a lookup-self here would spend one of the token's few uses.
         return client
     token = read_credential_file(settings.vault_token_file, "GATEWAY_VAULT_TOKEN_FILE")
-    client = hvac.Client(url=settings.vault_addr, token=token,
-                         timeout=settings.vault_timeout_seconds)  # type: ignore[arg-type]  # a float, as above
+    client = new_client(settings, token)
     del token
     try:
         authenticated = client.is_authenticated()
-    except requests.exceptions.RequestException:
-        raise BootError("vault login", f"Vault at {settings.vault_addr} is unreachable") from None
+    except requests.exceptions.RequestException as exc:
+        raise transport_error("vault login", settings, exc) from None
     except hvac.exceptions.VaultError as exc:
         raise BootError("vault login", f"Vault answered an error ({type(exc).__name__})") from None
     if not authenticated:
@@ -111,8 +129,8 @@ def _read(client: hvac.Client, settings: Settings, sub_path: str) -> dict[str, o
         raise BootError("vault read", f"secret {where} does not exist") from None
     except hvac.exceptions.Forbidden:
         raise BootError("vault read", f"permission denied reading {where}") from None
-    except requests.exceptions.RequestException:
-        raise BootError("vault read", f"Vault at {settings.vault_addr} is unreachable") from None
+    except requests.exceptions.RequestException as exc:
+        raise transport_error("vault read", settings, exc) from None
     except hvac.exceptions.VaultError as exc:
         raise BootError("vault read", f"reading {where} failed ({type(exc).__name__})") from None
     data = (response or {}).get("data", {}).get("data")

@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 
 # Starts the bundled bao binary with a fixed argument list, no shell.
 import subprocess  # nosec B404
@@ -80,23 +81,28 @@ class DevVault:
     addr: str
     root_token: str
     process: subprocess.Popen[bytes]
+    # With TLS: the CA that signed the dev server's certificate (GATEWAY_VAULT_CACERT); None over plain http.
+    ca_file: Path | None = None
 
     def stop(self) -> None:
         stop_process(self.process)
 
 
-def wait_http(url: str, timeout: float = 20.0) -> None:
+def wait_http(url: str, timeout: float = 20.0, ca_file: Path | None = None) -> None:
+    """Wait until ``url`` answers below 500; an https URL is checked against ``ca_file``, which the server may still be
+    writing when the wait starts."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            # A loopback http URL this module built; no user input.
-            with urllib.request.urlopen(url, timeout=1) as response:  # nosec B310
+            context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
+            # A loopback URL this module built; no user input.
+            with urllib.request.urlopen(url, timeout=1, context=context) as response:  # nosec B310
                 if response.status < 500:
                     return
         except urllib.error.HTTPError as exc:
             if exc.code < 500:
                 return
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, ssl.SSLError):
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
@@ -115,15 +121,25 @@ def _private_log(log_file: Path) -> int:
     return fd
 
 
-def start_dev_vault(log_file: Path | None = None) -> DevVault:
+def start_dev_vault(log_file: Path | None = None, *, tls_dir: Path | None = None,
+                    extra_config: Path | None = None) -> DevVault:
+    """Start the dev server on a free loopback port. With ``tls_dir``, it serves https with a CA, certificate and key
+    it generates there (vault-ca.pem, vault-cert.pem, vault-key.pem). ``extra_config`` is an HCL file the dev server
+    reads as well (tests add a listener that requires client certificates)."""
     port = free_port()
     token = "dev-root-" + secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     env["BAO_DEV_ROOT_TOKEN_ID"] = token
+    options: list[str] = []
+    if tls_dir is not None:
+        tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the server writes its TLS key there
+        options = ["-dev-tls", f"-dev-tls-cert-dir={tls_dir}"]
+    if extra_config is not None:
+        options.append(f"-config={extra_config}")
     out = _private_log(log_file) if log_file else subprocess.DEVNULL
     try:
         process = subprocess.Popen(  # nosec B603
-            [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
+            [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token", *options],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -134,9 +150,11 @@ def start_dev_vault(log_file: Path | None = None) -> DevVault:
         # The child holds its own copy of the descriptor.
         if out != subprocess.DEVNULL:
             os.close(out)
-    vault = DevVault(addr=f"http://127.0.0.1:{port}", root_token=token, process=process)
+    ca_file = tls_dir / "vault-ca.pem" if tls_dir is not None else None
+    scheme = "https" if tls_dir is not None else "http"
+    vault = DevVault(addr=f"{scheme}://127.0.0.1:{port}", root_token=token, process=process, ca_file=ca_file)
     try:
-        wait_http(f"{vault.addr}/v1/sys/health")
+        wait_http(f"{vault.addr}/v1/sys/health", ca_file=ca_file)
     except Exception:
         vault.stop()
         raise
