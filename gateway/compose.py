@@ -26,6 +26,7 @@ from gateway.credits.ledger import SqlLedger
 from gateway.credits.pricing import Price
 from gateway.credits.sweeper import sweep_forever
 from gateway.keys.hashing import KeyHasher
+from gateway.keys.invalidation import InvalidationChannel, RedisInvalidations
 from gateway.keys.service import KeyService
 from gateway.keys.store import SqlKeyStore
 from gateway.metrics import RESERVATIONS_OPEN
@@ -103,11 +104,23 @@ class Gateway:
     audit: AuditLog
 
 
+@contextlib.asynccontextmanager
+async def listening(channel: RedisInvalidations, keys: KeyService) -> AsyncIterator[None]:
+    """Apply the fleet's key invalidations to this replica's key cache while the gateway runs."""
+    channel.listen(keys.cache)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(channel.close)
+
+
 def compose(*, policy: Policy, engine: sa.Engine, llm: LiteLLM, llm_lifespan: Lifespan, pepper: bytes,
             audit_key: bytes, prices: dict[str, Price], rate_limiter: RateLimiter,
-            model_fields: dict[str, frozenset[str]], unsafe_rate_limit_fail_open: bool = False) -> Gateway:
+            invalidations: InvalidationChannel, model_fields: dict[str, frozenset[str]],
+            unsafe_rate_limit_fail_open: bool = False) -> Gateway:
     """The whole gateway: stores, domain services, the pipeline, the endpoints of the route table, the lifespan."""
-    keys = KeyService(SqlKeyStore(engine), KeyHasher(pepper), cache_ttl=policy.keys.cache_ttl_seconds)
+    keys = KeyService(SqlKeyStore(engine), KeyHasher(pepper), cache_ttl=policy.keys.cache_ttl_seconds,
+                      invalidations=invalidations)
     ledger = SqlLedger(engine)
     audit = AuditLog(engine, audit_key)
     RESERVATIONS_OPEN.set_function(lambda: float(ledger.open_reservations()))
@@ -128,6 +141,9 @@ def compose(*, policy: Policy, engine: sa.Engine, llm: LiteLLM, llm_lifespan: Li
         Endpoint.ADMIN: AdminGate(admin_app, keys, audit),
     }
     lifespans: list[Lifespan] = [llm_lifespan, lambda: sweeping(ledger, policy), lambda: audited_lifetime(audit)]
+    if isinstance(invalidations, RedisInvalidations):
+        channel = invalidations
+        lifespans.append(lambda: listening(channel, keys))
     app = GatewayApp(endpoints=endpoints, readiness=readiness, lifespans=lifespans,
                      cors_origins=frozenset(policy.cors.allow_origins))
     return Gateway(app=app, keys=keys, ledger=ledger, audit=audit)

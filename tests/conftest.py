@@ -27,6 +27,7 @@ from tests.support import (
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 POSTGRES = ("127.0.0.1", 5432)
+REDIS = ("127.0.0.1", 6379)
 # Fixtures that need the machine's Postgres, and the parameter values that pick it where a fixture decides at run time
 # (store_url, any_gateway, the concurrency test's backend).
 POSTGRES_FIXTURES = {"postgres_url", "pg_gateway"}
@@ -86,6 +87,16 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("Postgres at 127.0.0.1:5432 is not reachable on this machine")
     with fresh_database("gw_test_") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis; fails (not skips) under CI when it is missing."""
+    if not port_open(*REDIS):
+        if services_required():
+            pytest.fail("Redis at 127.0.0.1:6379 is required (GATEWAY_REQUIRE_SERVICES=1) but not reachable")
+        pytest.skip("Redis at 127.0.0.1:6379 is not reachable on this machine")
+    return "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -19,7 +19,8 @@ import uvicorn
 from gateway import logs
 from gateway.boot import litellm_mount, vault
 from gateway.boot.errors import BootError
-from gateway.boot.settings import Settings, load_settings, read_credential_file, redacted_url
+from gateway.boot.fleet import build_invalidations, redis_options
+from gateway.boot.settings import Settings, load_settings, redacted_url
 from gateway.compose import Gateway, compose
 from gateway.compose import build_rate_limiter as compose_rate_limiter
 from gateway.pipeline.handoff import LiteLLM
@@ -72,6 +73,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     # walking them in every later full collection. They are frozen as soon as the import is done, before any secret
     # reaches LiteLLM (its garbage, about 2,200 unreachable objects, measured, holds none and stays); the lifespan
     # collects and freezes what the startup added (gateway.app).
+    gc.collect()  # what the Vault reads left (responses, frames) is freed, not frozen with the import
     gc.disable()
     try:
         proxy_server = _step("litellm import", litellm_mount.import_proxy)
@@ -94,6 +96,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
 
     gateway = compose(policy=policy, engine=engine, llm=llm, llm_lifespan=llm_lifespan, pepper=pepper,
                   audit_key=audit_key, prices=prices, rate_limiter=rate_limiter,
+                  invalidations=build_invalidations(settings),
                   model_fields={name: deployment.fields for name, deployment in deployments.items()},
                   unsafe_rate_limit_fail_open=settings.unsafe_rate_limit_fail_open)
     return Booted(settings, policy, gateway)
@@ -101,11 +104,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
 
 def build_rate_limiter(settings: Settings, policy: Policy) -> RateLimiter:
     """In-memory counters, or Redis shared by the fleet (reachability checked now: boot fails closed)."""
-    options: dict[str, Any] = {}
-    if settings.redis_url and settings.redis_password_file is not None:
-        options["password"] = read_credential_file(settings.redis_password_file, "GATEWAY_REDIS_PASSWORD_FILE")
-    if settings.redis_url:
-        options.update({"socket_timeout": 1, "socket_connect_timeout": 1})
+    options = redis_options(settings) if settings.redis_url else {}
     limiter = compose_rate_limiter(policy, settings.redis_url, options)
     if settings.redis_url and not limiter.reachable():
         # Host, port and database only: never a user part or query parameters, which may carry a credential.

@@ -25,6 +25,7 @@ from gateway.credits.ledger import is_spend_cap_period
 from gateway.keys import format as key_format
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
+from gateway.keys.invalidation import LOCAL_ONLY, InvalidationChannel
 from gateway.keys.store import KeyRecord, KeyState, KeyStore
 from gateway.principal import Principal
 
@@ -104,6 +105,12 @@ class KeyCache:
             for digest in [d for d, (_, record, _) in self._entries.items() if record.id == key_id]:
                 del self._entries[digest]
 
+    def clear(self) -> None:
+        """Forget everything (the invalidation channel may have missed a change)."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -113,11 +120,17 @@ class KeyService:
     record is stale; it is the system clock outside tests."""
 
     def __init__(self, store: KeyStore, hasher: KeyHasher, *, cache_ttl: float = 0.0,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, invalidations: InvalidationChannel = LOCAL_ONLY) -> None:
         self.store = store
         self._hasher = hasher
         self.clock = clock
         self.cache = KeyCache(cache_ttl, clock=clock)
+        self._invalidations = invalidations
+
+    def _forget(self, key_id: str) -> None:
+        """Drop this process's cached copy of ``key_id`` at once, and tell the other replicas to (invalidation.py)."""
+        self.cache.forget(key_id)
+        self._invalidations.publish(key_id)
 
     def list(self, kind: KeyKind | None = None) -> list[KeyRecord]:
         """Every key of ``kind`` (every key when None), oldest first."""
@@ -197,15 +210,15 @@ class KeyService:
             if current is not None and current.rotated_to is not None and current.state(now) == KeyState.ACTIVE:
                 raise AlreadyRotated(key_id, current.rotated_to)
             return None
-        self.cache.forget(key_id)
+        self._forget(key_id)
         return plaintext, record
 
     def revoke(self, key_id: str, *, by: str) -> KeyRecord | None:
-        """Revoke in the store, and drop this process's cached copy at once."""
+        """Revoke in the store, and drop the cached copies (this process's at once, the fleet's on the channel)."""
         try:
             return self.store.revoke(key_id, by=by)
         finally:
-            self.cache.forget(key_id)
+            self._forget(key_id)
 
     def revoke_line(self, key_id: str, *, by: str) -> tuple[KeyRecord | None, builtins.list[str]]:
         """Revoke ``key_id`` and every key rotated from it (see :meth:`SqlKeyStore.revoke_line`); returns the record
@@ -216,7 +229,7 @@ class KeyService:
             return record, revoked
         finally:
             for forgotten in (key_id, *revoked):
-                self.cache.forget(forgotten)
+                self._forget(forgotten)
 
     def _check_wrong_kind(self, presented: str, kind: KeyKind) -> None:
         """A well-formed customer key presented as an admin key is looked up after all: honeytokens are

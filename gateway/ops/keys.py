@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.boot.errors import BootError
+from gateway.boot.fleet import build_invalidations
 from gateway.credits.ledger import SqlLedger
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
@@ -75,4 +76,8 @@ def revoke_key(key_id: str) -> dict[str, Any] | None:
                      reason=f"successors_revoked={len(successors)}" if successors else None)
         for successor in successors:
             audit.record("key_revoked", actor=actor, subject=successor, reason=f"predecessor={key_id}")
+        # Running replicas drop their cached copies now when the fleet shares Redis; else within the cache TTL.
+        invalidations = build_invalidations(settings)
+        for revoked in (key_id, *successors):
+            invalidations.publish(revoked)
     return None if record is None else record.public(datetime.now(UTC))

@@ -7,18 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import RunningGateway, Stack, port_open, services_required, start_gateway
-
-REDIS = ("127.0.0.1", 6379)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    if not port_open(*REDIS):
-        if services_required():
-            pytest.fail("Redis at 127.0.0.1:6379 is required (GATEWAY_REQUIRE_SERVICES=1) but not reachable")
-        pytest.skip("Redis at 127.0.0.1:6379 is not reachable on this machine")
-    return "redis://127.0.0.1:6379/0"
+from tests.support import RunningGateway, Stack, start_gateway
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,8 @@ def test_a_budget_is_shared_by_the_fleet(fleet: tuple[RunningGateway, ...]) -> N
 
 
 @pytest.mark.slow
-def test_revocation_reaches_the_other_replica_within_a_second(fleet: tuple[RunningGateway, ...]) -> None:
+def test_revocation_reaches_the_other_replica_within_100_ms(fleet: tuple[RunningGateway, ...]) -> None:
+    # Pushed through Redis (gateway/keys/invalidation.py); the key cache's TTL (0.5 s) is only the fallback.
     a, b = fleet
     admin = httpx.Client(base_url=a.base_url, headers={"Authorization": f"Bearer {a.admin_key}"}, timeout=30)
     delays = []
@@ -85,7 +86,7 @@ def test_revocation_reaches_the_other_replica_within_a_second(fleet: tuple[Runni
     delays.sort()
     p50, p99 = statistics.median(delays), delays[98]
     print(f"revocation propagation over 100 trials: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-    assert p99 < 1.0
+    assert p99 < 0.1
 
 
 @pytest.mark.slow
