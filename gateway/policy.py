@@ -79,8 +79,9 @@ class Model(_Strict):
     # The output cap: forwarded as max_tokens when the client omits it, and the most a client may ask for.
     max_output_tokens: int = Field(default=4096, ge=1, le=1_000_000)
     # Image input: the most input tokens the provider may bill for one image (at any `detail`). Unset: images are
-    # refused for this model, since nothing else bounds their price before dispatch. OpenAI's gpt-4o family bills at
-    # most 85 + 170 per 512-px tile of a 2048 x 768 image = 1445 tokens; check the provider's rules for each model.
+    # refused for this model, since nothing else bounds their price before dispatch. OpenAI's gpt-4o bills at most
+    # 85 + 170 per 512-px tile of a 2048 x 768 image = 1445 tokens; gpt-4o-mini bills about 33 times that (2833 +
+    # 5667 per tile): the figure is per model, from the provider's rules, and a low one is the operator's loss.
     max_image_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @field_validator("name", "upstream_model")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hmac
+import http.cookiejar
 import importlib.metadata
 import io
 import json
@@ -371,12 +372,19 @@ async def provider_http_client() -> AsyncIterator[None]:
 
     Without it LiteLLM's text-completion handler builds a new SDK client, with a new aiohttp session, for every request
     and never closes it: one connection and one session per request until the garbage collector finds them. This
-    client keeps a bounded pool of connections, follows no redirects, and reads nothing from the environment (no
-    proxy variables, no ``~/.netrc``). LiteLLM never closes a session set here (``litellm.aclient_session``).
+    client keeps a bounded pool of connections, follows no redirects, keeps no cookies, and reads nothing from the
+    environment (no proxy variables, no ``~/.netrc``). LiteLLM never closes a session set here
+    (``litellm.aclient_session``). LiteLLM's own URL validation (it resolves a URL it fetches itself, for token
+    counting, and refuses private addresses) must stay on: boot refuses to start without it.
     """
     litellm = import_litellm()
+    if getattr(litellm, "user_url_validation", None) is not True:
+        raise BootError("litellm startup", "LiteLLM's URL validation (litellm.user_url_validation) is off")
     client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=httpx.Timeout(600.0),
                                limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
+    # One client serves every tenant: a cookie a provider sets (load-balancer affinity, say) must not ride along on the
+    # next tenant's call. Nothing is ever stored.
+    client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     litellm.aclient_session = client
     try:
         yield

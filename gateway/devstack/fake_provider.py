@@ -54,7 +54,9 @@ class Recorder:
 # can tell that they never reach a client (the gateway sends each key's own figures instead).
 PROVIDER_LIMITS = {"x-ratelimit-limit-requests": "424242", "x-ratelimit-remaining-requests": "424241",
                    "x-ratelimit-reset-requests": "42ms", "x-ratelimit-limit-tokens": "4242424242",
-                   "x-ratelimit-remaining-tokens": "4242424200", "x-ratelimit-reset-tokens": "42ms"}
+                   "x-ratelimit-remaining-tokens": "4242424200", "x-ratelimit-reset-tokens": "42ms",
+                   # Load-balancer affinity, as some providers' front ends set it: a client must not replay it.
+                   "set-cookie": "standin-affinity=replica-7; Path=/"}
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

@@ -218,21 +218,28 @@ def _image_part(part: dict[str, Any], where: str) -> None:
         raise invalid(f"{where}.image_url.detail", "must be low, high or auto")
 
 
+# Names that only mean something inside a network (RFC 6761/6762/8375 and common private zones and service meshes).
+INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".intranet", ".private", ".localdomain", ".home.arpa",
+                     ".lan", ".corp", ".home", ".svc", ".consul", ".cluster")
+# A dotted quad inside a name: wildcard-DNS services (nip.io, sslip.io …) resolve such names to that address.
+EMBEDDED_IPV4 = re.compile(r"(?:^|[.-])\d{1,3}[.-]\d{1,3}[.-]\d{1,3}[.-]\d{1,3}(?:[.-]|$)")
+MAX_IMAGE_URL = 4096
+
+
 def _public_https(url: str) -> bool:
-    match = IMAGE_HTTPS_URL.fullmatch(url)
-    if match is None:
-        return False
-    host = match.group(1).strip("[]").rstrip(".").lower()
-    # Names that only mean something inside this network: localhost, mDNS and cloud-internal names, single labels.
-    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")) or (
-            "." not in host and ":" not in host):
+    match = IMAGE_HTTPS_URL.fullmatch(url) if len(url) <= MAX_IMAGE_URL else None
+    if match is None or match.group(1).startswith("["):
+        return False  # IPv6 literals are refused outright: too many forms reach an internal IPv4 address
+    host = match.group(1).rstrip(".").lower()
+    if host == "localhost" or host.endswith(INTERNAL_SUFFIXES) or "." not in host:
         return False
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         # A name: the provider resolves and fetches it, not this process. A numeric last label is an address in one
         # of the short or hex forms resolvers accept (127.1, 0x7f.1): refused, only dotted quads are read.
-        return re.fullmatch(r"0x[0-9a-f]*|[0-9]+", host.rsplit(".", 1)[-1]) is None
+        return (re.fullmatch(r"0x[0-9a-f]*|[0-9]+", host.rsplit(".", 1)[-1]) is None
+                and EMBEDDED_IPV4.search(host) is None)
     return address.is_global
 
 

@@ -75,7 +75,14 @@ def _texts(mode: ModelMode, body: dict[str, Any]) -> Iterator[str]:
             if isinstance(content, str):
                 yield content
             elif isinstance(content, list):
-                yield from (part.get("text", "") for part in content if isinstance(part, dict))
+                for part in content:
+                    if not isinstance(part, dict):
+                        continue
+                    yield part.get("text", "")
+                    # An image URL reaches the provider, which fetches it: a secret in it goes to that host.
+                    url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
+                    if isinstance(url, str) and url.startswith("https://"):
+                        yield url
             for call in message.get("tool_calls") or []:
                 arguments = (call.get("function") or {}).get("arguments")
                 if isinstance(arguments, str):

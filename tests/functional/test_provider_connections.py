@@ -50,3 +50,5 @@ def test_provider_connections_are_pooled_not_leaked(gateway: RunningGateway, sta
     assert len(ports) <= 2, len(ports)
     # ...and the gateway holds no more open than that.
     assert _connections_to(pid, standin.port) <= 4
+    # One client serves every tenant: the affinity cookie the stand-in sets is never sent back.
+    assert [call["headers"].get("cookie") for call in standin.recorder.all() if "cookie" in call["headers"]] == []

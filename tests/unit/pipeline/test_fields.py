@@ -387,6 +387,13 @@ def test_an_image_by_public_https_url_or_inline_data_passes(url: str) -> None:
     "https://printer.local/x.png", "https://intranet/x.png", "https://user:pw@images.example/x.png",
     "file:///etc/passwd", "ftp://images.example/x.png", "data:text/html;base64,PGgxPg==",
     "data:image/svg+xml;base64,PHN2Zz4=", "data:image/png,not-base64", "https://images.example/a b.png", "",
+    # IPv6 literals in any form (IPv4-compatible, 6to4, NAT64, site-local all lead inside), internal zones, names
+    # that wildcard DNS resolves to the address they spell, and URLs past the length bound.
+    "https://[::127.0.0.1]/x.png", "https://[2002:a9fe:a9fe::]/x.png", "https://[64:ff9b::a9fe:a9fe]/x.png",
+    "https://[fec0::1]/x.png", "https://[2606:4700::1111]/x.png", "https://redis.default.svc/x.png",
+    "https://vault.service.consul/x.png", "https://nas.home.arpa/x.png", "https://printer.lan/x.png",
+    "https://169.254.169.254.nip.io/latest", "https://10-0-0-1.sslip.io/x.png",
+    "https://images.example/" + "a" * 5000 + ".png",
 ])
 def test_an_image_anywhere_else_is_refused(url: str) -> None:
     denial = _refused("chat", _chat(messages=[{"role": "user", "content": [

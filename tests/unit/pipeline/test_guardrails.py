@@ -189,6 +189,9 @@ SCANNED = {
     "an input list": ("embedding", {"model": "m", "input": ["Hi", "Hi", AWS]}),
     "after a NUL": ("chat", _chat(f"\x00{AWS}\x00")),
     "inside JSON in the content": ("chat", _chat(f'{{"aws": "{AWS}"}}')),
+    # The provider fetches an image URL: a secret in its query goes to whoever runs that host.
+    "an image URL": ("chat", {"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"https://images.example/cat.png?k={AWS}"}}]}]}),
 }
 
 
