@@ -78,8 +78,9 @@ TRANSPORT_ENV = (
 )
 # Variables that replace the CA bundle requests, httpx, LiteLLM and OpenSSL trust. They are common in base images
 # (pointing at the system bundle), so boot removes them from its own environment instead of refusing: TLS to Vault
-# and to providers is then checked against certifi's bundle (pinned in the hash-locked requirements), and a variable
-# can never add a certificate authority. A warning names each one removed.
+# and to providers is then checked against certifi's bundle (pinned in the hash-locked requirements) or, for Vault,
+# the gateway's own GATEWAY_VAULT_CACERT, and a variable can never add a certificate authority. A warning names each
+# one removed.
 NEUTRALIZED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 # `import litellm` loads a .env file found by walking up from LiteLLM's install folder unless LITELLM_MODE is set to
 # something other than "DEV"; boot sets it to PRODUCTION, the only value it accepts from the environment.
@@ -146,7 +147,8 @@ def check_transport_environment() -> None:
     for name in NEUTRALIZED_ENV:
         if os.environ.pop(name, None) is not None:
             logging.getLogger("gateway.boot").warning(
-                "%s removed from the environment: TLS is checked against certifi's bundle", name)
+                "%s removed from the environment: TLS is checked against certifi's bundle (and, for Vault, "
+                "GATEWAY_VAULT_CACERT when set)", name)
 
 
 def import_litellm() -> Any:
