@@ -59,6 +59,28 @@ PROVIDER_LIMITS = {"x-ratelimit-limit-requests": "424242", "x-ratelimit-remainin
                    "set-cookie": "standin-affinity=replica-7; Path=/"}
 
 
+def _called_tool(body: dict[str, Any]) -> str | None:
+    """The function the stand-in calls: the first tool's, unless tool_choice declines (none) or names another."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return str(choice["function"].get("name"))
+    return str(tools[0]["function"].get("name"))
+
+
+def _logprobs(body: dict[str, Any]) -> dict[str, Any]:
+    requested = body.get("top_logprobs")
+    top = requested if isinstance(requested, int) else 0
+    content = []
+    for i, word in enumerate(REPLY.split(" ")):
+        token = word if i == 0 else " " + word
+        entry = {"token": token, "logprob": -0.25 * (i + 1), "bytes": list(token.encode())}
+        content.append({**entry, "top_logprobs": [entry] * min(top, 1)})
+    return {"content": content, "refusal": None}
+
+
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -109,45 +131,54 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
         created = int(time.time())
         slow = re.fullmatch(r"standin-slow-(\d+)", str(model))
         delay = int(slow.group(1)) / 1000 if slow else 0.0
+        requested = body.get("n")
+        n = requested if isinstance(requested, int) and 1 <= requested <= 8 else 1
+        tool = _called_tool(body)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
             async def events() -> AsyncIterator[str]:
                 words = REPLY.split(" ")
+                base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created, "model": model,
+                        "service_tier": "default", "system_fingerprint": "fp_standin"}
                 for i, word in enumerate(words):
                     if delay:
                         await asyncio.sleep(delay)
-                    chunk = {
-                        "id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created, "model": model,
-                        "choices": [{"index": 0, "delta": {"content": word + (" " if i < len(words) - 1 else ""),
-                                                           **({"role": "assistant", "refusal": None} if i == 0 else {})},
-                                     "logprobs": None, "finish_reason": None}],
-                        "service_tier": "default", "system_fingerprint": "fp_standin",
-                    }
-                    yield f"data: {json.dumps(chunk)}\n\n"
-                final = {
-                    "id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
-                    "service_tier": "default", "system_fingerprint": "fp_standin",
-                }
-                yield f"data: {json.dumps(final)}\n\n"
+                    for index in range(n):  # the choices interleave, as OpenAI streams them
+                        delta = {"content": word + (" " if i < len(words) - 1 else ""),
+                                 **({"role": "assistant", "refusal": None} if i == 0 else {})}
+                        chunk = {**base, "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                                      "finish_reason": None}]}
+                        yield f"data: {json.dumps(chunk)}\n\n"
+                for index in range(n):
+                    final = {**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
+                                                  "finish_reason": "stop"}]}
+                    yield f"data: {json.dumps(final)}\n\n"
                 if include_usage:
                     usage = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created,
-                             "model": model, "choices": [], "usage": _usage(9, len(words))}
+                             "model": model, "choices": [], "usage": _usage(9, len(words) * n)}
                     yield f"data: {json.dumps(usage)}\n\n"
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream", headers=PROVIDER_LIMITS)
         if delay:
             await asyncio.sleep(delay)
+        # As OpenAI answers: refusal and logprobs present (null when not asked), annotations empty; n choices; a call
+        # of the first function tool when tools are offered (and not declined); token logprobs when asked.
+        choices = []
+        for index in range(n):
+            message: dict[str, Any] = {"role": "assistant", "content": None if tool else REPLY, "refusal": None,
+                                       "annotations": []}
+            if tool:
+                message["tool_calls"] = [{"id": f"call_standin_{index}", "type": "function",
+                                          "function": {"name": tool, "arguments": "{}"}}]
+            choices.append({"index": index, "message": message, "finish_reason": "tool_calls" if tool else "stop",
+                            "logprobs": _logprobs(body) if body.get("logprobs") and not tool else None})
         return JSONResponse(
             {
                 "id": "chatcmpl-standin", "object": "chat.completion", "created": created, "model": model,
-                # As OpenAI answers: refusal and logprobs present (null), annotations empty.
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY, "refusal": None,
-                                                     "annotations": []},
-                             "logprobs": None, "finish_reason": "stop"}],
-                "usage": _usage(9, 7), "service_tier": "default", "system_fingerprint": "fp_standin",
+                "choices": choices, "usage": _usage(9, 7 * n), "service_tier": "default",
+                "system_fingerprint": "fp_standin",
             },
             headers=PROVIDER_LIMITS,
         )

@@ -221,7 +221,8 @@ def _clean(value: Any) -> Any:
 def openai_shape(data: Any) -> Any:
     """One answer object (plain, or one stream event) in OpenAI's shape: LiteLLM's additions removed, and the fields
     OpenAI always sends (null when empty) that LiteLLM drops put back: a chat message's ``refusal`` (LiteLLM moves it
-    into its own field) and ``content``, a choice's ``logprobs``, a stream choice's ``finish_reason``."""
+    into its own field) and ``content``, a choice's ``logprobs`` and their ``refusal``, a stream choice's
+    ``finish_reason``."""
     if not isinstance(data, dict):
         return data
     kind = data.get("object")
@@ -230,6 +231,9 @@ def openai_shape(data: Any) -> Any:
             continue
         if kind == "chat.completion":
             choice.setdefault("logprobs", None)
+            if isinstance(choice["logprobs"], dict):
+                choice["logprobs"].setdefault("content", None)
+                choice["logprobs"].setdefault("refusal", None)
             message = choice.get("message")
             if isinstance(message, dict):
                 moved = message.get("provider_specific_fields")

@@ -90,3 +90,34 @@ def test_errors_match_the_schema(gateway: RunningGateway, method: str, path: str
         response = client.request(method, path, json=body)
     assert response.status_code == status
     assert spec_errors("ErrorResponse", response.json()) == []
+
+
+def test_several_choices_tool_calls_and_logprobs_come_through_in_openai_shape(gateway: RunningGateway) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=gateway.customer_key, max_retries=0)
+    several = client.chat.completions.create(model="chat-model", messages=HI, max_tokens=20, n=2, logprobs=True,
+                                             top_logprobs=1)
+    assert [c.index for c in several.choices] == [0, 1]
+    assert several.choices[0].logprobs is not None and several.choices[0].logprobs.content
+    assert spec_errors("CreateChatCompletionResponse", several.model_dump(exclude_unset=True)) == []
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                               "parameters": {"type": "object", "properties": {
+                                                   "city": {"type": "string"}}}}}]
+    called = client.chat.completions.create(model="chat-model", messages=HI, max_tokens=20, tools=tools)
+    (call,) = called.choices[0].message.tool_calls or []
+    assert (called.choices[0].finish_reason, call.function.name) == ("tool_calls", "get_weather")
+    assert spec_errors("CreateChatCompletionResponse", called.model_dump(exclude_unset=True)) == []
+    # The call's answer goes back as a tool message, as an agent loop would send it (the assistant message in the
+    # request schema's fields: `annotations` is an answer field, refused in a request).
+    assistant = called.choices[0].message.model_dump(exclude_none=True, exclude={"annotations"})
+    answered = client.chat.completions.create(model="chat-model", max_tokens=20, tools=tools, messages=[
+        *HI, assistant, {"role": "tool", "tool_call_id": call.id, "content": "Sunny"}])
+    assert answered.choices[0].message.tool_calls
+    with _client(gateway) as raw:
+        streamed = raw.post("/v1/chat/completions", json={"model": "chat-model", "messages": HI, "max_tokens": 20,
+                                                          "n": 2, "stream": True})
+    events = _events(streamed)
+    assert {c["index"] for e in events for c in e["choices"]} == {0, 1}
+    for event in events:
+        assert spec_errors("CreateChatCompletionStreamResponse", event) == [], event
