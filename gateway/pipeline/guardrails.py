@@ -80,7 +80,8 @@ def _texts(mode: ModelMode, body: dict[str, Any]) -> Iterator[str]:
                         continue
                     yield part.get("text", "")
                     # An image URL reaches the provider, which fetches it: a secret in it goes to that host.
-                    url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
+                    image = part.get("image_url")
+                    url = image.get("url") if isinstance(image, dict) else None
                     if isinstance(url, str) and url.startswith("https://"):
                         yield url
             for call in message.get("tool_calls") or []:

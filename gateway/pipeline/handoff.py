@@ -247,7 +247,11 @@ def openai_shape(data: Any) -> Any:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # A provider's lone surrogate escape ("\ud800") has no UTF-8 form: kept escaped, never a 5xx.
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 class SpecShape:

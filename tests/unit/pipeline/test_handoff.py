@@ -210,3 +210,25 @@ def test_a_streams_usage_event_reaches_only_a_client_that_asked() -> None:
     usage = [json.loads(line[6:]) for line in asked.split(b"\n") if b'"usage"' in line]
     assert usage == [{"object": "chat.completion.chunk", "choices": [],
                       "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}]
+
+
+def test_a_lone_surrogate_from_the_provider_stays_escaped_and_is_never_a_5xx() -> None:
+    from gateway.pipeline.handoff import SpecShape
+
+    chunk = b'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"\\ud800 ok"}}]}\n\n'
+    out = _shaped_stream([chunk, b"data: [DONE]\n\n"], usage_requested=False)
+    (event,) = [json.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: {")]
+    assert event["choices"][0]["delta"]["content"] == "\ud800 ok"
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def plain() -> None:
+        shape = SpecShape(send, usage_requested=False)
+        await shape({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await shape({"type": "http.response.body", "body": b'{"object":"chat.completion","choices":[],"x":"\\ud800"}'})
+
+    asyncio.run(plain())
+    assert json.loads(sent[1]["body"])["x"] == "\ud800"
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(sent[1]["body"])).encode()
