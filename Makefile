@@ -7,7 +7,7 @@ UV_STAMP := $(VENV)/.installer
 UV_INSTALL := $(BIN)/uv pip install --python $(BIN)/python --compile-bytecode
 INSTALLER ?= uv
 
-.PHONY: dev test install lint lock clean bench bench-micro bench-profile bench-ledger fuzz sbom soak wrk
+.PHONY: dev test install lint lock clean bench bench-micro bench-profile bench-ledger fuzz sbom soak wrk deploy-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,35 @@ endif
 
 install: $(STAMP)
 
+# The deployment artifacts' checkers (kubernetes-validate, checkov, hadolint) in their own virtualenv, from their own
+# hash-locked file: checkov's dependency tree would conflict with the gateway's pins in requirements/dev.txt.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+# The Kubernetes release whose schemas (bundled in kubernetes-validate) the manifests are validated against.
+KUBERNETES_VERSION := 1.33.0
+
+$(DEPLOY_VENV)/bin/python:
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+
+ifeq ($(INSTALLER),pip)
+$(DEPLOY_STAMP): $(DEPLOY_VENV)/bin/python requirements/deploy-checks.txt
+	$(DEPLOY_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements/deploy-checks.txt
+	touch $(DEPLOY_STAMP)
+else
+$(DEPLOY_STAMP): $(UV_STAMP) $(DEPLOY_VENV)/bin/python requirements/deploy-checks.txt
+	$(BIN)/uv pip install --python $(DEPLOY_VENV)/bin/python --compile-bytecode --quiet --require-hashes --no-deps -r requirements/deploy-checks.txt
+	touch $(DEPLOY_STAMP)
+endif
+
+# Static checks of the Dockerfile and deploy/kubernetes/ (no container engine or cluster needed): every manifest
+# against the Kubernetes schemas, strictly (no unknown field); checkov's policies over both (--skip-download: no call
+# to its vendor's service); hadolint over the Dockerfile. Each fails on any finding; a finding is fixed or skipped
+# inline with its reason (docs/deployment.md#containers-and-kubernetes).
+deploy-check: $(DEPLOY_STAMP)
+	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet --kubernetes-version $(KUBERNETES_VERSION) deploy/kubernetes/*.yaml
+	$(DEPLOY_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes dockerfile -f Dockerfile deploy/kubernetes/*.yaml
+	$(DEPLOY_VENV)/bin/hadolint Dockerfile
+
 dev: install
 	$(BIN)/gateway dev
 
@@ -44,6 +73,7 @@ test: install
 	$(BIN)/python -m pytest -q
 	$(BIN)/bandit -q -c pyproject.toml -r gateway --severity-level medium
 	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory deploy-check
 
 lint: install
 	$(BIN)/ruff check gateway tests bench
@@ -87,6 +117,8 @@ lock: $(UV_STAMP)
 	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/bootstrap.txt requirements/bootstrap.in
 	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/runtime.txt requirements/runtime.in
 	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/dev.txt requirements/dev.in
+	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/image-build.txt requirements/image-build.in
+	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header -o requirements/deploy-checks.txt requirements/deploy-checks.in
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) var .pytest_cache

@@ -69,7 +69,15 @@ def test_every_install_in_the_makefile_checks_hashes() -> None:
                  and not (" --no-deps --no-build-isolation -e ." in line and line.endswith(" -e ."))]
     assert unchecked == []
     locks_read = {line.rsplit(" -r ", 1)[1] for line in installs if " -r " in line}
-    assert locks_read == {"requirements/bootstrap.txt", "requirements/dev.txt"}
+    assert locks_read == {"requirements/bootstrap.txt", "requirements/dev.txt", "requirements/deploy-checks.txt"}
+
+
+@pytest.mark.parametrize("lock", ["deploy-checks.txt", "image-build.txt"])
+def test_the_deployment_locks_are_hash_locked(lock: str) -> None:
+    """The deployment checkers' lock (their own virtualenv) and the image's build backend: exact pins, all hashed."""
+    requirements = _requirements(REPO / "requirements" / lock)
+    assert requirements
+    assert [name for name, (_, hashes) in requirements.items() if not hashes] == []
 
 
 def test_installed_versions_match_the_lock() -> None:
