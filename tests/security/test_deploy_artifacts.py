@@ -114,6 +114,9 @@ def test_image_installs_only_from_the_hash_locked_requirements() -> None:
     wheel = [part for run in runs for part in run.split("&&") if " wheel " in part]
     assert wheel and all("--no-deps" in part and "--no-build-isolation" in part for part in wheel)
     assert any("requirements/runtime.txt" in install and "--compile-bytecode" in install for install in installs)
+    # No installer at run time: the gateway's virtualenv is made without pip, and the base image's pip is removed.
+    assert any("venv --without-pip /opt/gateway" in run for run in runs)
+    assert any("pip uninstall --yes --no-input pip" in rest for keyword, rest in _runtime_stage() if keyword == "RUN")
 
 
 def test_image_carries_no_secret_and_no_build_context_at_run_time() -> None:
