@@ -5,6 +5,8 @@ rule can be skipped with a line, and some properties are the gateway's own (a cr
 its user owns, no secret may sit in the environment). These tests read the files and fail on any edit that weakens
 them: root, a writable root filesystem, a secret value in the environment, the Kubernetes API token, a Vault token
 without its audience, probes on the wrong paths, a NetworkPolicy that lets more through.
+
+threat-model: TM-T14
 """
 
 from __future__ import annotations
