@@ -390,6 +390,12 @@ def test_boot_logs_in_with_the_passwords_from_vault_and_nowhere_else(datastores:
             subscription.close()
             listener.close()
         cli("ledger", "check")
+        assert "not audited" not in cli("ledger", "sweep").stderr  # the audit key came with the store's password
+        report = tmp_path / "report.md"
+        cli("audit", "report", "--output", str(report))
+        shown = report.read_text()
+        assert "| Postgres password | Vault KV v2 `secret/gateway/datastores` field `postgres_password` |" in shown
+        assert "| Redis password | Vault KV v2 `secret/gateway/datastores` field `redis_password` |" in shown
 
         passwords = [datastores.postgres_password, datastores.redis_password]
         environ = Path(f"/proc/{gateway.process.pid}/environ").read_bytes().decode("utf-8", "replace")  # type: ignore[union-attr]
