@@ -8,6 +8,7 @@ second, throwaway cluster from the machine's Postgres binaries whose TCP connect
 sets up its roles over a Unix socket in the cluster's own folder, which that cluster trusts). There the gateway gets in
 only with the password from Vault: without it, or with a wrong one, the server refuses. Redis is a throwaway
 ``redis-server`` started by the test, its ``requirepass`` set at run time (``CONFIG SET``: no command line holds it).
+The tests that need Postgres' binaries carry the ``postgres`` mark, as those on the machine's service do.
 
 threat-model: TM-I7, TM-T14
 """
@@ -34,8 +35,6 @@ import pytest
 
 from gateway.devstack.openbao import free_port, stop_process
 from tests.support import GatewayProcess, Stack, any_listed, port_open, run_gateway, services_required
-
-pytestmark = pytest.mark.slow
 
 CHAT_MESSAGES = [{"role": "user", "content": "Hi"}]
 APP_USER = "gateway_app"
@@ -266,6 +265,7 @@ def test_two_sources_for_one_password_are_refused(monkeypatch: pytest.MonkeyPatc
     assert "hunter2-canary" not in refused.value.line()
 
 
+@pytest.mark.postgres
 def test_the_engine_holds_the_password_outside_its_url(scram_postgres: ScramPostgres) -> None:
     import sqlalchemy as sa
     from psycopg import sql
@@ -296,6 +296,8 @@ def test_the_engine_holds_the_password_outside_its_url(scram_postgres: ScramPost
 # ---- bootstrap -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_bootstrap_writes_the_datastore_passwords_and_refuses_bad_ones(datastores: Datastores, tmp_path: Path) -> None:
     stack = datastores.stack
     stored = stack.root().secrets.kv.v2.read_secret_version(path="gateway/datastores",
@@ -324,6 +326,8 @@ def test_bootstrap_writes_the_datastore_passwords_and_refuses_bad_ones(datastore
 # ---- boot ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_boot_logs_in_with_the_passwords_from_vault_and_nowhere_else(datastores: Datastores, tmp_path: Path) -> None:
     """threat-model: TM-T14"""
     stack = datastores.stack
@@ -414,6 +418,8 @@ def test_boot_logs_in_with_the_passwords_from_vault_and_nowhere_else(datastores:
         assert any_listed(path.read_bytes().decode("utf-8", "replace"), passwords) == [], path
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_a_wrong_or_missing_password_stops_the_boot_with_one_line(datastores: Datastores, tmp_path: Path) -> None:
     """threat-model: TM-I7"""
     stack = datastores.stack
