@@ -152,14 +152,21 @@ def secrets_bootstrap(
              "starts a new audit chain key).")] = False,
     rotate_master_key: Annotated[bool, typer.Option(
         help="Generate a new LiteLLM master key only; then restart every replica.")] = False,
+    postgres_password_file: Annotated[Path | None, typer.Option(
+        help="File (0600) with the Postgres password to store in Vault (GATEWAY_DATABASE_PASSWORD_FROM_VAULT).")
+    ] = None,
+    redis_password_file: Annotated[Path | None, typer.Option(
+        help="File (0600) with the Redis password to store in Vault (GATEWAY_REDIS_PASSWORD_FROM_VAULT).")] = None,
 ) -> None:
-    """Apply the policy and AppRole role, generate master key and pepper, write provider keys and credentials."""
+    """Apply the policy and AppRole role, generate master key and pepper, write provider keys, datastore passwords and
+    credentials."""
     from gateway.ops.bootstrap import bootstrap
 
     if rotate_core and rotate_master_key:
         _fail("gateway: use either --rotate-core or --rotate-master-key")
     role_id_file, secret_id_file = bootstrap(operator_token_file, credentials_dir, provider_key_file or [], rotate_core,
-                                             rotate_master_key)
+                                             rotate_master_key, postgres_password_file=postgres_password_file,
+                                             redis_password_file=redis_password_file)
     typer.echo(f"role_id written to {role_id_file}\nsecret_id written to {secret_id_file} (single use)")
 
 

@@ -1,5 +1,5 @@
 # Vault policy for the gateway at runtime (attached to tokens from the "gateway" AppRole role).
-# Least privilege: read its two KV v2 secrets, give up its own token, nothing else. No list, no write, no metadata.
+# Least privilege: read its KV v2 secrets, give up its own token, nothing else. No list, no write, no metadata.
 # `gateway secrets bootstrap` renders this file with the configured mount and path in place of "secret" and "gateway".
 
 path "secret/data/gateway/core" {
@@ -7,6 +7,13 @@ path "secret/data/gateway/core" {
 }
 
 path "secret/data/gateway/providers" {
+  capabilities = ["read"]
+}
+
+# The Postgres and Redis passwords (fields postgres_password, redis_password), read at boot only when
+# GATEWAY_DATABASE_PASSWORD_FROM_VAULT / GATEWAY_REDIS_PASSWORD_FROM_VAULT ask for them. Drop this block if neither
+# is used.
+path "secret/data/gateway/datastores" {
   capabilities = ["read"]
 }
 

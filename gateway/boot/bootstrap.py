@@ -22,7 +22,7 @@ from gateway.boot.errors import BootError
 from gateway.boot.litellm_mount import check_transport_environment
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings
-from gateway.boot.vault import new_client, transport_error
+from gateway.boot.vault import DATASTORE_FIELDS, check_distinct, check_strong, new_client, transport_error
 
 POLICY_NAME = "gateway-runtime"
 ROLE_NAME = "gateway"
@@ -110,8 +110,12 @@ def bootstrap(
     credentials_dir: Path,
     rotate_core: bool = False,
     rotate_master_key: bool = False,
+    datastore_passwords: Mapping[str, Secret] | None = None,
 ) -> tuple[Path, Path]:
-    """Apply policy and role, write core and provider secrets, write role_id/secret_id files. Returns their paths."""
+    """Apply policy and role, write core, provider and datastore secrets, write role_id/secret_id files. Returns their
+    paths. ``datastore_passwords`` maps ``postgres_password`` and ``redis_password`` to the values to store."""
+    datastore_passwords = dict(datastore_passwords or {})
+    _check_datastore_passwords(settings, datastore_passwords)
     try:
         mounts = client.sys.list_mounted_secrets_engines()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
         if f"{settings.vault_mount}/" not in mounts.get("data", mounts):
@@ -148,21 +152,36 @@ def bootstrap(
             client.secrets.kv.v2.patch(path=core_path, mount_point=settings.vault_mount,
                                        secret={"audit_key": secrets.token_urlsafe(48)})
         if provider_keys:
-            providers_path = f"{settings.vault_path}/providers"
-            current: dict[str, str] = {}
-            with contextlib.suppress(hvac.exceptions.InvalidPath):  # none written yet
-                current = client.secrets.kv.v2.read_secret_version(
-                    path=providers_path, mount_point=settings.vault_mount, raise_on_deleted_version=True
-                )["data"]["data"]
-            current.update({name: key.reveal() for name, key in provider_keys.items()})
-            client.secrets.kv.v2.create_or_update_secret(
-                path=providers_path, mount_point=settings.vault_mount, secret=current
-            )
+            _merge(client, settings, "providers", provider_keys)
+        if datastore_passwords:
+            _merge(client, settings, "datastores", datastore_passwords)
         return issue_credentials(client, settings, credentials_dir)
     except requests.exceptions.RequestException:
         raise BootError("bootstrap", f"Vault at {settings.vault_addr} is unreachable") from None
     except hvac.exceptions.VaultError as exc:
         raise BootError("bootstrap", f"Vault refused a bootstrap step ({type(exc).__name__})") from None
+
+
+def _merge(client: hvac.Client, settings: Settings, sub_path: str, fields: Mapping[str, Secret]) -> None:
+    """Write ``fields`` into ``<mount>/<path>/<sub_path>``, keeping the fields already there."""
+    path = f"{settings.vault_path}/{sub_path}"
+    current: dict[str, str] = {}
+    with contextlib.suppress(hvac.exceptions.InvalidPath):  # none written yet
+        current = client.secrets.kv.v2.read_secret_version(
+            path=path, mount_point=settings.vault_mount, raise_on_deleted_version=True
+        )["data"]["data"]
+    current.update({name: value.reveal() for name, value in fields.items()})
+    client.secrets.kv.v2.create_or_update_secret(path=path, mount_point=settings.vault_mount, secret=current)
+
+
+def _check_datastore_passwords(settings: Settings, passwords: Mapping[str, Secret]) -> None:
+    """The checks boot makes, made before anything is written: known fields, strong and different values."""
+    where = f"{settings.vault_mount}/{settings.vault_path}/datastores"
+    for name, password in passwords.items():
+        if name not in DATASTORE_FIELDS:
+            raise BootError("bootstrap", f"unknown datastore field {name!r}")
+        check_strong(password, f"{where} field {name!r}")
+    check_distinct({f"{where} field {name!r}": password for name, password in passwords.items()})
 
 
 def issue_credentials(client: hvac.Client, settings: Settings, credentials_dir: Path) -> tuple[Path, Path]:

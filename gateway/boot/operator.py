@@ -23,8 +23,8 @@ from gateway.boot.settings import Settings, read_credential_file
 
 
 def core_secrets(settings: Settings) -> vault.VaultSecrets:
-    """Pepper and audit key (and the master key, unused by the operator commands) with the configured credentials;
-    token revoked after."""
+    """Pepper and audit key (and the master key, unused by the operator commands), and the datastore passwords the
+    settings ask for, with the configured credentials; token revoked after."""
     client = vault.login(settings)
     try:
         return vault.read_secrets(client, settings, [])
@@ -45,12 +45,13 @@ def bootstrap_vault(
     credentials_dir: Path,
     rotate_core: bool,
     rotate_master_key: bool = False,
+    datastore_passwords: Mapping[str, Secret] | None = None,
 ) -> tuple[Path, Path]:
     """``gateway secrets bootstrap`` with the operator token in ``token_file``: the role_id and secret_id files."""
     client = _operator(settings, token_file)
     return bootstrap.bootstrap(
         client, settings, provider_keys=provider_keys, credentials_dir=credentials_dir, rotate_core=rotate_core,
-        rotate_master_key=rotate_master_key,
+        rotate_master_key=rotate_master_key, datastore_passwords=datastore_passwords,
     )
 
 

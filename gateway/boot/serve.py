@@ -19,14 +19,14 @@ import uvicorn
 from gateway import logs
 from gateway.boot import litellm_mount, vault
 from gateway.boot.errors import BootError
-from gateway.boot.fleet import build_invalidations, redis_options
+from gateway.boot.fleet import build_invalidations, check_redis_login, open_database, redis_options
+from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings, load_settings, redacted_url
 from gateway.compose import Gateway, compose
 from gateway.compose import build_rate_limiter as compose_rate_limiter
 from gateway.pipeline.handoff import LiteLLM
 from gateway.policy import Policy, PolicyError, load_policy
 from gateway.ratelimit.limiter import RateLimiter
-from gateway.store.engine import open_store
 
 log = logging.getLogger("gateway.boot")
 
@@ -61,8 +61,8 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     finally:
         # Give the token up as soon as the reads are done, whatever happened.
         _step("vault revoke", vault.revoke_own_token, client)
-    engine = _step("database", open_store, settings.database_url)
-    rate_limiter = _step("redis", build_rate_limiter, settings, policy)
+    engine = _step("database", open_database, settings, secrets.postgres_password)
+    rate_limiter = _step("redis", build_rate_limiter, settings, policy, secrets.redis_password)
     # Importing litellm (not its proxy) is safe now that the installed version is the pin.
     prices = _step("prices", litellm_mount.resolve_prices, policy)
     if check_only:
@@ -88,6 +88,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     master_key = secrets.master_key
     pepper = secrets.pepper.reveal().encode("utf-8")
     audit_key = secrets.audit_key.reveal().encode("utf-8")
+    redis_password = secrets.redis_password
     del secrets
     llm = LiteLLM(app=proxy_server.app, state={}, ready=lambda: proxy_server.llm_router is not None)
 
@@ -96,15 +97,16 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
 
     gateway = compose(policy=policy, engine=engine, llm=llm, llm_lifespan=llm_lifespan, pepper=pepper,
                   audit_key=audit_key, prices=prices, rate_limiter=rate_limiter,
-                  invalidations=build_invalidations(settings),
+                  invalidations=build_invalidations(settings, redis_password),
                   model_fields={name: deployment.fields for name, deployment in deployments.items()},
                   unsafe_rate_limit_fail_open=settings.unsafe_rate_limit_fail_open)
     return Booted(settings, policy, gateway)
 
 
-def build_rate_limiter(settings: Settings, policy: Policy) -> RateLimiter:
-    """In-memory counters, or Redis shared by the fleet (reachability checked now: boot fails closed)."""
-    options = redis_options(settings) if settings.redis_url else {}
+def build_rate_limiter(settings: Settings, policy: Policy, password: Secret | None = None) -> RateLimiter:
+    """In-memory counters, or Redis shared by the fleet (login and reachability checked now: boot fails closed)."""
+    options = redis_options(settings, password) if settings.redis_url else {}
+    check_redis_login(settings, options)
     limiter = compose_rate_limiter(policy, settings.redis_url, options)
     if settings.redis_url and not limiter.reachable():
         # Host, port and database only: never a user part or query parameters, which may carry a credential.

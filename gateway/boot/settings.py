@@ -52,16 +52,41 @@ class Settings(BaseSettings):
     # Shared rate-limit counters for a fleet; unset: in-memory counters per process.
     redis_url: str | None = None
     redis_password_file: Path | None = None
+    # Datastore passwords from Vault (`<mount>/<path>/datastores`, fields postgres_password and redis_password), read
+    # at boot with the other secrets and handed to the drivers in memory.
+    redis_password_from_vault: bool = False
+    database_password_from_vault: bool = False
     # Dangerous: with Redis unreachable, let traffic through without rate limits instead of answering 503.
     unsafe_rate_limit_fail_open: bool = False
 
     @field_validator("redis_url", "database_url")
     @classmethod
     def _no_password_in_url(cls, value: str | None) -> str | None:
-        # A password in a URL would sit in the environment; use a 0600 file (Redis) or ~/.pgpass (Postgres).
+        # A password in a URL would sit in the environment; use Vault, a 0600 file (Redis) or ~/.pgpass (Postgres).
         if value and url_carries_credential(value):
-            raise ValueError("must not carry a password, in the user part or as a query parameter; use "
+            raise ValueError("must not carry a password, in the user part or as a query parameter; keep it in Vault "
+                             "(GATEWAY_DATABASE_PASSWORD_FROM_VAULT, GATEWAY_REDIS_PASSWORD_FROM_VAULT), "
                              "GATEWAY_REDIS_PASSWORD_FILE or ~/.pgpass")
+        return value
+
+    @field_validator("redis_password_from_vault")
+    @classmethod
+    def _one_redis_password_source(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("redis_password_file") is not None:
+            raise ValueError("cannot be set together with GATEWAY_REDIS_PASSWORD_FILE: both name the Redis "
+                             "password; keep one")
+        if value and not info.data.get("redis_url"):
+            raise ValueError("is set but GATEWAY_REDIS_URL is not")
+        return value
+
+    @field_validator("database_password_from_vault")
+    @classmethod
+    def _database_password_for_postgres(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not str(info.data.get("database_url", "")).startswith("postgresql"):
+            raise ValueError("applies to a postgresql URL in GATEWAY_DATABASE_URL only")
+        if value and "PGPASSWORD" in os.environ:
+            # libpq would ignore it (an explicit password wins), but it is a second password, in the environment.
+            raise ValueError("is set and so is PGPASSWORD in the environment; unset PGPASSWORD")
         return value
 
     @field_validator("redis_url")

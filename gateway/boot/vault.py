@@ -5,6 +5,8 @@ Layout under ``<mount>/<path>`` (defaults ``secret/gateway``)::
     core        master_key (LiteLLM master key), pepper (HMAC key for virtual-key digests),
                 audit_key (HMAC key of the audit chain)
     providers   one field per provider name in the policy: that provider's API key
+    datastores  postgres_password, redis_password: read only when GATEWAY_DATABASE_PASSWORD_FROM_VAULT or
+                GATEWAY_REDIS_PASSWORD_FROM_VAULT asks for them
 
 A :class:`BootError` names the step and the path or setting that failed; it never carries a value, a token or the
 text of an hvac exception (which may echo request data).
@@ -56,12 +58,15 @@ class VaultSecrets:
     pepper: Secret
     audit_key: Secret
     provider_keys: dict[str, Secret]
+    postgres_password: Secret | None = None
+    redis_password: Secret | None = None
 
     def all_values(self) -> Iterable[Secret]:
         yield self.master_key
         yield self.pepper
         yield self.audit_key
         yield from self.provider_keys.values()
+        yield from (value for value in (self.postgres_password, self.redis_password) if value is not None)
 
 
 def new_client(settings: Settings, token: str | None = None) -> hvac.Client:
@@ -257,14 +262,38 @@ def read_secrets(client: hvac.Client, settings: Settings, provider_names: Iterab
         providers = _read(client, settings, "providers")
         for name in names:
             provider_keys[name] = _field(providers, providers_where, name)
+    datastores = read_datastore_passwords(client, settings)
     check_distinct({
         f"{core_where} field 'master_key'": master_key,
         f"{core_where} field 'pepper'": pepper,
         f"{core_where} field 'audit_key'": audit_key,
         **{f"{settings.vault_mount}/{settings.vault_path}/providers field {name!r}": key
            for name, key in provider_keys.items()},
+        **{f"{settings.vault_mount}/{settings.vault_path}/datastores field {name!r}": password
+           for name, password in datastores.items()},
     })
-    return VaultSecrets(master_key=master_key, pepper=pepper, audit_key=audit_key, provider_keys=provider_keys)
+    return VaultSecrets(master_key=master_key, pepper=pepper, audit_key=audit_key, provider_keys=provider_keys,
+                        postgres_password=datastores.get("postgres_password"),
+                        redis_password=datastores.get("redis_password"))
+
+
+DATASTORE_FIELDS = {"postgres_password": "database_password_from_vault", "redis_password": "redis_password_from_vault"}
+
+
+def read_datastore_passwords(client: hvac.Client, settings: Settings) -> dict[str, Secret]:
+    """The datastore passwords the settings ask Vault for, by field name; none asked, no read (and no token use).
+    Each one asked for must be there and strong: a store whose password the settings put in Vault never falls back to
+    another source."""
+    wanted = [name for name, setting in DATASTORE_FIELDS.items() if getattr(settings, setting)]
+    if not wanted:
+        return {}
+    where = f"{settings.vault_mount}/{settings.vault_path}/datastores"
+    data = _read(client, settings, "datastores")
+    found: dict[str, Secret] = {}
+    for name in wanted:
+        found[name] = _field(data, where, name)
+        check_strong(found[name], f"{where} field {name!r}")
+    return found
 
 
 def revoke_own_token(client: hvac.Client) -> None:

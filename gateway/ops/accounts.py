@@ -6,13 +6,13 @@ from typing import Any
 
 from gateway.boot.errors import BootError
 from gateway.credits.ledger import ACCOUNT_ID, BalanceLimit, SqlLedger, UnknownAccount, account_page
-from gateway.ops.context import cli_actor, die, open_audit, open_engine, open_settings
+from gateway.ops.context import cli_actor, die, open_audit, open_engine, open_settings, open_store_and_core
 
 
 def create_account(name: str) -> dict[str, Any]:
     settings = open_settings()
-    engine = open_engine(settings)
-    audit = open_audit(settings, engine)
+    engine, core = open_store_and_core(settings)
+    audit = open_audit(settings, engine, core)
     account = SqlLedger(engine).create_account(name)
     audit.record("account_created", actor=cli_actor(), subject=account.id)
     return account.public(with_created_at=False)
@@ -22,8 +22,8 @@ def credit_account(account_id: str, amount: int, reason: str) -> dict[str, Any]:
     if not reason or len(reason) > 200 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in reason):
         die(BootError("accounts credit", "--reason must be 1 to 200 characters without control characters"))
     settings = open_settings()
-    engine = open_engine(settings)
-    audit = open_audit(settings, engine)
+    engine, core = open_store_and_core(settings)
+    audit = open_audit(settings, engine, core)
     try:
         account = SqlLedger(engine).top_up(account_id, amount, reason)
     except UnknownAccount:

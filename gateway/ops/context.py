@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from gateway.audit.log import AuditLog
 from gateway.boot import operator
 from gateway.boot.errors import BootError
+from gateway.boot.fleet import open_database
 from gateway.boot.settings import Settings, load_settings, require_database
 from gateway.boot.vault import VaultSecrets
-from gateway.store.engine import open_store
 
 
 def cli_actor() -> str:
@@ -44,16 +44,34 @@ def open_settings() -> Settings:
         die(exc)
 
 
-def open_engine(settings: Settings) -> sa.Engine:
-    """The configured store; never a new, empty one in the working directory when none is configured."""
+def open_engine(settings: Settings, core: VaultSecrets | None = None) -> sa.Engine:
+    """The configured store; never a new, empty one in the working directory when none is configured. With
+    GATEWAY_DATABASE_PASSWORD_FROM_VAULT its password comes from ``core``, read from Vault now if not given (a
+    command that also needs the audit key or pepper passes what it read: one login, one secret_id)."""
+    require_configured_database(settings)
+    if settings.database_password_from_vault and core is None:
+        core = core_secrets(settings)
+    try:
+        return open_database(settings, core.postgres_password if core is not None else None)
+    except BootError as exc:
+        die(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure opening the store becomes one boot line
+        die(BootError("database", f"cannot open the store ({type(exc).__name__})"))
+
+
+def open_store_and_core(settings: Settings) -> tuple[sa.Engine, VaultSecrets]:
+    """The store and the core secrets for a command that needs both, from one Vault login."""
+    require_configured_database(settings)
+    core = core_secrets(settings)
+    return open_engine(settings, core), core
+
+
+def require_configured_database(settings: Settings) -> None:
+    """Refuse before the Vault login (which uses up a secret_id) when no store is configured."""
     try:
         require_database(settings)
     except BootError as exc:
         die(exc)
-    try:
-        return open_store(settings.database_url)
-    except Exception as exc:  # noqa: BLE001 - any failure opening the store becomes one boot line
-        die(BootError("database", f"cannot open the store ({type(exc).__name__})"))
 
 
 def core_secrets(settings: Settings) -> VaultSecrets:

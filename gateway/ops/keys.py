@@ -12,7 +12,15 @@ from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
 from gateway.keys.store import InvalidExpiry, SqlKeyStore
-from gateway.ops.context import cli_actor, core_secrets, die, open_audit, open_engine, open_settings
+from gateway.ops.context import (
+    cli_actor,
+    core_secrets,
+    die,
+    open_audit,
+    open_engine,
+    open_settings,
+    open_store_and_core,
+)
 from gateway.policy import PolicyError, load_policy
 
 
@@ -30,8 +38,10 @@ def create_key(
 ) -> tuple[str, dict[str, Any]]:
     """A new key (reads the pepper from Vault): its plaintext, shown once, and its public record."""
     settings = open_settings()
+    # The store's password, when it is in Vault, comes with the pepper: one login.
+    core = core_secrets(settings) if settings.database_password_from_vault else None
     if kind is KeyKind.CUSTOMER:
-        engine = open_engine(settings)
+        engine = open_engine(settings, core)
         if account_id is None or SqlLedger(engine).get_account(account_id) is None:
             die(BootError("keys create", f"no account with id {account_id}"))
     if kind is KeyKind.CUSTOMER:
@@ -42,8 +52,8 @@ def create_key(
         unknown = sorted(set(models) - exposed)
         if unknown:
             die(BootError("keys create", f"model {unknown[0]!r} is not exposed by {settings.policy_file}"))
-    core = core_secrets(settings)
-    engine = open_engine(settings)
+    core = core or core_secrets(settings)
+    engine = open_engine(settings, core)
     service = KeyService(SqlKeyStore(engine), KeyHasher(core.pepper.reveal().encode("utf-8")))
     audit = open_audit(settings, engine, core)
     try:
@@ -66,8 +76,8 @@ def list_keys() -> list[dict[str, Any]]:
 def revoke_key(key_id: str) -> dict[str, Any] | None:
     """The revoked key's public record, or None when there is no key ``key_id``."""
     settings = open_settings()
-    engine = open_engine(settings)
-    audit = open_audit(settings, engine)
+    engine, core = open_store_and_core(settings)
+    audit = open_audit(settings, engine, core)
     actor = cli_actor()
     # Like the admin API: the key and every key rotated from it (a rotation racing this revocation leaves no live key).
     record, successors = SqlKeyStore(engine).revoke_line(key_id, by=actor)
@@ -77,7 +87,7 @@ def revoke_key(key_id: str) -> dict[str, Any] | None:
         for successor in successors:
             audit.record("key_revoked", actor=actor, subject=successor, reason=f"predecessor={key_id}")
         # Running replicas drop their cached copies now when the fleet shares Redis; else within the cache TTL.
-        invalidations = build_invalidations(settings)
+        invalidations = build_invalidations(settings, core.redis_password)
         for revoked in (key_id, *successors):
             invalidations.publish(revoked)
     return None if record is None else record.public(datetime.now(UTC))

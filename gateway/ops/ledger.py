@@ -9,7 +9,7 @@ from gateway.audit.log import AuditLog
 from gateway.boot import operator
 from gateway.boot.errors import BootError
 from gateway.credits.ledger import Drift, SqlLedger
-from gateway.ops.context import cli_actor, die, open_engine, open_settings
+from gateway.ops.context import cli_actor, core_secrets, die, open_engine, open_settings
 from gateway.policy import PolicyError, load_policy
 
 
@@ -26,14 +26,16 @@ def sweep_ledger(ttl_seconds: int | None) -> tuple[int, int]:
             ttl_seconds = load_policy(settings.policy_file).credits.reservation_ttl_seconds
         except PolicyError as exc:
             die(BootError("policy", str(exc)))
-    engine = open_engine(settings)
+    # A store whose password is in Vault needs the login first; the audit key then comes from the same read.
+    core = core_secrets(settings) if settings.database_password_from_vault else None
+    engine = open_engine(settings, core)
     ledger = SqlLedger(engine)
     expired = ledger.sweep(timedelta(seconds=ttl_seconds))
     # Audited when the audit key can be read. A sweep only releases (never charges) what requests left open, which
     # the gateways' own sweepers do every minute unaudited, so a missing Vault credential does not stop it; it is
     # said on stderr.
     try:
-        audit = AuditLog(engine, operator.core_secrets(settings).audit_key.reveal().encode("utf-8"))
+        audit = AuditLog(engine, (core or operator.core_secrets(settings)).audit_key.reveal().encode("utf-8"))
     except BootError as exc:
         print(f"gateway: sweep not audited ({exc.step}: {exc.message})", file=sys.stderr)
     else:

@@ -19,7 +19,7 @@ from gateway.boot.bootstrap import POLICY_NAME, render_policy, secrets_dir
 from gateway.boot.errors import BootError
 from gateway.credits.ledger import SqlLedger
 from gateway.keys.store import SqlKeyStore
-from gateway.ops.context import die, open_audit, open_engine, open_settings
+from gateway.ops.context import die, open_audit, open_settings, open_store_and_core
 from gateway.policy import PolicyError, load_policy
 from gateway.routes import ROUTES, Endpoint
 
@@ -49,7 +49,7 @@ def build_report() -> str:
         policy = load_policy(settings.policy_file)
     except PolicyError as exc:
         die(BootError("policy", str(exc)))
-    engine = open_engine(settings)
+    engine, core = open_store_and_core(settings)
     lines = [(f"# Gateway audit report\n\nGenerated {datetime.now(UTC).isoformat(timespec='seconds')} from the live "
              f"configuration (policy `{settings.policy_file}`, store `{engine.url.get_backend_name()}`).\n")]
 
@@ -64,7 +64,11 @@ def build_report() -> str:
     lines.append("## Where each secret lives\n\n| secret | location | readable by |\n|---|---|---|")
     for name, sub in (("LiteLLM master key", "core#master_key"), ("key-hashing pepper", "core#pepper"),
                       ("audit chain key", "core#audit_key"),
-                      *((f"provider key `{p}`", f"providers#{p}") for p in providers)):
+                      *((f"provider key `{p}`", f"providers#{p}") for p in providers),
+                      *((name, sub) for name, sub, asked in (
+                          ("Postgres password", "datastores#postgres_password", settings.database_password_from_vault),
+                          ("Redis password", "datastores#redis_password", settings.redis_password_from_vault))
+                        if asked)):
         path = f"{settings.vault_mount}/data/{settings.vault_path}/{sub.split('#')[0]}"
         readers = [POLICY_NAME] if any(p == path and "read" in caps for p, caps in readable) else ["(no policy)"]
         lines.append(f"| {name} | Vault KV v2 `{base}/{sub.replace('#', '` field `')}` | {', '.join(readers)} "
@@ -97,7 +101,7 @@ def build_report() -> str:
     lines.append("Parity holds for every account." if not drifts else "\n".join(
         f"- DRIFT: {d.describe()}" for d in drifts))
 
-    audit = open_audit(settings, engine)
+    audit = open_audit(settings, engine, core)
     broken, seq = audit.verify_chain()
     lines.append("\n## Audit chain\n")
     lines.append(f"Intact: {seq} entries verified." if not broken else "\n".join(

@@ -18,10 +18,14 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, *, password: str | None = None) -> sa.Engine:
     """An engine for ``url``; for a SQLite file, its folder is created private (0700) if missing, and the file and
-    its side files are private (0600) before the first connection."""
+    its side files are private (0600) before the first connection. ``password`` (Postgres only) goes to the driver as
+    a connection argument, so the engine's URL never holds it."""
     parsed = sa.make_url(url)
+    if password is not None and parsed.get_backend_name() != "postgresql":
+        raise ValueError("a store password applies to Postgres only")
+    connect_args = {"password": password} if password is not None else {}
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).parent
         if not folder.exists():
@@ -32,7 +36,8 @@ def make_engine(url: str) -> sa.Engine:
     # hide_parameters: SQL logging (sqlalchemy.engine at INFO/DEBUG) must never print key digests.
     # pool_pre_ping (one round trip per checkout) lets a pooled Postgres connection survive a server restart; a
     # SQLite file has no connection to lose.
-    engine = sa.create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite", hide_parameters=True)
+    engine = sa.create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite", hide_parameters=True,
+                              connect_args=connect_args)
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -71,7 +76,7 @@ def migrate(engine: sa.Engine) -> None:
         command.upgrade(config, "head")
 
 
-def open_store(url: str) -> sa.Engine:
-    engine = make_engine(url)
+def open_store(url: str, *, password: str | None = None) -> sa.Engine:
+    engine = make_engine(url, password=password)
     migrate(engine)
     return engine

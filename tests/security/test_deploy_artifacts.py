@@ -6,7 +6,7 @@ its user owns, no secret may sit in the environment). These tests read the files
 them: root, a writable root filesystem, a secret value in the environment, the Kubernetes API token, a Vault token
 without its audience, probes on the wrong paths, a NetworkPolicy that lets more through.
 
-threat-model: TM-T14
+threat-model: TM-T15
 """
 
 from __future__ import annotations

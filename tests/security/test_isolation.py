@@ -119,8 +119,12 @@ def test_runtime_token_reads_its_paths_and_nothing_else(stack: Stack, tmp_path: 
 
 
 def test_runtime_token_has_few_uses(stack: Stack, tmp_path: Path) -> None:
+    from gateway.boot.bootstrap import role_definition
+
+    uses = role_definition()["token_num_uses"]
+    assert isinstance(uses, int) and 0 < uses <= 5
     kv = _runtime_login(stack, tmp_path).secrets.kv.v2
-    for _ in range(4):  # the role's token_num_uses
+    for _ in range(uses):
         kv.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
     with pytest.raises(hvac.exceptions.Forbidden):
         kv.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
