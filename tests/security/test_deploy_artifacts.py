@@ -3,32 +3,43 @@
 `make deploy-check` runs the scanners (kubernetes-validate, checkov, hadolint) over the same files, but a scanner's
 rule can be skipped with a line, and some properties are the gateway's own (a credential file must be a regular file
 its user owns, no secret may sit in the environment). These tests read the files and fail on any edit that weakens
-them: root, a writable root filesystem, a secret value in the environment, the Kubernetes API token, a Vault token
-without its audience, probes on the wrong paths, a NetworkPolicy that lets more through.
+them: root, a writable root filesystem, a secret value in the environment, a Kubernetes Secret or password file in the
+pod (the Postgres and Redis passwords come from Vault, so the pod needs nothing but its Vault login material), the
+Kubernetes API token, a Vault token without its audience, probes on the wrong paths, a NetworkPolicy that lets more
+through.
 
 threat-model: TM-T15
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
+from gateway.boot.errors import BootError
+from gateway.boot.fleet import redis_options
 from gateway.boot.litellm_mount import FORBIDDEN_ENV, NEUTRALIZED_ENV, TRANSPORT_ENV
-from gateway.boot.settings import url_carries_credential
+from gateway.boot.settings import Settings, url_carries_credential
 from gateway.policy import load_policy
 from gateway.routes import ROUTES, Endpoint
 from tests.support import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 MANIFESTS = REPO / "deploy/kubernetes"
-# A name that says it carries a secret; in the gateway's environment such a name must point at a file instead.
+# A name that says it carries a secret; in the gateway's environment such a name must point at a file instead, or be
+# one of the switches that take a password from Vault.
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|(^|_)KEY($|_)|CREDENTIAL|PGPASS|(^|_)JWT$", re.IGNORECASE)
+# A name about a datastore password: only the Vault switches may carry one, never a file, a variable or libpq's own.
+PASSWORD_NAME = re.compile(r"PASSWORD|PASSWD|PGPASS", re.IGNORECASE)
+VAULT_PASSWORDS = {"GATEWAY_DATABASE_PASSWORD_FROM_VAULT", "GATEWAY_REDIS_PASSWORD_FROM_VAULT"}
+# The Vault login settings (JWT with the projected token), validated only where the settings know the jwt method.
+VAULT_LOGIN = {"GATEWAY_VAULT_AUTH", "GATEWAY_VAULT_JWT_FILE", "GATEWAY_VAULT_JWT_ROLE"}
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
@@ -203,8 +214,10 @@ def test_environment_names_files_and_addresses_never_a_secret() -> None:
             assert set(item) == {"name", "value"}, f"{item['name']}: a literal value, never from a Secret"
     env = _env()
     for name, value in env.items():
-        if SECRET_NAME.search(name):
-            assert name.endswith("_FILE") or name == "PGPASSFILE", name
+        if name in VAULT_PASSWORDS:
+            assert value == "true", name
+        elif SECRET_NAME.search(name):
+            assert name.endswith("_FILE") and not PASSWORD_NAME.search(name), f"{name}: no password file in the pod"
             assert value.startswith("/"), name
         if "://" in value:
             assert not url_carries_credential(value), name
@@ -226,14 +239,46 @@ def test_credential_files_are_regular_files_the_gateway_user_owns() -> None:
     mount, volume = _mount_source(env["GATEWAY_VAULT_CACERT"])
     assert mount["mountPath"] == env["GATEWAY_VAULT_CACERT"] and "subPath" in mount
     assert env["GATEWAY_VAULT_ADDR"].startswith("https://")
-    # Redis password and pgpass: copied by the init container into memory, mode 0600, as the gateway's user.
-    for name in ("GATEWAY_REDIS_PASSWORD_FILE", "PGPASSFILE"):
-        _, volume = _mount_source(env[name])
-        assert volume["emptyDir"]["medium"] == "Memory", name
-    [init] = _pod()["initContainers"]
-    assert init["command"][:3] == ["install", "-m", "0600"]
-    secret_volumes = {v["name"] for v in _pod()["volumes"] if "secret" in v}
-    assert not [m for m in _gateway_container()["volumeMounts"] if m["name"] in secret_volumes]
+
+
+def test_pod_needs_nothing_but_its_vault_login() -> None:
+    # The Postgres and Redis passwords come from Vault (secret/gateway/datastores): no Kubernetes Secret reaches the
+    # pod in any form, so a Secret brought back for a password fails here. Volumes are an allow-list: a projected
+    # token for Vault only, ConfigMaps (CAs, policy) and scratch space; a secret, a projected secret or a CSI
+    # secrets-store volume is none of these.
+    pod = _pod()
+    for volume in pod["volumes"]:
+        kinds = set(volume) - {"name"}
+        assert kinds in ({"projected"}, {"configMap"}, {"emptyDir"}), volume
+        if "projected" in volume:
+            assert [set(source) for source in volume["projected"]["sources"]] == [{"serviceAccountToken"}], volume
+    # Nothing left to copy into place before the gateway starts.
+    assert not pod.get("initContainers")
+    assert [container["name"] for container in pod["containers"]] == ["gateway"]
+    env = _env()
+    assert {name for name in env if PASSWORD_NAME.search(name)} == VAULT_PASSWORDS
+    assert all(env[name] == "true" for name in VAULT_PASSWORDS)
+    # The URL keeps the user name and verified TLS, never the password.
+    database = env["GATEWAY_DATABASE_URL"]
+    assert database.startswith("postgresql+psycopg://gateway@") and "sslmode=verify-full" in database
+    assert not url_carries_credential(database)
+
+
+def test_manifest_settings_pass_the_gateways_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The datastore settings the manifest sets are a combination boot accepts, and one that cannot reach Redis
+    without the password from Vault. The Vault login part is included where the settings know the jwt method."""
+    for name in list(os.environ):
+        if name.startswith(("GATEWAY_", "PG")):
+            monkeypatch.delenv(name)
+    login_known = "jwt" in get_args(Settings.model_fields["vault_auth"].annotation)
+    for name, value in _env().items():
+        if login_known or name not in VAULT_LOGIN:
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.database_password_from_vault and settings.redis_password_from_vault
+    assert settings.redis_password_file is None and settings.database_url == _env()["GATEWAY_DATABASE_URL"]
+    with pytest.raises(BootError, match="no password was read from Vault"):
+        redis_options(settings)
 
 
 def test_probes_use_the_gateways_probe_routes() -> None:
