@@ -16,10 +16,13 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from gateway.pipeline.errors import Denial
 from gateway.policy import ModelMode
+
+# What a customer route does: a model mode's call, or the Responses API (served by chat models).
+RouteKind = Literal["chat", "completion", "embedding", "responses"]
 
 COMMON = {"model", "user", "stream", "stream_options", "n", "max_tokens", "temperature", "top_p", "stop", "seed",
           "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}
@@ -139,7 +142,7 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> None:
         raise invalid(name, f"must be a number from {low} to {high}")
 
 
-def _integer(body: dict[str, Any], name: str, low: int, high: int) -> None:
+def check_integer(body: dict[str, Any], name: str, low: int, high: int) -> None:
     value = body.get(name)
     if value is None:
         return
@@ -147,7 +150,7 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int) -> None:
         raise invalid(name, f"must be an integer from {low} to {high}")
 
 
-def _boolean(body: dict[str, Any], name: str) -> None:
+def check_boolean(body: dict[str, Any], name: str) -> None:
     if body.get(name) is not None and not isinstance(body[name], bool):
         raise invalid(name, "must be a boolean")
 
@@ -269,14 +272,33 @@ def _tools(body: dict[str, Any]) -> None:
             _only(response_format["json_schema"], JSON_SCHEMA_FIELDS, "response_format.json_schema")
 
 
-def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_messages: int) -> None:
-    """Raise :class:`Denial` unless every field of ``body`` is one the OpenAI API defines for this route."""
+def check_depth(body: dict[str, Any], max_depth: int) -> None:
     if depth(body) > max_depth:
         raise Denial(400, "too_deeply_nested", f"JSON nesting deeper than {max_depth} levels.")
-    _only(body, ALLOWED_TOP[mode], "")
+
+
+def check_shared(body: dict[str, Any]) -> None:
+    """The fields every generating route shares, checked the same way on each: the model name, sampling numbers,
+    ``stream``, and the end-user identifiers (strings of 1 to 256 characters holding no steering JSON)."""
     model = body.get("model")
     if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
         raise invalid("model", "must be a model name")
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    check_boolean(body, "stream")
+    for name in ("user", "safety_identifier"):
+        value = body.get(name)
+        # An empty one is not forwarded by LiteLLM; refusing it keeps what reaches the provider what was approved.
+        if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 256):
+            raise invalid(name, "must be a string of 1 to 256 characters")
+        _strings([(name, value)])
+
+
+def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_messages: int) -> None:
+    """Raise :class:`Denial` unless every field of ``body`` is one the OpenAI API defines for this route."""
+    check_depth(body, max_depth)
+    _only(body, ALLOWED_TOP[mode], "")
+    check_shared(body)
     if body.get("stream_options") is not None:
         _only(body["stream_options"], STREAM_OPTIONS_FIELDS, "stream_options")
     logit_bias = body.get("logit_bias")
@@ -284,23 +306,16 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
             isinstance(k, str) and k.isdigit() and len(k) <= 10 and isinstance(v, int | float)
             and not isinstance(v, bool) and -100 <= v <= 100 for k, v in logit_bias.items())):
         raise invalid("logit_bias", "must map token ids to numbers from -100 to 100")
-    _number(body, "temperature", 0, 2)
-    _number(body, "top_p", 0, 1)
     _number(body, "presence_penalty", -2, 2)
     _number(body, "frequency_penalty", -2, 2)
-    _integer(body, "seed", -(2**63), 2**63 - 1)
-    _boolean(body, "stream")
+    check_integer(body, "seed", -(2**63), 2**63 - 1)
     if isinstance(body.get("stream_options"), dict):
-        _boolean(body["stream_options"], "include_usage")
-    user = body.get("user")
-    # An empty user is not forwarded by LiteLLM; refusing it keeps what reaches the provider what was approved.
-    if user is not None and (not isinstance(user, str) or not 1 <= len(user) <= 256):
-        raise invalid("user", "must be a string of 1 to 256 characters")
+        check_boolean(body["stream_options"], "include_usage")
     stop = body.get("stop")
     if stop is not None and not (isinstance(stop, str) or (
             isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
         raise invalid("stop", "must be a string or up to 4 strings")
-    _strings([("user", user), ("stop", stop), ("suffix", body.get("suffix"))])
+    _strings([("stop", stop), ("suffix", body.get("suffix"))])
     if mode == "chat":
         _messages(body.get("messages"), max_messages)
         _tools(body)
@@ -308,28 +323,22 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
         if body.get("store") not in (None, False):
             raise invalid("store", "only false is accepted (stored completions would be kept in the provider account "
                                    "every tenant of this gateway shares)")
-        # OpenAI's successor of `user`, checked the same way (LiteLLM reads it as the end user, like `user`).
-        safety_identifier = body.get("safety_identifier")
-        if safety_identifier is not None and (not isinstance(safety_identifier, str)
-                                              or not 1 <= len(safety_identifier) <= 256):
-            raise invalid("safety_identifier", "must be a string of 1 to 256 characters")
-        _strings([("safety_identifier", safety_identifier)])
-        _boolean(body, "logprobs")
-        _boolean(body, "parallel_tool_calls")
-        _integer(body, "top_logprobs", 0, 20)
+        check_boolean(body, "logprobs")
+        check_boolean(body, "parallel_tool_calls")
+        check_integer(body, "top_logprobs", 0, 20)
         if body.get("reasoning_effort") not in (None, *REASONING_EFFORTS):
             raise invalid("reasoning_effort", "must be one of " + ", ".join(REASONING_EFFORTS))
     elif mode == "completion":
         _text_or_tokens(body, "prompt", required=True)
-        _boolean(body, "echo")
-        _integer(body, "logprobs", 0, 5)
+        check_boolean(body, "echo")
+        check_integer(body, "logprobs", 0, 5)
         if body.get("suffix") is not None and not isinstance(body["suffix"], str):
             raise invalid("suffix", "must be a string")
     elif mode == "embedding":
         if body.get("encoding_format") not in (None, "float", "base64"):
             raise invalid("encoding_format", "must be float or base64")
         _text_or_tokens(body, "input", required=True)
-        _integer(body, "dimensions", 1, 65536)
+        check_integer(body, "dimensions", 1, 65536)
 
 
 def check_forwarded(body: dict[str, Any], forwarded: frozenset[str]) -> None:

@@ -7,6 +7,8 @@ Validates the fields the worst case depends on and fills in what the gateway nee
   the bound is the larger (a provider may honour either);
 * ``n`` (and ``best_of`` for text completions) within the policy's ``max_n``;
 * for streams, ``stream_options.include_usage`` forced on: settlement needs the provider's own usage at the end;
+* for the Responses API (:func:`shape_response`): ``max_output_tokens`` the same way as ``max_tokens``, and
+  ``store: false`` on every call (nothing is kept in the provider account every tenant shares);
 * chat content must be text, or images for a model whose policy entry bounds an image's tokens
   (``max_image_tokens``): content billed by something other than its bytes has no bound on its tokens otherwise, so
   it cannot be priced in advance (:mod:`gateway.credits.pricing`).
@@ -99,3 +101,15 @@ def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: 
     requested = stream and (body.get("stream_options") or {}).get("include_usage") is True
     return Shaped(forwarded, output_bound=output, choices=choices, stream=stream, usage_requested=requested,
                   images=images)
+
+
+def shape_response(body: dict[str, Any], max_output_tokens: int) -> Shaped:
+    """A Responses API call: its output bounded by ``max_output_tokens`` (filled in with the model's cap when absent,
+    like chat's ``max_tokens``), one answer, and ``store: false`` always."""
+    forwarded = {**body, "store": False}
+    output = _positive_int(body, "max_output_tokens", max_output_tokens, max_output_tokens)
+    forwarded["max_output_tokens"] = output
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise Denial(400, "invalid_request", "'stream' must be a boolean.", param="stream")
+    return Shaped(forwarded, output_bound=output, choices=1, stream=stream)
