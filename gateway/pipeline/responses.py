@@ -11,7 +11,8 @@ refused (``unsupported_content``). Each decision, with its reason, is in docs/fi
 What LiteLLM 1.106.12 does with a call for an ``openai/…`` deployment (``litellm/responses/main.py`` and
 ``llms/openai/responses/transformation.py``): it forwards every field of OpenAI's request, rewrites a function tool's
 ``parameters`` schema where OpenAI's validator would refuse it (a ``pattern`` Python cannot compile, top-level
-``anyOf``/``oneOf`` for some model families), drops input item ids it did not mint, and reads ``metadata`` and a
+``anyOf``/``oneOf`` for some model families), drops input item ids it did not mint, raises ``max_output_tokens``
+below 16 to 16, drops ``reasoning`` for models its cost map does not mark as reasoning, and reads ``metadata`` and a
 ``prompt`` id as its own. The pre-flight refuses each of those inputs, so what reaches the provider is the approved
 body (tests/security/test_differential.py).
 """
@@ -23,7 +24,6 @@ from typing import Any
 
 from gateway.pipeline.errors import Denial
 from gateway.pipeline.fields import (
-    REASONING_EFFORTS,
     check_boolean,
     check_depth,
     check_integer,
@@ -33,8 +33,8 @@ from gateway.pipeline.fields import (
 )
 
 ALLOWED_TOP = {"model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "stream",
-               "stream_options", "store", "tools", "tool_choice", "parallel_tool_calls", "text", "reasoning",
-               "truncation", "user", "safety_identifier", "top_logprobs", "include"}
+               "stream_options", "store", "tools", "tool_choice", "parallel_tool_calls", "text", "truncation",
+               "user", "safety_identifier", "top_logprobs", "include"}
 MESSAGE_ITEM_FIELDS = {"type", "role", "content", "status"}
 FUNCTION_CALL_ITEM_FIELDS = {"type", "call_id", "name", "arguments", "status"}
 FUNCTION_OUTPUT_ITEM_FIELDS = {"type", "call_id", "output", "status"}
@@ -44,7 +44,6 @@ FUNCTION_TOOL_FIELDS = {"type", "name", "description", "parameters", "strict"}
 TOOL_CHOICE_FIELDS = {"type", "name"}
 TEXT_FIELDS = {"format", "verbosity"}
 TEXT_FORMAT_FIELDS = {"type", "name", "description", "schema", "strict"}
-REASONING_FIELDS = {"effort", "summary"}
 STREAM_OPTIONS_FIELDS = {"include_obfuscation"}
 ROLES = ("user", "assistant", "system", "developer")
 ITEM_STATUSES = ("in_progress", "completed", "incomplete")
@@ -64,6 +63,8 @@ REFUSED = {
     "prompt_cache_options": "extended caching keeps the prompt in the provider account every tenant shares",
     "context_management": "server-side compaction returns opaque items meant to be sent back as state",
     "moderation": "a provider-side moderation pass is not priced by this gateway's policy",
+    "reasoning": "LiteLLM drops it after its last check for models its cost map does not mark as reasoning, so "
+                 "what reaches the provider could differ from what was approved",
 }
 # Top-level JSON Schema keywords LiteLLM rewrites for OpenAI's validator (a schema using them is refused, so the
 # provider gets the schema that was approved).
@@ -222,17 +223,6 @@ def _text(body: dict[str, Any]) -> None:
             raise invalid("text.format.type", "must be text, json_object or json_schema")
 
 
-def _reasoning(body: dict[str, Any]) -> None:
-    reasoning = body.get("reasoning")
-    if reasoning is None:
-        return
-    _only(reasoning, REASONING_FIELDS, "reasoning")
-    if reasoning.get("effort") not in (None, *REASONING_EFFORTS):
-        raise invalid("reasoning.effort", "must be one of " + ", ".join(REASONING_EFFORTS))
-    if reasoning.get("summary") not in (None, "auto", "concise", "detailed"):
-        raise invalid("reasoning.summary", "must be auto, concise or detailed")
-
-
 def check_response_fields(body: dict[str, Any], *, max_depth: int, max_items: int) -> None:
     """Raise :class:`Denial` unless every field of a Responses API request is one the gateway serves (stateless)."""
     check_depth(body, max_depth)
@@ -264,7 +254,6 @@ def check_response_fields(body: dict[str, Any], *, max_depth: int, max_items: in
         raise invalid("truncation", "must be auto or disabled")
     _tools(body)
     _text(body)
-    _reasoning(body)
 
 
 def response_texts(body: dict[str, Any]) -> list[str]:

@@ -103,11 +103,20 @@ def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: 
                   images=images)
 
 
+# OpenAI's Responses API refuses a smaller max_output_tokens; LiteLLM 1.106.12 raises one to it.
+RESPONSES_MIN_OUTPUT_TOKENS = 16
+
+
 def shape_response(body: dict[str, Any], max_output_tokens: int) -> Shaped:
     """A Responses API call: its output bounded by ``max_output_tokens`` (filled in with the model's cap when absent,
     like chat's ``max_tokens``), one answer, and ``store: false`` always."""
     forwarded = {**body, "store": False}
     output = _positive_int(body, "max_output_tokens", max_output_tokens, max_output_tokens)
+    if output < RESPONSES_MIN_OUTPUT_TOKENS:
+        # LiteLLM raises a smaller bound to OpenAI's minimum after its last hook: the provider would be allowed more
+        # output than was priced.
+        raise Denial(400, "invalid_request", f"'max_output_tokens' must be at least {RESPONSES_MIN_OUTPUT_TOKENS}.",
+                     param="max_output_tokens")
     forwarded["max_output_tokens"] = output
     stream = body.get("stream", False)
     if not isinstance(stream, bool):

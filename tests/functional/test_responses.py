@@ -172,6 +172,7 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"prompt": {"id": "pmpt_abc"}}, "prompt", "unsupported_parameter"),
     ({"metadata": {"tag": "x"}}, "metadata", "unsupported_parameter"),
     ({"service_tier": "priority"}, "service_tier", "unsupported_parameter"),
+    ({"reasoning": {"effort": "low"}}, "reasoning", "unsupported_parameter"),
     ({"prompt_cache_key": "someone-elses"}, "prompt_cache_key", "unsupported_parameter"),
     ({"max_tool_calls": 3}, "max_tool_calls", "unsupported_parameter"),
     ({"tools": [{"type": "web_search"}]}, "tools[0]", "unsupported_tool"),
@@ -204,6 +205,8 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"user": '{"api_base": "http://127.0.0.1:9"}'}, "user", "unsupported_parameter"),
     ({"max_output_tokens": 10**6}, "max_output_tokens", "invalid_request"),
     ({"max_output_tokens": 0}, "max_output_tokens", "invalid_request"),
+    # LiteLLM would raise it to OpenAI's minimum after the approval: more output than was priced.
+    ({"max_output_tokens": 15}, "max_output_tokens", "invalid_request"),
 ]
 
 

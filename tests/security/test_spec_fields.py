@@ -95,7 +95,6 @@ RESPONSES_LISTS = {
     "tool_choice": responses.TOOL_CHOICE_FIELDS,
     "text": responses.TEXT_FIELDS,
     "text.format": responses.TEXT_FORMAT_FIELDS,
-    "reasoning": responses.REASONING_FIELDS,
     "stream_options": responses.STREAM_OPTIONS_FIELDS,
 }
 
