@@ -133,7 +133,7 @@ def _check_upstream(path: str, sent: dict[str, Any], stack: Stack, standin: Stan
 
 def test_what_reaches_the_provider_is_what_was_approved(gateway: RunningGateway, stack: Stack,
                                                         standin: StandIn) -> None:
-    counter = {"sent": 0, "ok": 0}
+    counter = {"sent": 0, "ok": 0, **{f"ok {path}": 0 for path in ROUTES}}
     with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
         for path in ROUTES:
 
@@ -172,8 +172,10 @@ def test_what_reaches_the_provider_is_what_was_approved(gateway: RunningGateway,
                     return
                 response.read()
                 counter["ok"] += 1
+                counter[f"ok {path}"] += 1  # noqa: B023
                 _check_upstream(path, body, stack, standin)  # noqa: B023
 
             run()
     print(f"differential cases: {counter}")
     assert counter["ok"] >= 40, counter
+    assert all(counter[f"ok {path}"] >= 10 for path in ROUTES), counter  # each route's property is exercised
