@@ -10,6 +10,8 @@ An upstream model named ``standin-error-500`` answers 500, ``standin-echo-error`
 the Authorization header and URL it received; ``standin-slow-<ms>`` waits that many milliseconds before
 answering (and between stream chunks). A chat request whose first message is ``standin-status:<code>`` answers that
 status for that request alone (with ``Retry-After: 3600`` on a 429): an upstream error one client's request causes.
+A streamed Responses API call whose input is ``standin-stream-error`` fails after its first event with an ``error``
+event that echoes the Authorization header it received.
 """
 
 from __future__ import annotations
@@ -311,6 +313,15 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
         slow = re.fullmatch(r"standin-slow-(\d+)", model)
         delay = int(slow.group(1)) / 1000 if slow else 0.0
         tool = _called_responses_tool(body)
+        if body.get("stream") and body.get("input") == "standin-stream-error":
+            # A provider that fails mid-stream, echoing the credential it received in its error event.
+            leaked = f"failed for {request.headers.get('authorization')} at {request.url}"
+
+            async def failing() -> AsyncIterator[str]:
+                yield f"data: {json.dumps({'type': 'response.created', 'sequence_number': 0, 'response': _response_object(body, 'in_progress', [], None, created)})}\n\n"
+                yield f"data: {json.dumps({'type': 'error', 'sequence_number': 1, 'code': 'server_error', 'message': leaked, 'param': None})}\n\n"
+
+            return StreamingResponse(failing(), media_type="text/event-stream")
         if body.get("stream"):
             return StreamingResponse(_responses_events(body, created, delay, tool), media_type="text/event-stream",
                                      headers=PROVIDER_LIMITS)

@@ -55,9 +55,25 @@ def client_error_for(status: int) -> Denial:
 
 
 STREAM_ERROR = b"data: " + error_body(client_error_for(502))
+# The Responses API's own error event (OpenAI's ``error`` stream event), with the gateway's text.
+RESPONSE_STREAM_ERROR = {"type": "error", "code": "upstream_error", "message": "The model provider failed.",
+                         "param": None}
 # LiteLLM was about to send something the pre-flight did not approve; the provider was not called.
 MISMATCH = Denial(400, "request_mismatch",
                   "The request was not sent: the model backend read it differently from the gateway.")
+
+
+def _response_event_error(event: dict[str, Any]) -> bytes | None:
+    """A Responses API event that carries the provider's error text, in the gateway's words (None: not one): the
+    ``error`` event, and a failed response's ``error``."""
+    if event.get("type") == "error":
+        return b"data: " + json.dumps({**RESPONSE_STREAM_ERROR,
+                                       "sequence_number": event.get("sequence_number", 0)}).encode()
+    response = event.get("response")
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        response["error"] = {"code": "server_error", "message": "The model provider failed."}
+        return b"data: " + json.dumps(event).encode()
+    return None
 
 
 def sanitize_stream_chunk(chunk: bytes) -> bytes:
@@ -72,7 +88,10 @@ def sanitize_stream_chunk(chunk: bytes) -> bytes:
                 event = json.loads(line[6:])
             except ValueError:
                 event = None
-            if not isinstance(event, dict) or "error" in event:
+            replaced = _response_event_error(event) if isinstance(event, dict) else None
+            if replaced is not None:
+                lines[i] = replaced
+            elif not isinstance(event, dict) or "error" in event:
                 lines[i] = STREAM_ERROR
     return b"\n".join(lines)
 
@@ -330,11 +349,14 @@ class SpecShape:
         events = chunk.split(b"\n\n")
         kept = []
         for event in events:
-            if not event.startswith(b"data: {"):
+            # The event's data line (a block may start with other lines, such as an ``event:`` or a blank line).
+            lines = event.split(b"\n")
+            at = next((i for i, line in enumerate(lines) if line.startswith(b"data: {")), None)
+            if at is None:
                 kept.append(event)
                 continue
             try:
-                data = json.loads(event[6:])
+                data = json.loads(lines[at][6:])
             except ValueError:
                 kept.append(event)
                 continue
@@ -352,7 +374,8 @@ class SpecShape:
                                                       self._model)
             elif isinstance(data, dict) and data.get("usage") is None:
                 data.pop("usage", None)
-            kept.append(b"data: " + _json(openai_shape(data)))
+            lines[at] = b"data: " + _json(openai_shape(data))
+            kept.append(b"\n".join(lines))
         return b"\n\n".join(kept)
 
 

@@ -322,3 +322,20 @@ def test_a_provider_failure_is_our_error_and_releases_the_reservation(gateway: R
     assert spec_errors("ErrorResponse", failed.value.response.json()) == []
     state = wait_until_settled(gateway, account)
     assert (state["balance_micro_usd"], state["reserved_micro_usd"]) == (1_000_000, 0)
+
+
+def test_a_provider_error_inside_a_stream_reaches_the_client_in_our_words(gateway: RunningGateway,
+                                                                          stack: Any) -> None:
+    account, key = _funded(gateway, 1_000_000)
+    with _raw(gateway, key) as raw:
+        response = raw.post("/v1/responses", json={"model": "chat-model", "input": "standin-stream-error",
+                                                   "stream": True, "max_output_tokens": 20})
+    assert stack.provider_key not in response.text and "authorization" not in response.text.lower()
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    # LiteLLM turns the provider's error event into response.failed; either way the text is the gateway's.
+    errors = [e["response"]["error"] for e in events if e.get("type") == "response.failed"]
+    errors += [e for e in events if e.get("type") == "error"]
+    assert errors, response.text[:500]
+    assert all(error["message"] == "The model provider failed." for error in errors), errors
+    state = wait_until_settled(gateway, account)
+    assert state["reserved_micro_usd"] == 0

@@ -188,3 +188,23 @@ def test_the_responses_usage_settles(streamed: bool) -> None:
         meter.observe_json(b'{"object":"response","usage":' + usage + b"}")
     meter.finish()
     assert ledger.settled == [11 + 2 * 7]
+
+
+def test_a_responses_stream_error_carries_our_words_not_the_providers() -> None:
+    import json
+
+    from gateway.pipeline.handoff import sanitize_stream_chunk
+
+    leaky_event = (b'data: {"type": "error", "code": "x", "message": "Bearer sk-upstream at http://10.0.0.5/v1", '
+                   b'"param": null, "sequence_number": 4}\n\n')
+    clean = json.loads(sanitize_stream_chunk(leaky_event).split(b"\n")[0][6:])
+    assert clean == {"type": "error", "code": "upstream_error", "message": "The model provider failed.",
+                     "param": None, "sequence_number": 4}
+    failed = (b'data: {"type": "response.failed", "sequence_number": 9, "response": {"id": "r", "status": "failed", '
+              b'"error": {"code": "server_error", "message": "upstream at http://10.0.0.5/v1"}}}\n\n')
+    cleaned = json.loads(sanitize_stream_chunk(failed).split(b"\n")[0][6:])
+    assert cleaned["response"]["error"] == {"code": "server_error", "message": "The model provider failed."}
+    assert cleaned["type"] == "response.failed" and cleaned["sequence_number"] == 9
+    # An ordinary event whose response has no error passes unchanged.
+    ordinary = b'data: {"type": "response.completed", "response": {"error": null, "status": "completed"}}\n\n'
+    assert sanitize_stream_chunk(ordinary) == ordinary
