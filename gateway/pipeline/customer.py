@@ -26,7 +26,7 @@ from gateway.pipeline.fields import RouteKind, check_fields, check_forwarded
 from gateway.pipeline.guardrails import Guardrails
 from gateway.pipeline.handoff import LiteLLM, hand_off
 from gateway.pipeline.ratelimit import RateLimitStep
-from gateway.pipeline.responses import check_response_fields
+from gateway.pipeline.responses import check_response_fields, input_images
 from gateway.pipeline.shaping import shape, shape_response
 from gateway.policy import ModelMode, Policy
 
@@ -122,7 +122,7 @@ class CustomerPipeline:
                 self._guardrails.check(kind, body, principal.key_id, request_id)
             # 7. Shape what LiteLLM will get: output bounded (max_tokens filled in), usage asked for on streams.
             if kind == "responses":
-                shaped = shape_response(body, model.max_output_tokens)
+                shaped = shape_response(body, model.max_output_tokens, input_images(body), model.max_image_tokens)
             else:
                 shaped = shape(kind, body, model.max_output_tokens, self._limits.max_n, model.max_image_tokens)
             # 8. Worst case of this request, then tokens per minute against it.

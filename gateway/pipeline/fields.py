@@ -214,7 +214,7 @@ def _image_part(part: dict[str, Any], where: str) -> None:
     _only(part, {"type", "image_url"}, where)
     image = _only(part.get("image_url"), IMAGE_URL_FIELDS, f"{where}.image_url")
     url = image.get("url")
-    if not isinstance(url, str) or not (IMAGE_DATA_URL.fullmatch(url) or _public_https(url)):
+    if not isinstance(url, str) or not (IMAGE_DATA_URL.fullmatch(url) or public_https(url)):
         raise invalid(f"{where}.image_url.url", "must be an https URL of a public host or a base64 data URL of a "
                                                 "PNG, JPEG, GIF or WebP image")
     if image.get("detail") is not None and image["detail"] not in IMAGE_DETAILS:
@@ -229,7 +229,7 @@ EMBEDDED_IPV4 = re.compile(r"(?:^|[.-])\d{1,3}[.-]\d{1,3}[.-]\d{1,3}[.-]\d{1,3}(
 MAX_IMAGE_URL = 4096
 
 
-def _public_https(url: str) -> bool:
+def public_https(url: str) -> bool:
     match = IMAGE_HTTPS_URL.fullmatch(url) if len(url) <= MAX_IMAGE_URL else None
     if match is None or match.group(1).startswith("["):
         return False  # IPv6 literals are refused outright: too many forms reach an internal IPv4 address

@@ -5,8 +5,9 @@ gateway shares is refused: ``previous_response_id``, ``conversation``, ``store: 
 on every call), ``background``, stored ``prompt`` templates, item ids and item references in the input. A conversation
 continues by sending its earlier turns again, as with chat. Only function tools pass: the provider's hosted tools (web
 and file search, code interpreter, computer use, remote MCP, image generation, shell …) are billed per call and reach
-out on the provider's side, so nothing bounds their price before dispatch. Content is text; images and files are
-refused (``unsupported_content``). Each decision, with its reason, is in docs/fields.md.
+out on the provider's side, so nothing bounds their price before dispatch. Content is text, and images under chat's rules (a
+public https URL or a base64 raster data URL, priced per image); files and audio are refused
+(``unsupported_content``). Each decision, with its reason, is in docs/fields.md.
 
 What LiteLLM 1.106.12 does with a call for an ``openai/…`` deployment (``litellm/responses/main.py`` and
 ``llms/openai/responses/transformation.py``): it forwards every field of OpenAI's request, rewrites a function tool's
@@ -24,11 +25,14 @@ from typing import Any
 
 from gateway.pipeline.errors import Denial
 from gateway.pipeline.fields import (
+    IMAGE_DATA_URL,
+    IMAGE_DETAILS,
     check_boolean,
     check_depth,
     check_integer,
     check_shared,
     invalid,
+    public_https,
     unsupported,
 )
 
@@ -39,6 +43,7 @@ MESSAGE_ITEM_FIELDS = {"type", "role", "content", "status"}
 FUNCTION_CALL_ITEM_FIELDS = {"type", "call_id", "name", "arguments", "status"}
 FUNCTION_OUTPUT_ITEM_FIELDS = {"type", "call_id", "output", "status"}
 INPUT_TEXT_FIELDS = {"type", "text"}
+INPUT_IMAGE_FIELDS = {"type", "image_url", "detail"}
 OUTPUT_TEXT_FIELDS = {"type", "text", "annotations", "logprobs"}
 FUNCTION_TOOL_FIELDS = {"type", "name", "description", "parameters", "strict"}
 TOOL_CHOICE_FIELDS = {"type", "name"}
@@ -106,6 +111,16 @@ def _content(content: Any, role: str, path: str) -> None:
     for j, part in enumerate(content):
         where = f"{path}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "input_image" and role == "user":
+            # Chat's image rules: a public https URL or a base64 raster data URL, priced per image (shaping).
+            _only(part, INPUT_IMAGE_FIELDS, where)
+            url = part.get("image_url")
+            if not isinstance(url, str) or not (IMAGE_DATA_URL.fullmatch(url) or public_https(url)):
+                raise invalid(f"{where}.image_url", "must be an https URL of a public host or a base64 data URL of a "
+                                                    "PNG, JPEG, GIF or WebP image")
+            if part.get("detail") is not None and part["detail"] not in IMAGE_DETAILS:
+                raise invalid(f"{where}.detail", "must be low, high or auto")
+            continue
         if kind == "input_text":
             _only(part, INPUT_TEXT_FIELDS, where)
         elif kind == "output_text" and role == "assistant":
@@ -114,8 +129,8 @@ def _content(content: Any, role: str, path: str) -> None:
                 if part.get(name) not in (None, []):
                     raise invalid(f"{where}.{name}", "must be empty (an earlier answer's text is sent back as text)")
         else:
-            raise unsupported_content(where, "only text parts are accepted (images, files and audio cannot be "
-                                             "priced in advance on this route)")
+            raise unsupported_content(where, "only text and image parts are accepted (files and audio cannot be "
+                                             "priced in advance)")
         _string(part, "text", where)
 
 
@@ -269,7 +284,12 @@ def response_texts(body: dict[str, Any]) -> list[str]:
         if isinstance(content, str):
             texts.append(content)
         elif isinstance(content, list):
-            texts += [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+            for part in content:
+                if not isinstance(part, dict):
+                    continue
+                # An image URL reaches the provider, which fetches it: a secret in it goes to that host.
+                texts += [part[name] for name in ("text", "image_url") if isinstance(part.get(name), str)
+                          and (name == "text" or part[name].startswith("https://"))]
         texts += [item[name] for name in ("arguments", "output") if isinstance(item.get(name), str)]
     return texts
 
@@ -278,3 +298,11 @@ def input_items(body: dict[str, Any]) -> int:
     """The number of input items (a string input is one message), for the per-message overhead of the estimate."""
     value = body.get("input")
     return len(value) if isinstance(value, list) else 1
+
+
+def input_images(body: dict[str, Any]) -> int:
+    """The number of image parts in the input (each priced at the model's ``max_image_tokens``)."""
+    value = body.get("input")
+    return sum(1 for item in value if isinstance(item, dict) and isinstance(item.get("content"), list)
+               for part in item["content"] if isinstance(part, dict) and part.get("type") == "input_image") \
+        if isinstance(value, list) else 0

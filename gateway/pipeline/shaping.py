@@ -107,9 +107,14 @@ def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: 
 RESPONSES_MIN_OUTPUT_TOKENS = 16
 
 
-def shape_response(body: dict[str, Any], max_output_tokens: int) -> Shaped:
+def shape_response(body: dict[str, Any], max_output_tokens: int, images: int = 0,
+                   max_image_tokens: int | None = None) -> Shaped:
     """A Responses API call: its output bounded by ``max_output_tokens`` (filled in with the model's cap when absent,
-    like chat's ``max_tokens``), one answer, and ``store: false`` always."""
+    like chat's ``max_tokens``), one answer, and ``store: false`` always. ``images``: the input's image parts, each
+    priced at the model's ``max_image_tokens`` (refused for a model without one, as on chat)."""
+    if images and max_image_tokens is None:
+        raise Denial(400, "unsupported_content", "This model does not accept images (the policy sets no image price "
+                     "for it).", param="input")
     forwarded = {**body, "store": False}
     output = _positive_int(body, "max_output_tokens", max_output_tokens, max_output_tokens)
     if output < RESPONSES_MIN_OUTPUT_TOKENS:
@@ -121,4 +126,4 @@ def shape_response(body: dict[str, Any], max_output_tokens: int) -> Shaped:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise Denial(400, "invalid_request", "'stream' must be a boolean.", param="stream")
-    return Shaped(forwarded, output_bound=output, choices=1, stream=stream)
+    return Shaped(forwarded, output_bound=output, choices=1, stream=stream, images=images)

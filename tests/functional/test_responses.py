@@ -193,8 +193,13 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"input": [{"type": "item_reference", "id": "msg_abc"}]}, "input[0]", "unsupported_content"),
     ({"input": [{"type": "message", "role": "user", "content": "Hi", "id": "msg_abc"}]}, "input[0].id",
      "unsupported_parameter"),
+    # chat-model has no image price in the policy.
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://example.com/a.png"}]}]},
-     "input[0].content[0]", "unsupported_content"),
+     "input", "unsupported_content"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://10.0.0.5/a.png"}]}]},
+     "input[0].content[0].image_url", "invalid_request"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_abc"}]}]},
+     "input[0].content[0].file_id", "unsupported_parameter"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file_abc"}]}]},
      "input[0].content[0]", "unsupported_content"),
     ({"input": [{"type": "reasoning", "summary": [], "encrypted_content": "x"}]}, "input[0]", "unsupported_content"),
@@ -264,6 +269,8 @@ def test_a_response_of_one_account_cannot_be_read_or_continued_by_another_nor_by
     {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "AKIAABCDEFGHIJKLMNOP"},
                {"type": "function_call_output", "call_id": "c", "output": "ok"}]},
     {"input": [{"type": "function_call_output", "call_id": "c", "output": "ghp_" + "a" * 36}]},
+    {"input": [{"role": "user", "content": [{"type": "input_image",
+                                              "image_url": "https://images.example.com/a.png?k=AKIAABCDEFGHIJKLMNOP"}]}]},
 ])
 def test_guardrails_scan_instructions_and_every_input_text(gateway: RunningGateway, standin: StandIn,
                                                             body: dict[str, Any]) -> None:
@@ -339,3 +346,21 @@ def test_a_provider_error_inside_a_stream_reaches_the_client_in_our_words(gatewa
     assert all(error["message"] == "The model provider failed." for error in errors), errors
     state = wait_until_settled(gateway, account)
     assert state["reserved_micro_usd"] == 0
+
+
+def test_images_reach_the_provider_as_sent_and_are_priced_per_image(gateway: RunningGateway,
+                                                                    standin: StandIn) -> None:
+    account = gateway.keys.account(10**9)
+    key, _ = gateway.keys.customer(models=["other-chat-model"], account_id=account)
+    image = {"type": "input_image", "image_url": "https://images.example.com/cat.png", "detail": "low"}
+    content = [{"type": "input_text", "text": "What is this?"}, image, {**image, "detail": "high"}]
+    standin.recorder.clear()
+    answer = _sdk(gateway, key).responses.create(model="other-chat-model", max_output_tokens=20,
+                                                 input=[{"role": "user", "content": content}])
+    assert answer.output_text
+    (call,) = _upstream(standin)
+    assert call["body"]["input"] == [{"role": "user", "content": content}]
+    # Two images at the policy's 1445 tokens each are in the reservation (input at 1 micro-USD per token).
+    entries = wait_until_settled(gateway, account)["recent_ledger"]
+    reserved = next(e["amount_micro_usd"] for e in entries if e["kind"] == "reserve")
+    assert abs(reserved) >= 2 * 1445 + 2 * 20

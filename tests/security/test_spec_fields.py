@@ -90,7 +90,7 @@ RESPONSES_LISTS = {
     "": responses.ALLOWED_TOP,
     "input[]": responses.MESSAGE_ITEM_FIELDS | responses.FUNCTION_CALL_ITEM_FIELDS
     | responses.FUNCTION_OUTPUT_ITEM_FIELDS,
-    "input[].content[]": responses.INPUT_TEXT_FIELDS | responses.OUTPUT_TEXT_FIELDS,
+    "input[].content[]": responses.INPUT_TEXT_FIELDS | responses.OUTPUT_TEXT_FIELDS | responses.INPUT_IMAGE_FIELDS,
     "tools[]": responses.FUNCTION_TOOL_FIELDS,
     "tool_choice": responses.TOOL_CHOICE_FIELDS,
     "text": responses.TEXT_FIELDS,
