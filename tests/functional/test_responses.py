@@ -298,7 +298,13 @@ def test_the_worst_case_is_reserved_from_max_output_tokens(gateway: RunningGatew
     assert state["balance_micro_usd"] == 1_500 - (usage["input_tokens"] + 2 * usage["output_tokens"])
 
 
-def test_ledger_parity_after_plain_and_streamed_runs(gateway: RunningGateway) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_gateway(request: pytest.FixtureRequest) -> RunningGateway:
+    return request.getfixturevalue("gateway" if request.param == "sqlite" else "pg_gateway")
+
+
+def test_ledger_parity_after_plain_and_streamed_runs(any_gateway: RunningGateway) -> None:
+    gateway = any_gateway
     account, key = _funded(gateway, 10**7)
     client = _sdk(gateway, key)
     expected = 0
