@@ -83,7 +83,9 @@ VALID = {
                   "text": st.just({"format": {"type": "json_object"}, "verbosity": "low"}),
                   "tools": st.just([{"type": "function", "name": "get_weather",
                                      "parameters": {"type": "object", "properties": {}}}]),
-                  "tool_choice": st.sampled_from(["none", "auto", "required"])}),
+                  "tool_choice": st.sampled_from(["none", "auto", "required"]),
+                  "include": st.just(["message.output_text.logprobs"]),
+                  "stream_options": st.fixed_dictionaries({"include_obfuscation": st.booleans()})}),
     "/v1/embeddings": st.fixed_dictionaries(
         {"model": st.just("embed-model"), "input": TEXT | st.lists(st.text(max_size=10), min_size=1, max_size=3)},
         optional={"encoding_format": st.sampled_from(["float", "base64"]), "user": st.text(min_size=1, max_size=20),
@@ -113,7 +115,9 @@ def _check_upstream(path: str, sent: dict[str, Any], stack: Stack, standin: Stan
     assert received["model"] == UPSTREAM[model]
     assert set(received) <= set(sent) | ADDED.get(path, GATEWAY_ADDED), set(received) - set(sent)
     for name, value in sent.items():
-        if name in ("model", "stream_options") or (name == "max_tokens" and value is None):
+        # (chat's stream_options gets include_usage from the gateway; the Responses API's passes as sent)
+        if name == "model" or (name == "stream_options" and path != "/v1/responses") or (
+                name == "max_tokens" and value is None):
             continue
         if name not in received and (value is None or any((name, value) == default for default in DEFAULTS)):
             continue  # an explicit null or default may be left out: it means the same either way
@@ -155,6 +159,10 @@ def test_what_reaches_the_provider_is_what_was_approved(gateway: RunningGateway,
             @example(body={"model": "embed-model", "input": "x", "user": "u"}, content_types=[], encoding="json")
             @example(body={"model": "chat-model", "input": SMUGGLED_PROMPT, "store": False},
                      content_types=["application/x-www-form-urlencoded", "application/json"], encoding="json")
+            @example(body={"model": "chat-model", "input": "Hi", "stream": True, "top_logprobs": 2,
+                           "stream_options": {"include_obfuscation": False},
+                           "include": ["message.output_text.logprobs"], "text": {"verbosity": "low"}},
+                     content_types=[], encoding="json")
             @example(body={"model": "chat-model", "input": "Hi", "max_output_tokens": 16, "stream": True,
                            "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]},
                      content_types=["application/json"], encoding="json")
