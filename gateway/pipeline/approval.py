@@ -7,8 +7,8 @@ pre-flight never approved. So the handoff does not rely on the readings agreeing
 :class:`Approval` (the deployment, the forwarded fields and their values, the output-token bound, the number of
 choices, streaming) and LiteLLM's last hook before dispatch (``async_pre_call_deployment_hook``, run after the router
 merged the deployment's parameters into the call) hands its keyword arguments to :func:`verify`. Anything that is not
-exactly what was approved refuses the call: the provider is never contacted, the client gets ``400 request_mismatch``
-and the audit log a ``handoff_mismatch`` entry. A future parser difference therefore fails closed.
+exactly what was approved refuses the call, and so does a second call under one approval (a retry): the provider is
+never contacted, the client gets ``400 request_mismatch`` and the audit log a ``handoff_mismatch`` entry. A future parser difference therefore fails closed.
 
 Where the approval travels: a context variable set by the handoff. LiteLLM runs the call in the handoff's own task (or
 in tasks it creates from it, which copy the context), so the variable is visible there and nowhere else. A call that
@@ -184,6 +184,10 @@ def verify(kwargs: Mapping[str, Any], call_type: str | None, deployments: Mappin
     approval = CURRENT.get()
     if approval is None:
         raise _refuse(None, "no_approval")
+    if approval.dispatched:
+        # One provider call per approval: a retry LiteLLM would make (say, from a num_retries it read that the
+        # pre-flight never saw) would bill the provider again for a request reserved once.
+        raise _refuse(approval, "second_call")
     try:
         _verify(approval, kwargs, call_type, deployments)
     except HandoffMismatch as mismatch:

@@ -44,6 +44,9 @@ RESPONSES_DIFFERENCES: list[tuple[str, dict[str, Any]]] = [
     ("rewritten_input", {"input": "something else"}),
     ("dropped_bound", {"max_output_tokens": None}),
 ]
+# A failing upstream read with retries the pre-flight never saw: at most one provider call.
+RETRIED = ("/v1/chat/completions", {"model": "failing-model", "messages": [{"role": "user", "content": "Hi"}],
+                                    "max_tokens": 5}, {"num_retries": 3})
 ROUTES = [
     ("/v1/chat/completions", {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5},
      DIFFERENCES),
@@ -65,7 +68,8 @@ async def _differ(gateway: Any) -> dict[str, Any]:
 
     account = gateway.ledger.create_account("probe")
     gateway.ledger.top_up(account.id, 10_000_000, "probe credit")
-    key, _ = gateway.keys.issue(KeyKind.CUSTOMER, name="probe", models=["chat-model", "other-chat-model"],
+    key, _ = gateway.keys.issue(KeyKind.CUSTOMER, name="probe",
+                                models=["chat-model", "other-chat-model", "failing-model"],
                              account_id=account.id)
     report: dict[str, Any] = {"account": account.id, "results": {}}
     original = customer.canonical_json
@@ -82,6 +86,13 @@ async def _differ(gateway: Any) -> dict[str, Any]:
                 finally:
                     customer.canonical_json = original
                 report["results"][f"{path} {name}"] = {"status": response.status_code, "body": response.json()}
+        path, approved, change = RETRIED
+        customer.canonical_json = lambda body: original({**body, **change})
+        try:
+            response = await client.post(path, json=approved, headers={"Authorization": f"Bearer {key}"})
+        finally:
+            customer.canonical_json = original
+        report["retried"] = {"status": response.status_code, "body": response.json()}
     state = gateway.ledger.get_account(account.id)
     report["balance"], report["reserved"] = state.balance_micro_usd, state.reserved_micro_usd
     report["ledger"] = [entry["kind"] for entry in gateway.ledger.recent_entries(account.id, limit=1000)]

@@ -49,7 +49,12 @@ def test_a_differing_reading_is_refused_before_the_provider(stack: Stack, standi
             assert answer["body"]["error"]["code"] == "request_mismatch", (path, name, answer)
             refusals += 1
     # The provider saw exactly the approved calls, one per route, with the approved model, bound and credential.
-    upstream = [r for r in standin.recorder.all() if r["method"] == "POST"]  # (LiteLLM lists models at boot)
+    calls = [r for r in standin.recorder.all() if r["method"] == "POST"]  # (LiteLLM lists models at boot)
+    # Retries LiteLLM read from a body the pre-flight never saw: one provider call at most, and our error.
+    assert len([r for r in calls if r["body"]["model"] == "standin-error-500"]) == 1
+    assert report["retried"]["status"] in (400, 502), report["retried"]
+    assert report["retried"]["body"]["error"]["code"] in ("request_mismatch", "upstream_error")
+    upstream = [r for r in calls if r["body"]["model"] != "standin-error-500"]
     assert [(r["path"], r["body"]["model"]) for r in upstream] == [("/v1/chat/completions", "upstream-chat"),
                                                                   ("/v1/responses", "upstream-chat")]
     assert upstream[0]["body"]["max_tokens"] == 5
@@ -57,11 +62,12 @@ def test_a_differing_reading_is_refused_before_the_provider(stack: Stack, standi
     assert all(r["headers"]["authorization"] == f"Bearer {stack.provider_key}" for r in upstream)
     # Each refusal is audited with its reason and released (not charged); only the approved calls are paid for.
     reasons = {reason for event, reason in report["audit"]}
-    assert len(report["audit"]) == refusals, report["audit"]
+    assert len(report["audit"]) == refusals + 1, report["audit"]  # + the refused retry ("second_call")
     assert {"model", "api_key", "choices", "value", "field:temperature", "field:custom_llm_provider",
-            "litellm_refused", "output_bound", "field:use_chat_completions_api"} <= reasons, reasons
+            "litellm_refused", "output_bound", "field:use_chat_completions_api", "second_call"} <= reasons, reasons
     assert report["reserved"] == 0
     assert report["ledger"].count("settle") == len(ROUTES)
     # + each approved call's unused remainder
-    assert report["ledger"].count("release") == refusals + len(REFUSED_BY_LITELLM) + len(ROUTES)
+    # (+ the retried call's, released after the provider's error)
+    assert report["ledger"].count("release") == refusals + len(REFUSED_BY_LITELLM) + len(ROUTES) + 1
     assert any_listed(result.stdout + result.stderr, stack.canaries) == []

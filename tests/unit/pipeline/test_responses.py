@@ -208,3 +208,18 @@ def test_a_responses_stream_error_carries_our_words_not_the_providers() -> None:
     # An ordinary event whose response has no error passes unchanged.
     ordinary = b'data: {"type": "response.completed", "response": {"error": null, "status": "completed"}}\n\n'
     assert sanitize_stream_chunk(ordinary) == ordinary
+
+
+def test_an_approval_allows_one_provider_call() -> None:
+    approval = Approval(request_id="req_1", key_id="key_1", model="chat-model", mode="responses", body=BODY,
+                        output_bound=16, choices=1, stream=False)
+    kwargs = {"model": "openai/upstream-chat", "api_base": "http://127.0.0.1:9/v1", "api_key": KEY, "input": "Hi",
+              "max_output_tokens": 16, "store": False}
+    token = CURRENT.set(approval)
+    try:
+        verify(kwargs, "aresponses", DEPLOYMENTS)
+        # A retry of the same call (LiteLLM's router retrying after a failure) is refused: it was reserved once.
+        with pytest.raises(HandoffMismatch, match="second_call"):
+            verify(kwargs, "aresponses", DEPLOYMENTS)
+    finally:
+        CURRENT.reset(token)
