@@ -127,7 +127,7 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def _strings(values: Iterable[tuple[str, Any]]) -> None:
+def check_strings(values: Iterable[tuple[str, Any]]) -> None:
     for path, value in values:
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and _smuggled(item):
@@ -207,7 +207,7 @@ def _messages(messages: Any, max_messages: int) -> None:
             _only(call.get("function", {}), CALLED_FUNCTION_FIELDS, f"{path}.tool_calls[{k}].function")
         if message.get("function_call") is not None:
             _only(message["function_call"], CALLED_FUNCTION_FIELDS, f"{path}.function_call")
-        _strings([(f"{path}.name", message.get("name")), (f"{path}.tool_call_id", message.get("tool_call_id"))])
+        check_strings([(f"{path}.name", message.get("name")), (f"{path}.tool_call_id", message.get("tool_call_id"))])
 
 
 def _image_part(part: dict[str, Any], where: str) -> None:
@@ -291,7 +291,7 @@ def check_shared(body: dict[str, Any]) -> None:
         # An empty one is not forwarded by LiteLLM; refusing it keeps what reaches the provider what was approved.
         if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 256):
             raise invalid(name, "must be a string of 1 to 256 characters")
-        _strings([(name, value)])
+        check_strings([(name, value)])
 
 
 def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_messages: int) -> None:
@@ -315,7 +315,7 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
     if stop is not None and not (isinstance(stop, str) or (
             isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
         raise invalid("stop", "must be a string or up to 4 strings")
-    _strings([("stop", stop), ("suffix", body.get("suffix"))])
+    check_strings([("stop", stop), ("suffix", body.get("suffix"))])
     if mode == "chat":
         _messages(body.get("messages"), max_messages)
         _tools(body)

@@ -31,6 +31,7 @@ from gateway.pipeline.fields import (
     check_depth,
     check_integer,
     check_shared,
+    check_strings,
     invalid,
     public_https,
     unsupported,
@@ -163,6 +164,8 @@ def _input(value: Any, max_items: int) -> None:
                                             "accepted (other items belong to hosted tools or to stored state)")
         if isinstance(item, dict):
             _status(item, path)
+            # As chat's tool_call_id and name: identifiers, never JSON holding a steering field.
+            check_strings([(f"{path}.call_id", item.get("call_id")), (f"{path}.name", item.get("name"))])
 
 
 def _tools(body: dict[str, Any]) -> None:

@@ -77,6 +77,8 @@ def test_stateless_text_and_function_calls_pass(body: dict[str, Any]) -> None:
     ({}, "input"),
     ({"input": "Hi", "instructions": [{"role": "developer", "content": "x"}]}, "instructions"),
     ({"input": "Hi", "user": '{"api_key": "x"}'}, "user"),
+    ({"input": [{"type": "function_call_output", "call_id": '{"api_base": "http://x"}', "output": "ok"}]},
+     "input[0].call_id"),
     ({"input": "Hi", "temperature": 3}, "temperature"),
 ])
 def test_state_hosted_tools_and_other_content_are_refused_naming_the_field(body: dict[str, Any], param: str) -> None:
