@@ -210,15 +210,20 @@ def _messages(messages: Any, max_messages: int) -> None:
         check_strings([(f"{path}.name", message.get("name")), (f"{path}.tool_call_id", message.get("tool_call_id"))])
 
 
+def check_image(url: Any, detail: Any, url_path: str, detail_path: str) -> None:
+    """An image's URL and detail, wherever a route puts them: a public https URL or a base64 raster data URL, and
+    low, high or auto."""
+    if not isinstance(url, str) or not (IMAGE_DATA_URL.fullmatch(url) or public_https(url)):
+        raise invalid(url_path, "must be an https URL of a public host or a base64 data URL of a PNG, JPEG, GIF or "
+                                "WebP image")
+    if detail is not None and detail not in IMAGE_DETAILS:
+        raise invalid(detail_path, "must be low, high or auto")
+
+
 def _image_part(part: dict[str, Any], where: str) -> None:
     _only(part, {"type", "image_url"}, where)
     image = _only(part.get("image_url"), IMAGE_URL_FIELDS, f"{where}.image_url")
-    url = image.get("url")
-    if not isinstance(url, str) or not (IMAGE_DATA_URL.fullmatch(url) or public_https(url)):
-        raise invalid(f"{where}.image_url.url", "must be an https URL of a public host or a base64 data URL of a "
-                                                "PNG, JPEG, GIF or WebP image")
-    if image.get("detail") is not None and image["detail"] not in IMAGE_DETAILS:
-        raise invalid(f"{where}.image_url.detail", "must be low, high or auto")
+    check_image(image.get("url"), image.get("detail"), f"{where}.image_url.url", f"{where}.image_url.detail")
 
 
 # Names that only mean something inside a network (RFC 6761/6762/8375 and common private zones and service meshes).

@@ -25,15 +25,13 @@ from typing import Any
 
 from gateway.pipeline.errors import Denial
 from gateway.pipeline.fields import (
-    IMAGE_DATA_URL,
-    IMAGE_DETAILS,
     check_boolean,
     check_depth,
+    check_image,
     check_integer,
     check_shared,
     check_strings,
     invalid,
-    public_https,
     unsupported,
 )
 
@@ -115,12 +113,7 @@ def _content(content: Any, role: str, path: str) -> None:
         if kind == "input_image" and role == "user":
             # Chat's image rules: a public https URL or a base64 raster data URL, priced per image (shaping).
             _only(part, INPUT_IMAGE_FIELDS, where)
-            url = part.get("image_url")
-            if not isinstance(url, str) or not (IMAGE_DATA_URL.fullmatch(url) or public_https(url)):
-                raise invalid(f"{where}.image_url", "must be an https URL of a public host or a base64 data URL of a "
-                                                    "PNG, JPEG, GIF or WebP image")
-            if part.get("detail") is not None and part["detail"] not in IMAGE_DETAILS:
-                raise invalid(f"{where}.detail", "must be low, high or auto")
+            check_image(part.get("image_url"), part.get("detail"), f"{where}.image_url", f"{where}.detail")
             continue
         if kind == "input_text":
             _only(part, INPUT_TEXT_FIELDS, where)
