@@ -64,6 +64,16 @@ def customer_paths() -> dict[str, Any]:
                            "input": {"oneOf": [{"type": "string", "maxLength": 2000},
                                                {"type": "array", "items": {"type": "string"}, "maxItems": 8}]}},
         })},
+        "/v1/responses": {"post": _operation("Responses API, stateless (streaming or not)", {
+            "type": "object", "required": ["model", "input"],
+            "properties": {"model": _COMMON["model"], "user": _COMMON["user"], "stream": _COMMON["stream"],
+                           "temperature": _COMMON["temperature"], "top_p": _COMMON["top_p"],
+                           "instructions": {"type": "string", "maxLength": 2000},
+                           "max_output_tokens": {"type": "integer", "minimum": 16, "maximum": 1000},
+                           "store": {"type": "boolean", "enum": [False]},
+                           "input": {"oneOf": [{"type": "string", "maxLength": 2000},
+                                               {"type": "array", "items": _MESSAGE, "minItems": 1, "maxItems": 8}]}},
+        })},
         "/v1/models": {"get": _operation("Models this key may use", None)},
         "/v1/models/{model}": {"get": {
             **_operation("One model this key may use (404 for any other)", None),

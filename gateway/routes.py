@@ -41,6 +41,7 @@ ROUTES = (
     Route("POST", "/v1/chat/completions", Endpoint.HANDOFF, cors=True),
     Route("POST", "/v1/completions", Endpoint.HANDOFF, cors=True),
     Route("POST", "/v1/embeddings", Endpoint.HANDOFF, cors=True),
+    Route("POST", "/v1/responses", Endpoint.HANDOFF, cors=True),
     Route("GET", "/v1/models", Endpoint.MODELS, cors=True),
     Route("GET", "/v1/models/", Endpoint.MODEL, cors=True, prefix=True),
     Route("POST", "/v1/keys/revoke", Endpoint.SELF_REVOKE, cors=True),

@@ -1,7 +1,8 @@
 """PROVIDER STAND-IN, NOT A REAL LLM: a tiny OpenAI-compatible server for `gateway dev` and the tests.
 
 It answers chat completions (plain and SSE streaming, with a final usage chunk when asked), text completions,
-embeddings and the model list with canned, deterministic content, and records every request it receives (method,
+embeddings, Responses API calls (plain, and streamed as OpenAI's event sequence ending in ``response.completed`` with
+usage; a ``function_call`` item when function tools are offered) and the model list with canned, deterministic content, and records every request it receives (method,
 path, query, headers, JSON body) so tests can assert on exactly what reached "the provider".
 
 Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``DELETE /_standin/requests``.
@@ -9,6 +10,8 @@ An upstream model named ``standin-error-500`` answers 500, ``standin-echo-error`
 the Authorization header and URL it received; ``standin-slow-<ms>`` waits that many milliseconds before
 answering (and between stream chunks). A chat request whose first message is ``standin-status:<code>`` answers that
 status for that request alone (with ``Retry-After: 3600`` on a 429): an upstream error one client's request causes.
+A streamed Responses API call whose input is ``standin-stream-error`` fails after its first event with an ``error``
+event that echoes the Authorization header it received.
 """
 
 from __future__ import annotations
@@ -90,6 +93,98 @@ def _status_trigger(body: dict[str, Any]) -> int | None:
     first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
     match = re.fullmatch(r"standin-status:(\d{3})", str(first.get("content")))
     return int(match.group(1)) if match else None
+
+
+def _called_responses_tool(body: dict[str, Any]) -> str | None:
+    """The Responses API's function tools are flat (``{"type": "function", "name": ...}``); same rule as chat."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return str(choice.get("name"))
+    return str(tools[0].get("name"))
+
+
+def _responses_usage(body: dict[str, Any], output: int) -> dict[str, Any]:
+    # Input tokens grow with the input, so a test can tell the provider's figure from a constant.
+    prompt = 9 + len(json.dumps(body.get("input", ""))) // 8
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + output}
+
+
+def _response_object(body: dict[str, Any], status: str, output: list[dict[str, Any]],
+                     usage: dict[str, Any] | None, created: int) -> dict[str, Any]:
+    """A Response object as OpenAI answers it: every field present, the request's settings echoed."""
+    # Function tools come back with OpenAI's defaults filled in.
+    tools = [{"description": None, "strict": True, **tool} for tool in body.get("tools") or []
+             if isinstance(tool, dict)]
+    return {
+        "id": "resp_standin", "object": "response", "created_at": created, "status": status,
+        "completed_at": created if status == "completed" else None,
+        "background": False, "error": None, "incomplete_details": None,
+        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": None, "model": body.get("model", "unknown"), "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True), "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None}, "service_tier": "default", "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0), "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": body.get("tool_choice", "auto"), "tools": tools, "top_logprobs": 0,
+        "top_p": body.get("top_p", 1.0), "truncation": body.get("truncation", "disabled"), "usage": usage,
+        "user": None, "metadata": {}, "safety_identifier": body.get("safety_identifier"),
+        "prompt_cache_key": None,
+    }
+
+
+def _responses_events(body: dict[str, Any], created: int, delay: float, tool: str | None) -> AsyncIterator[str]:
+    """OpenAI's stream for one output item: created, in_progress, output_item.added, then for a message
+    content_part.added, the output_text deltas, output_text.done, content_part.done (for a function call the
+    arguments' delta and done), output_item.done, completed (with usage)."""
+
+    async def events() -> AsyncIterator[str]:
+        sequence = 0
+
+        def event(kind: str, **fields: Any) -> str:
+            nonlocal sequence
+            payload = {"type": kind, "sequence_number": sequence, **fields}
+            sequence += 1
+            return f"event: {kind}\ndata: {json.dumps(payload)}\n\n"
+
+        words = REPLY.split(" ")
+        yield event("response.created", response=_response_object(body, "in_progress", [], None, created))
+        yield event("response.in_progress", response=_response_object(body, "in_progress", [], None, created))
+        if tool is not None:
+            item: dict[str, Any] = {"id": "fc_standin", "type": "function_call", "status": "in_progress",
+                                    "call_id": "call_standin", "name": tool, "arguments": ""}
+            yield event("response.output_item.added", output_index=0, item=item)
+            yield event("response.function_call_arguments.delta", item_id="fc_standin", output_index=0, delta="{}")
+            yield event("response.function_call_arguments.done", item_id="fc_standin", output_index=0,
+                        name=tool, arguments="{}")
+            done_item = {**item, "status": "completed", "arguments": "{}"}
+            output = 1
+        else:
+            item_id = "msg_standin"
+            item = {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+            yield event("response.output_item.added", output_index=0, item=item)
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            yield event("response.content_part.added", item_id=item_id, output_index=0, content_index=0, part=part)
+            for i, word in enumerate(words):
+                if delay:
+                    await asyncio.sleep(delay)
+                yield event("response.output_text.delta", item_id=item_id, output_index=0, content_index=0,
+                            delta=word + (" " if i < len(words) - 1 else ""), logprobs=[])
+            yield event("response.output_text.done", item_id=item_id, output_index=0, content_index=0, text=REPLY,
+                        logprobs=[])
+            done_part = {**part, "text": REPLY}
+            yield event("response.content_part.done", item_id=item_id, output_index=0, content_index=0,
+                        part=done_part)
+            done_item = {**item, "status": "completed", "content": [done_part]}
+            output = len(words)
+        yield event("response.output_item.done", output_index=0, item=done_item)
+        yield event("response.completed", response=_response_object(
+            body, "completed", [done_item], _responses_usage(body, output), created))
+
+    return events()
 
 
 def build_app(recorder: Recorder | None = None) -> Starlette:
@@ -208,6 +303,40 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
             }
         )
 
+    async def responses(request: Request) -> Response:
+        entry = await record(request)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        model = str(body.get("model", "unknown"))
+        if model == "standin-error-500":
+            return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}}, status_code=500)
+        created = int(time.time())
+        slow = re.fullmatch(r"standin-slow-(\d+)", model)
+        delay = int(slow.group(1)) / 1000 if slow else 0.0
+        tool = _called_responses_tool(body)
+        if body.get("stream") and body.get("input") == "standin-stream-error":
+            # A provider that fails mid-stream, echoing the credential it received in its error event.
+            leaked = f"failed for {request.headers.get('authorization')} at {request.url}"
+
+            async def failing() -> AsyncIterator[str]:
+                yield f"data: {json.dumps({'type': 'response.created', 'sequence_number': 0, 'response': _response_object(body, 'in_progress', [], None, created)})}\n\n"
+                yield f"data: {json.dumps({'type': 'error', 'sequence_number': 1, 'code': 'server_error', 'message': leaked, 'param': None})}\n\n"
+
+            return StreamingResponse(failing(), media_type="text/event-stream")
+        if body.get("stream"):
+            return StreamingResponse(_responses_events(body, created, delay, tool), media_type="text/event-stream",
+                                     headers=PROVIDER_LIMITS)
+        if delay:
+            await asyncio.sleep(delay)
+        output: list[dict[str, Any]]
+        if tool is not None:
+            output = [{"id": "fc_standin", "type": "function_call", "status": "completed", "call_id": "call_standin",
+                       "name": tool, "arguments": "{}"}]
+        else:
+            output = [{"id": "msg_standin", "type": "message", "status": "completed", "role": "assistant",
+                       "content": [{"type": "output_text", "text": REPLY, "annotations": [], "logprobs": []}]}]
+        usage = _responses_usage(body, 7)
+        return JSONResponse(_response_object(body, "completed", output, usage, created), headers=PROVIDER_LIMITS)
+
     async def models(request: Request) -> Response:
         await record(request)
         return JSONResponse({"object": "list", "data": []})
@@ -226,6 +355,8 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
             Route("/completions", completions, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/responses", responses, methods=["POST"]),
+            Route("/responses", responses, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/_standin/requests", recorded, methods=["GET", "DELETE"]),
         ]

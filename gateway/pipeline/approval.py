@@ -7,8 +7,8 @@ pre-flight never approved. So the handoff does not rely on the readings agreeing
 :class:`Approval` (the deployment, the forwarded fields and their values, the output-token bound, the number of
 choices, streaming) and LiteLLM's last hook before dispatch (``async_pre_call_deployment_hook``, run after the router
 merged the deployment's parameters into the call) hands its keyword arguments to :func:`verify`. Anything that is not
-exactly what was approved refuses the call: the provider is never contacted, the client gets ``400 request_mismatch``
-and the audit log a ``handoff_mismatch`` entry. A future parser difference therefore fails closed.
+exactly what was approved refuses the call, and so does a second call under one approval (a retry): the provider is
+never contacted, the client gets ``400 request_mismatch`` and the audit log a ``handoff_mismatch`` entry. A future parser difference therefore fails closed.
 
 Where the approval travels: a context variable set by the handoff. LiteLLM runs the call in the handoff's own task (or
 in tasks it creates from it, which copy the context), so the variable is visible there and nowhere else. A call that
@@ -26,10 +26,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.policy import ModelMode
+from gateway.pipeline.fields import RouteKind
+from gateway.pipeline.responses import ALLOWED_TOP as RESPONSES_FIELDS
 
 # The LiteLLM entry point (``@client``-wrapped function) each route's call must go through.
-CALL_TYPES = {"chat": "acompletion", "completion": "atext_completion", "embedding": "aembedding"}
+CALL_TYPES = {"chat": "acompletion", "completion": "atext_completion", "embedding": "aembedding",
+              "responses": "aresponses"}
 
 # The deployment parameters the router merges into every call from the policy's model list (boot's build_config).
 DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key"})
@@ -101,7 +103,11 @@ LITELLM_OWN: dict[str, Any] = {
 }
 
 # Arguments LiteLLM may add with a default (``stream=False``); their values are checked against the bounds below.
-BOUNDS = frozenset({"stream", "max_tokens", "max_completion_tokens", "n", "best_of"})
+BOUNDS = frozenset({"stream", "max_tokens", "max_completion_tokens", "n", "best_of", "max_output_tokens"})
+# Each route's output bound: the arguments LiteLLM sends on as the most tokens the provider may produce.
+CHAT_OUTPUT_BOUNDS = ("max_tokens", "max_completion_tokens")
+OUTPUT_BOUNDS = {"responses": ("max_output_tokens",)}
+ALL_OUTPUT_BOUNDS = (*CHAT_OUTPUT_BOUNDS, "max_output_tokens")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_]{1,40}")
 
 
@@ -145,7 +151,7 @@ class Approval:
     request_id: str
     key_id: str
     model: str  # the policy model name
-    mode: ModelMode
+    mode: RouteKind
     body: Mapping[str, Any]  # the canonical body handed to LiteLLM (after shaping)
     output_bound: int | None  # max tokens per choice; None for embeddings
     choices: int
@@ -178,6 +184,10 @@ def verify(kwargs: Mapping[str, Any], call_type: str | None, deployments: Mappin
     approval = CURRENT.get()
     if approval is None:
         raise _refuse(None, "no_approval")
+    if approval.dispatched:
+        # One provider call per approval: a retry LiteLLM would make (say, from a num_retries it read that the
+        # pre-flight never saw) would bill the provider again for a request reserved once.
+        raise _refuse(approval, "second_call")
     try:
         _verify(approval, kwargs, call_type, deployments)
     except HandoffMismatch as mismatch:
@@ -206,24 +216,33 @@ def _verify(approval: Approval, kwargs: Mapping[str, Any], call_type: str | None
     for name, value in kwargs.items():
         if name in approval.body or name in DEPLOYMENT_PARAMS or name in BOUNDS:
             continue
+        # The router names the deployment's provider on Responses API calls (only that value: another one would
+        # send the call, and the key, elsewhere).
+        if name == "custom_llm_provider" and approval.mode == "responses" and value == deployment.provider:
+            continue
         allowed = LITELLM_OWN.get(name)
         if allowed is None or not allowed(value, deployment):
             raise HandoffMismatch("field:" + _shown(name))
     # The values: every approved field reaches the call with the approved value (none dropped, none rewritten), and
     # is one LiteLLM forwards to this deployment rather than dropping it after this hook.
+    # LiteLLM sends every Responses API field to an OpenAI deployment (its config declares them all supported).
+    forwarded = RESPONSES_FIELDS if approval.mode == "responses" else deployment.fields
     for name, value in approval.body.items():
-        if name not in deployment.fields:
+        if name not in forwarded:
             raise HandoffMismatch("not_forwarded:" + _shown(name))
         if name == "model":
             continue  # the policy name was replaced by the deployment's, checked above
         if name not in kwargs or kwargs[name] != value:
             raise HandoffMismatch("value")
-    # The bounds the reservation was computed from.
+    # The bounds the reservation was computed from; an output bound of another route must not be there at all.
+    names = OUTPUT_BOUNDS.get(approval.mode, CHAT_OUTPUT_BOUNDS)
+    if any(kwargs.get(name) is not None for name in ALL_OUTPUT_BOUNDS if name not in names):
+        raise HandoffMismatch("output_bound")
     if approval.output_bound is None:
-        if kwargs.get("max_tokens") is not None or kwargs.get("max_completion_tokens") is not None:
+        if any(kwargs.get(name) is not None for name in names):
             raise HandoffMismatch("output_bound")
     else:
-        bounds = [b for b in (_bound(kwargs, "max_tokens"), _bound(kwargs, "max_completion_tokens")) if b is not None]
+        bounds = [b for b in (_bound(kwargs, name) for name in names) if b is not None]
         if not bounds or max(bounds) > approval.output_bound:
             raise HandoffMismatch("output_bound")
     choices = max(_bound(kwargs, "n") or 1, _bound(kwargs, "best_of") or 1)

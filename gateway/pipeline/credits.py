@@ -24,8 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from gateway.credits.ledger import InsufficientCredit, KeyCap, Ledger, LedgerUnavailable
-from gateway.credits.pricing import Estimate, Price, estimate
+from gateway.credits.pricing import MESSAGE_OVERHEAD_TOKENS, TOOL_OVERHEAD_TOKENS, Estimate, Price, estimate
 from gateway.pipeline.errors import Denial, service_unavailable
+from gateway.pipeline.fields import RouteKind
+from gateway.pipeline.responses import input_items
 from gateway.pipeline.shaping import Shaped
 from gateway.policy import ModelMode, Policy
 from gateway.principal import Principal
@@ -93,6 +95,22 @@ class Meter:
         if isinstance(usage, dict):
             self._usage = usage
 
+    @staticmethod
+    def _event_usage(event: Any) -> dict[str, Any] | None:
+        """The usage a stream event carries: chat's usage chunk (``usage.prompt_tokens``), or the Responses API's
+        ``response.completed`` (``response.usage.input_tokens``)."""
+        if not isinstance(event, dict):
+            return None
+        usage = event.get("usage")
+        if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+            return usage
+        response = event.get("response")
+        if event.get("type") == "response.completed" and isinstance(response, dict):
+            usage = response.get("usage")
+            if isinstance(usage, dict) and usage.get("input_tokens") is not None:
+                return usage
+        return None
+
     def observe_stream(self, chunk: bytes, more_body: bool) -> None:
         data = self._tail + chunk
         lines = data.split(b"\n")
@@ -100,10 +118,10 @@ class Meter:
         for line in lines:
             if line.startswith(b"data: {") and b'"usage"' in line:
                 try:
-                    usage = json.loads(line[6:]).get("usage")
-                except (ValueError, AttributeError):
+                    usage = self._event_usage(json.loads(line[6:]))
+                except ValueError:
                     continue
-                if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+                if usage is not None:
                     self._usage = usage
         if not more_body:
             self._completed = True
@@ -112,8 +130,10 @@ class Meter:
 
     def _charge(self) -> tuple[int, str]:
         if self._usage is not None:
-            prompt = int(self._usage.get("prompt_tokens") or 0)
-            completion = 0 if self._mode == "embedding" else int(self._usage.get("completion_tokens") or 0)
+            # Chat and completions name them prompt/completion tokens, the Responses API input/output tokens.
+            prompt = int(self._usage.get("prompt_tokens") or self._usage.get("input_tokens") or 0)
+            completion = 0 if self._mode == "embedding" else int(
+                self._usage.get("completion_tokens") or self._usage.get("output_tokens") or 0)
             return self._price.cost(max(prompt, 0), max(completion, 0)), "usage"
         if self._completed:
             return self.amount, "no_usage"
@@ -160,7 +180,7 @@ _CAP_PERIOD_WORDS = {"daily": "daily spend cap (today, UTC)", "monthly": "monthl
                      "none": "spend cap (it does not reset)"}
 
 
-def refusal_message(short: InsufficientCredit, mode: ModelMode) -> str:
+def refusal_message(short: InsufficientCredit, mode: RouteKind) -> str:
     """The 402's text: which limit refused, what the worst case needed and what that limit had left (both the
     caller's own figures, integer micro-USD), and how to ask for less. The worst case counts every output token the
     request may produce: max_tokens, or the model's cap when the client sets none."""
@@ -169,6 +189,8 @@ def refusal_message(short: InsufficientCredit, mode: ModelMode) -> str:
     else:
         limit = "the account"
     hint = ("A shorter input lowers the reservation." if mode == "embedding" else
+            "A smaller max_output_tokens lowers the reservation; without it, the model's whole output limit is "
+            "reserved." if mode == "responses" else
             "A smaller max_tokens (or max_completion_tokens) lowers the reservation; without either, the model's "
             "whole output limit is reserved.")
     return (f"Not enough credit for this request: its worst case needs {short.needed} micro-USD and {limit} has "
@@ -182,15 +204,24 @@ class CreditStep:
         self._policy = policy
         self.threads = LedgerThreads(ledger.writers)
 
-    def estimate(self, shaped: Shaped, raw_length: int, model_name: str) -> Estimate:
+    def estimate(self, shaped: Shaped, raw_length: int, model_name: str, kind: RouteKind | None = None) -> Estimate:
         """The worst case of the shaped request at this model's prices."""
         model = self._policy.model(model_name)
         image_tokens = shaped.images * (model.max_image_tokens or 0)
+        if kind == "responses":
+            # The chat bound with the Responses API's items in place of messages: the body's bytes, plus the
+            # per-message overhead for each input item (and the instructions) and the per-tool overhead.
+            tools = shaped.body.get("tools") or []
+            overhead = MESSAGE_OVERHEAD_TOKENS * (input_items(shaped.body) + 1) + TOOL_OVERHEAD_TOKENS * len(tools)
+            return estimate("completion", shaped.body, raw_length, self._prices[model_name], shaped.output_bound,
+                            1, image_tokens + overhead)
         return estimate(model.mode, shaped.body, raw_length, self._prices[model_name], shaped.output_bound,
                         shaped.choices, image_tokens)
 
-    def reserve(self, worst: Estimate, principal: Principal, model_name: str, request_id: str) -> Meter:
-        """Reserve the worst case; returns the meter that will settle it."""
+    def reserve(self, worst: Estimate, principal: Principal, model_name: str, request_id: str,
+                kind: RouteKind | None = None) -> Meter:
+        """Reserve the worst case; returns the meter that will settle it. ``kind``: the route, when it is not the
+        model's own mode (the Responses API), for the refusal's hint."""
         model = self._policy.model(model_name)
         price = self._prices[model_name]
         if principal.account_id is None:
@@ -204,7 +235,7 @@ class CreditStep:
         except InsufficientCredit as short:
             log.info("budget exhausted", extra={"request_id": request_id, "key_id": principal.key_id,
                                                 "reason": f"budget_{short.scope}"})
-            raise Denial(402, "budget_exhausted", refusal_message(short, model.mode),
+            raise Denial(402, "budget_exhausted", refusal_message(short, kind or model.mode),
                          error_type="insufficient_quota") from None
         except LedgerUnavailable:
             raise service_unavailable() from None

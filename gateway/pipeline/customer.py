@@ -22,11 +22,12 @@ from gateway.pipeline.authz import check_model
 from gateway.pipeline.body import ClientGone, canonical_json, check_content_type, parse_json_object, read_body
 from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.errors import Denial, internal_error, send_denial
-from gateway.pipeline.fields import check_fields, check_forwarded
+from gateway.pipeline.fields import RouteKind, check_fields, check_forwarded
 from gateway.pipeline.guardrails import Guardrails
 from gateway.pipeline.handoff import LiteLLM, hand_off
 from gateway.pipeline.ratelimit import RateLimitStep
-from gateway.pipeline.shaping import shape
+from gateway.pipeline.responses import check_response_fields, input_images
+from gateway.pipeline.shaping import shape, shape_response
 from gateway.policy import ModelMode, Policy
 
 log = logging.getLogger("gateway.pipeline")
@@ -34,8 +35,11 @@ log = logging.getLogger("gateway.pipeline")
 
 # Bodies up to this size are scanned on the event loop (well under a millisecond); larger ones on a worker thread.
 GUARDRAILS_INLINE_BYTES = 64 * 1024
-ROUTE_MODES: dict[str, ModelMode] = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
-                                     "/v1/embeddings": "embedding"}
+ROUTE_KINDS: dict[str, RouteKind] = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
+                                     "/v1/embeddings": "embedding", "/v1/responses": "responses"}
+# The model mode each route needs: the Responses API is served by chat models.
+SERVED_BY: dict[RouteKind, ModelMode] = {"chat": "chat", "completion": "completion", "embedding": "embedding",
+                                         "responses": "chat"}
 
 
 def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
@@ -53,7 +57,7 @@ def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
 
 
 class CustomerPipeline:
-    """Handles POST /v1/chat/completions, /v1/completions and /v1/embeddings."""
+    """Handles POST /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses."""
 
     def __init__(
         self,
@@ -94,35 +98,46 @@ class CustomerPipeline:
             raw = await read_body(scope, receive, self._limits.max_body_bytes)
             body = parse_json_object(raw)
             # 4. Only the OpenAI API's fields for this route, at every level; bounded depth and message count.
-            mode = ROUTE_MODES[scope["path"]]
-            check_fields(mode, body, max_depth=self._limits.max_json_depth, max_messages=self._limits.max_messages)
+            #    The Responses API is served stateless: nothing that keeps or reads provider-side state passes.
+            kind = ROUTE_KINDS[scope["path"]]
+            if kind == "responses":
+                check_response_fields(body, max_depth=self._limits.max_json_depth,
+                                      max_items=self._limits.max_messages)
+            else:
+                check_fields(kind, body, max_depth=self._limits.max_json_depth,
+                             max_messages=self._limits.max_messages)
             # 5. Authorize the model against the policy and the key's allow-list; it must serve this route.
             model_name = check_model(body, principal, self._exposed, request_id)
             model = self._policy.model(model_name)
-            if model.mode != mode:
+            if model.mode != SERVED_BY[kind]:
                 raise Denial(400, "invalid_request", "This model does not serve this endpoint.")
-            check_forwarded(body, self._model_fields[model_name])
+            if kind != "responses":  # LiteLLM sends every Responses API field on (approval.py)
+                check_forwarded(body, self._model_fields[model_name])
             # 6. Guardrails: no credentials or operator-denied content sent to a provider.
             if len(raw) > GUARDRAILS_INLINE_BYTES:
                 # RE2 scans in linear time but a crafted megabyte still costs tenths of a second; it releases the
                 # GIL, so a worker thread keeps that off the event loop (threat-model TM-D1).
-                await asyncio.to_thread(self._guardrails.check, mode, body, principal.key_id, request_id)
+                await asyncio.to_thread(self._guardrails.check, kind, body, principal.key_id, request_id)
             else:
-                self._guardrails.check(mode, body, principal.key_id, request_id)
+                self._guardrails.check(kind, body, principal.key_id, request_id)
             # 7. Shape what LiteLLM will get: output bounded (max_tokens filled in), usage asked for on streams.
-            shaped = shape(mode, body, model.max_output_tokens, self._limits.max_n, model.max_image_tokens)
+            if kind == "responses":
+                shaped = shape_response(body, model.max_output_tokens, input_images(body), model.max_image_tokens)
+            else:
+                shaped = shape(kind, body, model.max_output_tokens, self._limits.max_n, model.max_image_tokens)
             # 8. Worst case of this request, then tokens per minute against it.
-            worst = self._credits.estimate(shaped, len(raw), model_name)
+            worst = self._credits.estimate(shaped, len(raw), model_name, kind)
             limit_headers += self._rate_limits.tokens(principal, worst.tokens, request_id)
             # 9. The approval: the one canonical body LiteLLM will get and the bounds it was priced at. LiteLLM's
             #    call is checked against it just before the provider is contacted (approval.py).
             forwarded = canonical_json(shaped.body)
-            approval = Approval(request_id=request_id, key_id=principal.key_id, model=model_name, mode=mode,
+            approval = Approval(request_id=request_id, key_id=principal.key_id, model=model_name, mode=kind,
                                 body=shaped.body, output_bound=shaped.output_bound, choices=shaped.choices,
                                 stream=shaped.stream)
             # 10. Reserve the worst-case cost; the meter settles the real cost when the response is done. The ledger
             #     write runs on a worker thread, so a slow store holds up this request and not the event loop.
-            meter = await self._credits.threads.run(self._credits.reserve, worst, principal, model_name, request_id)
+            meter = await self._credits.threads.run(self._credits.reserve, worst, principal, model_name, request_id,
+                                               kind)
         except Denial as denial:
             await send_denial(send, denial, request_id)
             return

@@ -16,10 +16,13 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from gateway.pipeline.errors import Denial
 from gateway.policy import ModelMode
+
+# What a customer route does: a model mode's call, or the Responses API (served by chat models).
+RouteKind = Literal["chat", "completion", "embedding", "responses"]
 
 COMMON = {"model", "user", "stream", "stream_options", "n", "max_tokens", "temperature", "top_p", "stop", "seed",
           "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}
@@ -124,7 +127,7 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def _strings(values: Iterable[tuple[str, Any]]) -> None:
+def check_strings(values: Iterable[tuple[str, Any]]) -> None:
     for path, value in values:
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and _smuggled(item):
@@ -139,7 +142,7 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> None:
         raise invalid(name, f"must be a number from {low} to {high}")
 
 
-def _integer(body: dict[str, Any], name: str, low: int, high: int) -> None:
+def check_integer(body: dict[str, Any], name: str, low: int, high: int) -> None:
     value = body.get(name)
     if value is None:
         return
@@ -147,7 +150,7 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int) -> None:
         raise invalid(name, f"must be an integer from {low} to {high}")
 
 
-def _boolean(body: dict[str, Any], name: str) -> None:
+def check_boolean(body: dict[str, Any], name: str) -> None:
     if body.get(name) is not None and not isinstance(body[name], bool):
         raise invalid(name, "must be a boolean")
 
@@ -204,18 +207,23 @@ def _messages(messages: Any, max_messages: int) -> None:
             _only(call.get("function", {}), CALLED_FUNCTION_FIELDS, f"{path}.tool_calls[{k}].function")
         if message.get("function_call") is not None:
             _only(message["function_call"], CALLED_FUNCTION_FIELDS, f"{path}.function_call")
-        _strings([(f"{path}.name", message.get("name")), (f"{path}.tool_call_id", message.get("tool_call_id"))])
+        check_strings([(f"{path}.name", message.get("name")), (f"{path}.tool_call_id", message.get("tool_call_id"))])
+
+
+def check_image(url: Any, detail: Any, url_path: str, detail_path: str) -> None:
+    """An image's URL and detail, wherever a route puts them: a public https URL or a base64 raster data URL, and
+    low, high or auto."""
+    if not isinstance(url, str) or not (IMAGE_DATA_URL.fullmatch(url) or public_https(url)):
+        raise invalid(url_path, "must be an https URL of a public host or a base64 data URL of a PNG, JPEG, GIF or "
+                                "WebP image")
+    if detail is not None and detail not in IMAGE_DETAILS:
+        raise invalid(detail_path, "must be low, high or auto")
 
 
 def _image_part(part: dict[str, Any], where: str) -> None:
     _only(part, {"type", "image_url"}, where)
     image = _only(part.get("image_url"), IMAGE_URL_FIELDS, f"{where}.image_url")
-    url = image.get("url")
-    if not isinstance(url, str) or not (IMAGE_DATA_URL.fullmatch(url) or _public_https(url)):
-        raise invalid(f"{where}.image_url.url", "must be an https URL of a public host or a base64 data URL of a "
-                                                "PNG, JPEG, GIF or WebP image")
-    if image.get("detail") is not None and image["detail"] not in IMAGE_DETAILS:
-        raise invalid(f"{where}.image_url.detail", "must be low, high or auto")
+    check_image(image.get("url"), image.get("detail"), f"{where}.image_url.url", f"{where}.image_url.detail")
 
 
 # Names that only mean something inside a network (RFC 6761/6762/8375 and common private zones and service meshes).
@@ -226,7 +234,7 @@ EMBEDDED_IPV4 = re.compile(r"(?:^|[.-])\d{1,3}[.-]\d{1,3}[.-]\d{1,3}[.-]\d{1,3}(
 MAX_IMAGE_URL = 4096
 
 
-def _public_https(url: str) -> bool:
+def public_https(url: str) -> bool:
     match = IMAGE_HTTPS_URL.fullmatch(url) if len(url) <= MAX_IMAGE_URL else None
     if match is None or match.group(1).startswith("["):
         return False  # IPv6 literals are refused outright: too many forms reach an internal IPv4 address
@@ -269,14 +277,33 @@ def _tools(body: dict[str, Any]) -> None:
             _only(response_format["json_schema"], JSON_SCHEMA_FIELDS, "response_format.json_schema")
 
 
-def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_messages: int) -> None:
-    """Raise :class:`Denial` unless every field of ``body`` is one the OpenAI API defines for this route."""
+def check_depth(body: dict[str, Any], max_depth: int) -> None:
     if depth(body) > max_depth:
         raise Denial(400, "too_deeply_nested", f"JSON nesting deeper than {max_depth} levels.")
-    _only(body, ALLOWED_TOP[mode], "")
+
+
+def check_shared(body: dict[str, Any]) -> None:
+    """The fields every generating route shares, checked the same way on each: the model name, sampling numbers,
+    ``stream``, and the end-user identifiers (strings of 1 to 256 characters holding no steering JSON)."""
     model = body.get("model")
     if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
         raise invalid("model", "must be a model name")
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    check_boolean(body, "stream")
+    for name in ("user", "safety_identifier"):
+        value = body.get(name)
+        # An empty one is not forwarded by LiteLLM; refusing it keeps what reaches the provider what was approved.
+        if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 256):
+            raise invalid(name, "must be a string of 1 to 256 characters")
+        check_strings([(name, value)])
+
+
+def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_messages: int) -> None:
+    """Raise :class:`Denial` unless every field of ``body`` is one the OpenAI API defines for this route."""
+    check_depth(body, max_depth)
+    _only(body, ALLOWED_TOP[mode], "")
+    check_shared(body)
     if body.get("stream_options") is not None:
         _only(body["stream_options"], STREAM_OPTIONS_FIELDS, "stream_options")
     logit_bias = body.get("logit_bias")
@@ -284,23 +311,16 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
             isinstance(k, str) and k.isdigit() and len(k) <= 10 and isinstance(v, int | float)
             and not isinstance(v, bool) and -100 <= v <= 100 for k, v in logit_bias.items())):
         raise invalid("logit_bias", "must map token ids to numbers from -100 to 100")
-    _number(body, "temperature", 0, 2)
-    _number(body, "top_p", 0, 1)
     _number(body, "presence_penalty", -2, 2)
     _number(body, "frequency_penalty", -2, 2)
-    _integer(body, "seed", -(2**63), 2**63 - 1)
-    _boolean(body, "stream")
+    check_integer(body, "seed", -(2**63), 2**63 - 1)
     if isinstance(body.get("stream_options"), dict):
-        _boolean(body["stream_options"], "include_usage")
-    user = body.get("user")
-    # An empty user is not forwarded by LiteLLM; refusing it keeps what reaches the provider what was approved.
-    if user is not None and (not isinstance(user, str) or not 1 <= len(user) <= 256):
-        raise invalid("user", "must be a string of 1 to 256 characters")
+        check_boolean(body["stream_options"], "include_usage")
     stop = body.get("stop")
     if stop is not None and not (isinstance(stop, str) or (
             isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
         raise invalid("stop", "must be a string or up to 4 strings")
-    _strings([("user", user), ("stop", stop), ("suffix", body.get("suffix"))])
+    check_strings([("stop", stop), ("suffix", body.get("suffix"))])
     if mode == "chat":
         _messages(body.get("messages"), max_messages)
         _tools(body)
@@ -308,28 +328,22 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
         if body.get("store") not in (None, False):
             raise invalid("store", "only false is accepted (stored completions would be kept in the provider account "
                                    "every tenant of this gateway shares)")
-        # OpenAI's successor of `user`, checked the same way (LiteLLM reads it as the end user, like `user`).
-        safety_identifier = body.get("safety_identifier")
-        if safety_identifier is not None and (not isinstance(safety_identifier, str)
-                                              or not 1 <= len(safety_identifier) <= 256):
-            raise invalid("safety_identifier", "must be a string of 1 to 256 characters")
-        _strings([("safety_identifier", safety_identifier)])
-        _boolean(body, "logprobs")
-        _boolean(body, "parallel_tool_calls")
-        _integer(body, "top_logprobs", 0, 20)
+        check_boolean(body, "logprobs")
+        check_boolean(body, "parallel_tool_calls")
+        check_integer(body, "top_logprobs", 0, 20)
         if body.get("reasoning_effort") not in (None, *REASONING_EFFORTS):
             raise invalid("reasoning_effort", "must be one of " + ", ".join(REASONING_EFFORTS))
     elif mode == "completion":
         _text_or_tokens(body, "prompt", required=True)
-        _boolean(body, "echo")
-        _integer(body, "logprobs", 0, 5)
+        check_boolean(body, "echo")
+        check_integer(body, "logprobs", 0, 5)
         if body.get("suffix") is not None and not isinstance(body["suffix"], str):
             raise invalid("suffix", "must be a string")
     elif mode == "embedding":
         if body.get("encoding_format") not in (None, "float", "base64"):
             raise invalid("encoding_format", "must be float or base64")
         _text_or_tokens(body, "input", required=True)
-        _integer(body, "dimensions", 1, 65536)
+        check_integer(body, "dimensions", 1, 65536)
 
 
 def check_forwarded(body: dict[str, Any], forwarded: frozenset[str]) -> None:

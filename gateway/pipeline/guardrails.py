@@ -5,7 +5,8 @@
   the kind of credential, never the value, so users do not ship secrets to a provider by accident.
 * Deny patterns (policy): regular expressions an operator forbids; a match is ``400 content_blocked`` naming the rule.
 
-Scanned text: message contents (and text parts), tool-call arguments, the prompt and embedding inputs.
+Scanned text: message contents (and text parts), tool-call arguments, the prompt and embedding inputs; on the
+Responses API the instructions, the input text and its function calls' arguments and outputs.
 
 Every pattern, built-in or from the policy, runs on RE2 (``google-re2``), which never backtracks: matching time is
 linear in the text (threat-model TM-D1). The backtracking engine used before spent about 6 s on ``"sk-" * 32000``
@@ -34,7 +35,8 @@ import re2
 from gateway.keys import format as key_format
 from gateway.keys.format import KeyKind
 from gateway.pipeline.errors import Denial
-from gateway.policy import ModelMode
+from gateway.pipeline.fields import RouteKind
+from gateway.pipeline.responses import response_texts
 
 log = logging.getLogger("gateway.guardrails")
 
@@ -68,8 +70,10 @@ SECRET_PATTERNS: list[tuple[str, CompiledPattern]] = [(kind, re2.compile(source,
 OWN_KEY = re2.compile(r"\blgw_(?:ck|ak)_[0-9A-Za-z]{49}\b", _QUIET)
 
 
-def _texts(mode: ModelMode, body: dict[str, Any]) -> Iterator[str]:
-    if mode == "chat":
+def _texts(mode: RouteKind, body: dict[str, Any]) -> Iterator[str]:
+    if mode == "responses":
+        yield from response_texts(body)
+    elif mode == "chat":
         for message in body.get("messages") or []:
             content = message.get("content")
             if isinstance(content, str):
@@ -129,7 +133,7 @@ class Guardrails:
         self._secret_scan = secret_scan
         self._deny = deny_patterns
 
-    def check(self, mode: ModelMode, body: dict[str, Any], key_id: str, request_id: str) -> None:
+    def check(self, mode: RouteKind, body: dict[str, Any], key_id: str, request_id: str) -> None:
         for text in _texts(mode, body):
             data = _utf8(text)
             if self._secret_scan:

@@ -55,9 +55,25 @@ def client_error_for(status: int) -> Denial:
 
 
 STREAM_ERROR = b"data: " + error_body(client_error_for(502))
+# The Responses API's own error event (OpenAI's ``error`` stream event), with the gateway's text.
+RESPONSE_STREAM_ERROR = {"type": "error", "code": "upstream_error", "message": "The model provider failed.",
+                         "param": None}
 # LiteLLM was about to send something the pre-flight did not approve; the provider was not called.
 MISMATCH = Denial(400, "request_mismatch",
                   "The request was not sent: the model backend read it differently from the gateway.")
+
+
+def _response_event_error(event: dict[str, Any]) -> bytes | None:
+    """A Responses API event that carries the provider's error text, in the gateway's words (None: not one): the
+    ``error`` event, and a failed response's ``error``."""
+    if event.get("type") == "error":
+        return b"data: " + json.dumps({**RESPONSE_STREAM_ERROR,
+                                       "sequence_number": event.get("sequence_number", 0)}).encode()
+    response = event.get("response")
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        response["error"] = {"code": "server_error", "message": "The model provider failed."}
+        return b"data: " + json.dumps(event).encode()
+    return None
 
 
 def sanitize_stream_chunk(chunk: bytes) -> bytes:
@@ -72,7 +88,10 @@ def sanitize_stream_chunk(chunk: bytes) -> bytes:
                 event = json.loads(line[6:])
             except ValueError:
                 event = None
-            if not isinstance(event, dict) or "error" in event:
+            replaced = _response_event_error(event) if isinstance(event, dict) else None
+            if replaced is not None:
+                lines[i] = replaced
+            elif not isinstance(event, dict) or "error" in event:
                 lines[i] = STREAM_ERROR
     return b"\n".join(lines)
 
@@ -206,7 +225,11 @@ class Metering:
 # What LiteLLM adds to an answer that OpenAI's schema does not have (1.106.12): its own fields, and nulls where the
 # schema wants a string or an object. Removed so that clients see OpenAI's shape (docs/api.md).
 LITELLM_FIELDS = frozenset({"provider_specific_fields", "cost"})
-NOT_NULLABLE = frozenset({"system_fingerprint", "completion_tokens_details", "prompt_tokens_details", "service_tier"})
+NOT_NULLABLE = frozenset({"system_fingerprint", "completion_tokens_details", "prompt_tokens_details", "service_tier",
+                          # Responses API objects: nulls LiteLLM's types add where OpenAI's schema has none.
+                          "user", "defer_loading", "namespace"})
+# A Response object always has these, null when empty; LiteLLM's stream events leave them out.
+RESPONSE_NULLABLE_REQUIRED = ("error", "incomplete_details", "instructions")
 
 
 def _clean(value: Any) -> Any:
@@ -216,6 +239,19 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
+
+
+def response_shape(data: dict[str, Any], response_id: str | None, model: str | None) -> dict[str, Any]:
+    """A Responses API object in OpenAI's shape, named by the gateway: the id is the gateway's own for this request
+    (LiteLLM's names its deployment and encrypts the provider's id; the gateway keeps no responses to find by either)
+    and the model is the policy's name (stream events carried the upstream model's)."""
+    for name in RESPONSE_NULLABLE_REQUIRED:
+        data.setdefault(name, None)
+    if response_id is not None:
+        data["id"] = response_id
+    if model is not None:
+        data["model"] = model
+    return data
 
 
 def openai_shape(data: Any) -> Any:
@@ -263,9 +299,12 @@ class SpecShape:
     own and pass unchanged.
     """
 
-    def __init__(self, send: Send, *, usage_requested: bool) -> None:
+    def __init__(self, send: Send, *, usage_requested: bool, response_id: str | None = None,
+                 model: str | None = None) -> None:
         self._send = send
         self._usage_requested = usage_requested
+        self._response_id = response_id  # Responses API: the id and model name the client is given
+        self._model = model
         self._start: Message | None = None
         self._held: list[bytes] = []
         self._streaming = False
@@ -296,7 +335,10 @@ class SpecShape:
             return
         body = b"".join(self._held)
         with contextlib.suppress(ValueError):  # not JSON: passed as it is
-            body = _json(openai_shape(json.loads(body)))
+            data = openai_shape(json.loads(body))
+            if isinstance(data, dict) and data.get("object") == "response":
+                data = response_shape(data, self._response_id, self._model)
+            body = _json(data)
         headers = [(k, v) for k, v in self._start.get("headers", ()) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         start, self._start = self._start, None
@@ -307,11 +349,14 @@ class SpecShape:
         events = chunk.split(b"\n\n")
         kept = []
         for event in events:
-            if not event.startswith(b"data: {"):
+            # The event's data line (a block may start with other lines, such as an ``event:`` or a blank line).
+            lines = event.split(b"\n")
+            at = next((i for i, line in enumerate(lines) if line.startswith(b"data: {")), None)
+            if at is None:
                 kept.append(event)
                 continue
             try:
-                data = json.loads(event[6:])
+                data = json.loads(lines[at][6:])
             except ValueError:
                 kept.append(event)
                 continue
@@ -321,9 +366,16 @@ class SpecShape:
                 if not self._usage_requested:
                     continue
                 data["choices"] = []
+            elif isinstance(data, dict) and str(data.get("type", "")).startswith("response."):
+                # A Responses API event: LiteLLM adds the model name to each; OpenAI's events do not have it.
+                data.pop("model", None)
+                if isinstance(data.get("response"), dict):
+                    data["response"] = response_shape(openai_shape(data["response"]), self._response_id,
+                                                      self._model)
             elif isinstance(data, dict) and data.get("usage") is None:
                 data.pop("usage", None)
-            kept.append(b"data: " + _json(openai_shape(data)))
+            lines[at] = b"data: " + _json(openai_shape(data))
+            kept.append(b"\n".join(lines))
         return b"\n\n".join(kept)
 
 
@@ -355,7 +407,9 @@ async def hand_off(
     """Call LiteLLM with the approved body; its answer passes error replacement, the header allow-list, metering and
     the spec shape (in that order) on its way to the client. Settles the request's reservation before returning.
     ``usage_requested``: the client asked for a stream's usage event (``stream_options.include_usage``)."""
-    metering = Metering(SpecShape(send, usage_requested=usage_requested), meter)
+    response_id = "resp_" + request_id.removeprefix("req_") if approval.mode == "responses" else None
+    metering = Metering(SpecShape(send, usage_requested=usage_requested, response_id=response_id,
+                                  model=approval.model), meter)
     errors = ErrorReplacement(scrubbed_headers(metering, request_id), meter=meter, approval=approval,
                               principal=principal, request_id=request_id, audit=audit)
     # The approval rides in the context of this task; LiteLLM's call runs in it (or in tasks that copy it).

@@ -7,6 +7,8 @@ Validates the fields the worst case depends on and fills in what the gateway nee
   the bound is the larger (a provider may honour either);
 * ``n`` (and ``best_of`` for text completions) within the policy's ``max_n``;
 * for streams, ``stream_options.include_usage`` forced on: settlement needs the provider's own usage at the end;
+* for the Responses API (:func:`shape_response`): ``max_output_tokens`` the same way as ``max_tokens``, and
+  ``store: false`` on every call (nothing is kept in the provider account every tenant shares);
 * chat content must be text, or images for a model whose policy entry bounds an image's tokens
   (``max_image_tokens``): content billed by something other than its bytes has no bound on its tokens otherwise, so
   it cannot be priced in advance (:mod:`gateway.credits.pricing`).
@@ -99,3 +101,29 @@ def shape(mode: ModelMode, body: dict[str, Any], max_output_tokens: int, max_n: 
     requested = stream and (body.get("stream_options") or {}).get("include_usage") is True
     return Shaped(forwarded, output_bound=output, choices=choices, stream=stream, usage_requested=requested,
                   images=images)
+
+
+# OpenAI's Responses API refuses a smaller max_output_tokens; LiteLLM 1.106.12 raises one to it.
+RESPONSES_MIN_OUTPUT_TOKENS = 16
+
+
+def shape_response(body: dict[str, Any], max_output_tokens: int, images: int = 0,
+                   max_image_tokens: int | None = None) -> Shaped:
+    """A Responses API call: its output bounded by ``max_output_tokens`` (filled in with the model's cap when absent,
+    like chat's ``max_tokens``), one answer, and ``store: false`` always. ``images``: the input's image parts, each
+    priced at the model's ``max_image_tokens`` (refused for a model without one, as on chat)."""
+    if images and max_image_tokens is None:
+        raise Denial(400, "unsupported_content", "This model does not accept images (the policy sets no image price "
+                     "for it).", param="input")
+    forwarded = {**body, "store": False}
+    output = _positive_int(body, "max_output_tokens", max_output_tokens, max_output_tokens)
+    if output < RESPONSES_MIN_OUTPUT_TOKENS:
+        # LiteLLM raises a smaller bound to OpenAI's minimum after its last hook: the provider would be allowed more
+        # output than was priced.
+        raise Denial(400, "invalid_request", f"'max_output_tokens' must be at least {RESPONSES_MIN_OUTPUT_TOKENS}.",
+                     param="max_output_tokens")
+    forwarded["max_output_tokens"] = output
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise Denial(400, "invalid_request", "'stream' must be a boolean.", param="stream")
+    return Shaped(forwarded, output_bound=output, choices=1, stream=stream, images=images)

@@ -19,6 +19,7 @@ ALLOWED = {
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
     ("POST", "/v1/embeddings"),
+    ("POST", "/v1/responses"),  # create only: GET/DELETE /v1/responses/{id}, input_items, cancel, compact stay 404
     ("GET", "/v1/models"),
     ("GET", "/v1/models/x"),  # GET /v1/models/{id}: the gateway's own (an unknown id is 404, other keys 401)
 }

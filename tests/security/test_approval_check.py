@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 from gateway.devstack.openbao import free_port
-from tests.security.approval_probe import DIFFERENCES
+from tests.security.approval_probe import ROUTES
 from tests.support import REPO, Stack, StandIn, any_listed
 
 pytestmark = pytest.mark.slow
+
+# A response id LiteLLM did not issue, read as previous_response_id: LiteLLM's own handling of it fails first.
+REFUSED_BY_LITELLM = {("/v1/responses", "state")}
 
 
 def test_a_differing_reading_is_refused_before_the_provider(stack: Stack, standin: StandIn, tmp_path: Path) -> None:
@@ -31,22 +34,40 @@ def test_a_differing_reading_is_refused_before_the_provider(stack: Stack, standi
     line = next(line for line in result.stdout.splitlines() if line.startswith("PROBE-REPORT "))
     report = json.loads(line.removeprefix("PROBE-REPORT "))
     results = report["results"]
-    # The approved reading goes through...
-    assert results["none"]["status"] == 200, results["none"]
-    # ...every other reading is refused with our answer, never LiteLLM's or the provider's text.
-    for name, _ in DIFFERENCES:
-        assert results[name]["status"] == 400, (name, results[name])
-        assert results[name]["body"]["error"]["code"] == "request_mismatch", (name, results[name])
-    # The provider saw exactly one call: the approved one, with the approved model and credential.
-    (upstream,) = [r for r in standin.recorder.all() if r["method"] == "POST"]  # (LiteLLM lists models at boot)
-    assert upstream["body"]["model"] == "upstream-chat" and upstream["body"]["max_tokens"] == 5
-    assert upstream["headers"]["authorization"] == f"Bearer {stack.provider_key}"
-    # Each refusal is audited with its reason and released (not charged); only the approved call is paid for.
+    refusals = 0
+    for path, _approved, differences in ROUTES:
+        # The approved reading goes through...
+        assert results[f"{path} none"]["status"] == 200, results[f"{path} none"]
+        # ...every other reading is refused with our answer, never LiteLLM's or the provider's text.
+        for name, _ in differences:
+            answer = results[f"{path} {name}"]
+            if (path, name) in REFUSED_BY_LITELLM:
+                # LiteLLM fails on it before its last hook: still our error, and the provider is not called.
+                assert answer["body"]["error"]["code"] == "upstream_error", (path, name, answer)
+                continue
+            assert answer["status"] == 400, (path, name, answer)
+            assert answer["body"]["error"]["code"] == "request_mismatch", (path, name, answer)
+            refusals += 1
+    # The provider saw exactly the approved calls, one per route, with the approved model, bound and credential.
+    calls = [r for r in standin.recorder.all() if r["method"] == "POST"]  # (LiteLLM lists models at boot)
+    # Retries LiteLLM read from a body the pre-flight never saw: one provider call at most, and our error.
+    assert len([r for r in calls if r["body"]["model"] == "standin-error-500"]) == 1
+    assert report["retried"]["status"] in (400, 502), report["retried"]
+    assert report["retried"]["body"]["error"]["code"] in ("request_mismatch", "upstream_error")
+    upstream = [r for r in calls if r["body"]["model"] != "standin-error-500"]
+    assert [(r["path"], r["body"]["model"]) for r in upstream] == [("/v1/chat/completions", "upstream-chat"),
+                                                                  ("/v1/responses", "upstream-chat")]
+    assert upstream[0]["body"]["max_tokens"] == 5
+    assert upstream[1]["body"] == {"model": "upstream-chat", "input": "Hi", "max_output_tokens": 16, "store": False}
+    assert all(r["headers"]["authorization"] == f"Bearer {stack.provider_key}" for r in upstream)
+    # Each refusal is audited with its reason and released (not charged); only the approved calls are paid for.
     reasons = {reason for event, reason in report["audit"]}
-    assert len(report["audit"]) == len(DIFFERENCES), report["audit"]
+    assert len(report["audit"]) == refusals + 1, report["audit"]  # + the refused retry ("second_call")
     assert {"model", "api_key", "choices", "value", "field:temperature", "field:custom_llm_provider",
-            "litellm_refused"} <= reasons, reasons
+            "litellm_refused", "output_bound", "field:use_chat_completions_api", "second_call"} <= reasons, reasons
     assert report["reserved"] == 0
-    assert report["ledger"].count("settle") == 1
-    assert report["ledger"].count("release") == len(DIFFERENCES) + 1  # + the approved call's unused remainder
+    assert report["ledger"].count("settle") == len(ROUTES)
+    # + each approved call's unused remainder
+    # (+ the retried call's, released after the provider's error)
+    assert report["ledger"].count("release") == refusals + len(REFUSED_BY_LITELLM) + len(ROUTES) + 1
     assert any_listed(result.stdout + result.stderr, stack.canaries) == []

@@ -26,10 +26,13 @@ from tests.support import BODIES, FUZZ_SETTINGS, SCALE, RunningGateway, Stack, S
 pytestmark = pytest.mark.slow
 
 ROUTES = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions",
-          "/v1/embeddings": "/embeddings"}
+          "/v1/embeddings": "/embeddings", "/v1/responses": "/responses"}
 UPSTREAM = {"chat-model": "upstream-chat", "text-model": "upstream-text", "embed-model": "upstream-embed"}
 CAPS = {"chat-model": 1000, "text-model": 4096, "embed-model": None}
 GATEWAY_ADDED = {"max_tokens", "stream_options"}
+# What the gateway adds on each route, and the fields that bound the output there.
+ADDED = {"/v1/responses": {"max_output_tokens", "store"}}
+OUTPUT_BOUNDS = {"/v1/responses": ("max_output_tokens",)}
 DEFAULTS = {("stream", False)}
 CONTENT_TYPES = st.one_of(
     st.sampled_from([["application/json"], [], ["application/json; charset=utf-8"]]),
@@ -68,6 +71,21 @@ VALID = {
          "prompt": TEXT | st.lists(st.integers(0, 50_000), min_size=1, max_size=4)},
         optional={**COMMON_OPTIONAL, "user": st.text(min_size=1, max_size=20), "echo": st.booleans(), "suffix": st.text(max_size=5),
                   "best_of": st.integers(1, 4)}),
+    "/v1/responses": st.fixed_dictionaries(
+        {"model": st.just("chat-model"),
+         "input": TEXT | st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "developer", "assistant"]),
+                                                         "content": TEXT}), min_size=1, max_size=3)},
+        optional={"instructions": TEXT, "max_output_tokens": st.integers(min_value=16, max_value=1000),
+                  "temperature": st.floats(min_value=0, max_value=2), "top_p": st.floats(min_value=0, max_value=1),
+                  "stream": st.booleans(), "store": st.just(False), "parallel_tool_calls": st.booleans(),
+                  "top_logprobs": st.integers(0, 20), "truncation": st.sampled_from(["auto", "disabled"]),
+                  "user": st.text(min_size=1, max_size=20), "safety_identifier": st.text(min_size=1, max_size=20),
+                  "text": st.just({"format": {"type": "json_object"}, "verbosity": "low"}),
+                  "tools": st.just([{"type": "function", "name": "get_weather",
+                                     "parameters": {"type": "object", "properties": {}}}]),
+                  "tool_choice": st.sampled_from(["none", "auto", "required"]),
+                  "include": st.just(["message.output_text.logprobs"]),
+                  "stream_options": st.fixed_dictionaries({"include_obfuscation": st.booleans()})}),
     "/v1/embeddings": st.fixed_dictionaries(
         {"model": st.just("embed-model"), "input": TEXT | st.lists(st.text(max_size=10), min_size=1, max_size=3)},
         optional={"encoding_format": st.sampled_from(["float", "base64"]), "user": st.text(min_size=1, max_size=20),
@@ -95,25 +113,31 @@ def _check_upstream(path: str, sent: dict[str, Any], stack: Stack, standin: Stan
     assert isinstance(received, dict)
     model = sent["model"]
     assert received["model"] == UPSTREAM[model]
-    assert set(received) <= set(sent) | GATEWAY_ADDED, set(received) - set(sent)
+    assert set(received) <= set(sent) | ADDED.get(path, GATEWAY_ADDED), set(received) - set(sent)
     for name, value in sent.items():
-        if name in ("model", "stream_options") or (name == "max_tokens" and value is None):
+        # (chat's stream_options gets include_usage from the gateway; the Responses API's passes as sent)
+        if name == "model" or (name == "stream_options" and path != "/v1/responses") or (
+                name == "max_tokens" and value is None):
             continue
-        if name not in received and (value is None or (name, value) in DEFAULTS):
+        if name not in received and (value is None or any((name, value) == default for default in DEFAULTS)):
             continue  # an explicit null or default may be left out: it means the same either way
         assert received.get(name) == value, (name, received.get(name), value)
     cap = CAPS[model]
+    names = OUTPUT_BOUNDS.get(path, ("max_tokens", "max_completion_tokens"))
+    if path == "/v1/responses":
+        assert received["store"] is False  # nothing is kept in the provider account, whatever was sent
     if cap is None:
         assert "max_tokens" not in received and "max_completion_tokens" not in received
     else:
-        bounds = [received.get("max_tokens"), received.get("max_completion_tokens")]
+        assert not {"max_tokens", "max_completion_tokens", "max_output_tokens"} - set(names) & set(received)
+        bounds = [received.get(name) for name in names]
         assert any(b is not None for b in bounds) and all(b is None or 1 <= b <= cap for b in bounds), bounds
     assert (received.get("n") or 1) <= max(sent.get("n") or 1, 1)
 
 
 def test_what_reaches_the_provider_is_what_was_approved(gateway: RunningGateway, stack: Stack,
                                                         standin: StandIn) -> None:
-    counter = {"sent": 0, "ok": 0}
+    counter = {"sent": 0, "ok": 0, **{f"ok {path}": 0 for path in ROUTES}}
     with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
         for path in ROUTES:
 
@@ -133,6 +157,15 @@ def test_what_reaches_the_provider_is_what_was_approved(gateway: RunningGateway,
                            "max_tokens": 3, "stream": True, "stream_options": {"include_usage": False}},
                      content_types=["application/json"], encoding="json")
             @example(body={"model": "embed-model", "input": "x", "user": "u"}, content_types=[], encoding="json")
+            @example(body={"model": "chat-model", "input": SMUGGLED_PROMPT, "store": False},
+                     content_types=["application/x-www-form-urlencoded", "application/json"], encoding="json")
+            @example(body={"model": "chat-model", "input": "Hi", "stream": True, "top_logprobs": 2,
+                           "stream_options": {"include_obfuscation": False},
+                           "include": ["message.output_text.logprobs"], "text": {"verbosity": "low"}},
+                     content_types=[], encoding="json")
+            @example(body={"model": "chat-model", "input": "Hi", "max_output_tokens": 16, "stream": True,
+                           "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]},
+                     content_types=["application/json"], encoding="json")
             def run(body: dict[str, Any], content_types: list[str], encoding: str) -> None:
                 if isinstance(body.get("extra"), dict):
                     body = {**body, **body.pop("extra")}
@@ -147,8 +180,10 @@ def test_what_reaches_the_provider_is_what_was_approved(gateway: RunningGateway,
                     return
                 response.read()
                 counter["ok"] += 1
+                counter[f"ok {path}"] += 1  # noqa: B023
                 _check_upstream(path, body, stack, standin)  # noqa: B023
 
             run()
     print(f"differential cases: {counter}")
     assert counter["ok"] >= 40, counter
+    assert all(counter[f"ok {path}"] >= 10 for path in ROUTES), counter  # each route's property is exercised

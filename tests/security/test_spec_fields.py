@@ -15,17 +15,16 @@ from typing import Any
 
 import pytest
 
-from gateway.pipeline import fields
+from gateway.pipeline import fields, responses
 from tests.support import REPO, SPEC
 
 TABLE = REPO / "docs" / "fields.md"
-# Request schemas, the route they belong to, and how deep their fields are listed. /v1/responses is not served:
-# its top-level fields are listed, each refused.
+# Request schemas, the route they belong to, and how deep their fields are listed.
 REQUESTS = {
     "CreateChatCompletionRequest": ("chat", 4),
     "CreateCompletionRequest": ("completion", 4),
     "CreateEmbeddingRequest": ("embedding", 4),
-    "CreateResponse": (None, 1),
+    "CreateResponse": ("responses", 4),
 }
 # Free-form objects whose keys are the caller's own (JSON Schemas, token ids), passed as data: not walked.
 FREE_FORM = {"parameters", "schema", "logit_bias", "metadata"}
@@ -87,8 +86,23 @@ def decisions() -> dict[str, dict[str, tuple[str, str]]]:
 
 
 # Where each listed path is checked in the pre-flight: the allow-list that must hold its last name.
+RESPONSES_LISTS = {
+    "": responses.ALLOWED_TOP,
+    "input[]": responses.MESSAGE_ITEM_FIELDS | responses.FUNCTION_CALL_ITEM_FIELDS
+    | responses.FUNCTION_OUTPUT_ITEM_FIELDS,
+    "input[].content[]": responses.INPUT_TEXT_FIELDS | responses.OUTPUT_TEXT_FIELDS | responses.INPUT_IMAGE_FIELDS,
+    "tools[]": responses.FUNCTION_TOOL_FIELDS,
+    "tool_choice": responses.TOOL_CHOICE_FIELDS,
+    "text": responses.TEXT_FIELDS,
+    "text.format": responses.TEXT_FORMAT_FIELDS,
+    "stream_options": responses.STREAM_OPTIONS_FIELDS,
+}
+
+
 def _allow_list(path: str, mode: str) -> set[str] | None:
     parent, _, _name = path.rpartition(".")
+    if mode == "responses":
+        return RESPONSES_LISTS.get(parent)
     return {
         "": fields.ALLOWED_TOP[mode],
         "messages[]": fields.MESSAGE_FIELDS,
@@ -114,7 +128,8 @@ def _covered(path: str, table: dict[str, tuple[str, str]]) -> bool:
     if path in table:
         return True
     parts = path.split(".")
-    return any(table.get(".".join(parts[:i]), ("", ""))[0] == "refused" for i in range(1, len(parts)))
+    return any(table.get(".".join(parts[:i]).removesuffix("[]"), ("", ""))[0] == "refused"
+               for i in range(1, len(parts)))
 
 
 @pytest.mark.parametrize("schema", sorted(REQUESTS))
@@ -143,9 +158,16 @@ def test_each_decision_is_what_the_pre_flight_does(schema: str) -> None:
     assert wrong == []
 
 
-def test_the_responses_api_is_refused_whole() -> None:
-    # /v1/responses is not served (404): every field is listed as refused until it is.
-    assert {decision for decision, _ in decisions()["CreateResponse"].values()} == {"refused"}
+def test_the_responses_api_keeps_no_state_and_calls_no_hosted_tool() -> None:
+    # Served stateless: every field that keeps or reads provider-side state is refused, and so is every tool field
+    # but a function's.
+    table = decisions()["CreateResponse"]
+    stateful = {"previous_response_id", "conversation", "background", "prompt", "metadata", "input[].id",
+                "context_management", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options"}
+    assert {path for path in stateful if table[path][0] != "refused"} == set()
+    assert {path.split(".")[1] for path, (decision, _) in table.items()
+            if path.startswith("tools[].") and decision == "forwarded"} == {"type", "name", "description",
+                                                                          "parameters", "strict"}
 
 
 def test_the_walk_sees_nested_fields() -> None:
