@@ -167,12 +167,19 @@ def secrets_bootstrap(
 def secrets_issue_secret_id(
     operator_token_file: Annotated[Path, typer.Option(help="File with an operator Vault token (mode 0600).")],
     credentials_dir: Annotated[Path, typer.Option(help="Where to write role_id and secret_id (0600).")],
+    wrap_ttl: Annotated[str | None, typer.Option(
+        help="Write a response-wrapping token for the secret_id instead, valid this long (e.g. 10m); boot unwraps it "
+             "with GATEWAY_VAULT_SECRET_ID_WRAPPED=true.")] = None,
 ) -> None:
-    """Write a fresh single-use secret_id (every gateway start needs one)."""
+    """Write a fresh single-use secret_id (every gateway start needs one), or a wrapping token for it."""
     from gateway.ops.bootstrap import issue_secret_id
 
-    _, secret_id_file = issue_secret_id(operator_token_file, credentials_dir)
-    typer.echo(f"secret_id written to {secret_id_file} (single use)")
+    _, secret_id_file = issue_secret_id(operator_token_file, credentials_dir, wrap_ttl)
+    if wrap_ttl is not None:
+        typer.echo(f"wrapped secret_id written to {secret_id_file} (a wrapping token, single use, valid {wrap_ttl}; "
+                   "set GATEWAY_VAULT_SECRET_ID_WRAPPED=true)")
+    else:
+        typer.echo(f"secret_id written to {secret_id_file} (single use)")
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Mapping
@@ -21,11 +22,11 @@ import requests
 from gateway.boot.errors import BootError
 from gateway.boot.litellm_mount import check_transport_environment
 from gateway.boot.secret import Secret
-from gateway.boot.settings import Settings
+from gateway.boot.settings import APPROLE_ROLE, Settings
 from gateway.boot.vault import new_client, transport_error
 
 POLICY_NAME = "gateway-runtime"
-ROLE_NAME = "gateway"
+ROLE_NAME = APPROLE_ROLE
 
 
 def secrets_dir() -> Path:
@@ -165,12 +166,42 @@ def bootstrap(
         raise BootError("bootstrap", f"Vault refused a bootstrap step ({type(exc).__name__})") from None
 
 
-def issue_credentials(client: hvac.Client, settings: Settings, credentials_dir: Path) -> tuple[Path, Path]:
-    """Write role_id and a fresh single-use secret_id into ``credentials_dir`` (files 0600)."""
+# A Vault duration for --wrap-ttl: seconds, minutes or hours (10s to 24h, checked in wrap_ttl_seconds).
+_WRAP_TTL = re.compile(r"([1-9][0-9]{0,5})([smh]?)")
+MIN_WRAP_TTL_SECONDS = 10
+MAX_WRAP_TTL_SECONDS = 24 * 3600
+
+
+def wrap_ttl_seconds(value: str) -> int:
+    """``--wrap-ttl`` (``600``, ``600s``, ``10m``, ``1h``) in seconds; a BootError naming the option otherwise. Short is
+    the point: a wrapping token found unusable at boot is the interception alarm, and a long TTL widens the window."""
+    match = _WRAP_TTL.fullmatch(value.strip())
+    if match is None:
+        raise BootError("issue secret_id", "--wrap-ttl must be a duration such as 600s, 10m or 1h")
+    seconds = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if not MIN_WRAP_TTL_SECONDS <= seconds <= MAX_WRAP_TTL_SECONDS:
+        raise BootError("issue secret_id", "--wrap-ttl must be between 10s and 24h")
+    return seconds
+
+
+def issue_credentials(client: hvac.Client, settings: Settings, credentials_dir: Path,
+                      wrap_ttl: str | None = None) -> tuple[Path, Path]:
+    """Write role_id and a fresh single-use secret_id into ``credentials_dir`` (files 0600). With ``wrap_ttl`` the
+    secret_id file holds a response-wrapping token for it instead, good for that long (boot unwraps it when
+    GATEWAY_VAULT_SECRET_ID_WRAPPED is true)."""
+    seconds = wrap_ttl_seconds(wrap_ttl) if wrap_ttl is not None else None
     role_id = client.auth.approle.read_role_id(role_name=ROLE_NAME, mount_point=settings.vault_approle_mount)
-    secret_id = client.auth.approle.generate_secret_id(role_name=ROLE_NAME, mount_point=settings.vault_approle_mount)
+    secret_id = client.auth.approle.generate_secret_id(role_name=ROLE_NAME, mount_point=settings.vault_approle_mount,
+                                                       wrap_ttl=f"{seconds}s" if seconds is not None else None)
     role_id_file = credentials_dir / "role_id"
     secret_id_file = credentials_dir / "secret_id"
     write_private_file(role_id_file, role_id["data"]["role_id"])
-    write_private_file(secret_id_file, secret_id["data"]["secret_id"])
+    if seconds is not None:
+        wrap_info = secret_id.get("wrap_info") or {}
+        if not wrap_info.get("token"):
+            raise BootError("issue secret_id", "Vault did not wrap the secret_id (a policy may forbid wrapping)")
+        write_private_file(secret_id_file, wrap_info["token"])
+    else:
+        write_private_file(secret_id_file, secret_id["data"]["secret_id"])
+    del secret_id
     return role_id_file, secret_id_file

@@ -54,10 +54,19 @@ def bootstrap_vault(
     )
 
 
-def issue_secret_id(settings: Settings, token_file: Path, credentials_dir: Path) -> tuple[Path, Path]:
-    """``gateway secrets issue-secret-id`` with the operator token in ``token_file``: the role_id and secret_id files."""
+def issue_secret_id(settings: Settings, token_file: Path, credentials_dir: Path,
+                    wrap_ttl: str | None = None) -> tuple[Path, Path]:
+    """``gateway secrets issue-secret-id`` with the operator token in ``token_file``: the role_id and secret_id files
+    (the secret_id file holds a wrapping token when ``wrap_ttl`` is given)."""
+    if wrap_ttl is not None:
+        bootstrap.wrap_ttl_seconds(wrap_ttl)  # a bad option fails before the operator token is read
     client = _operator(settings, token_file)
-    return bootstrap.issue_credentials(client, settings, credentials_dir)
+    try:
+        return bootstrap.issue_credentials(client, settings, credentials_dir, wrap_ttl)
+    except requests.exceptions.RequestException:
+        raise BootError("issue secret_id", f"Vault at {settings.vault_addr} is unreachable") from None
+    except hvac.exceptions.VaultError as exc:
+        raise BootError("issue secret_id", f"Vault refused to issue a secret_id ({type(exc).__name__})") from None
 
 
 # gateway dev only, in its throwaway in-memory OpenBao (never created by `gateway secrets bootstrap`):

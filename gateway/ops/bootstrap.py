@@ -30,10 +30,10 @@ def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str]
         die(exc)
 
 
-def issue_secret_id(token_file: Path, credentials_dir: Path) -> tuple[Path, Path]:
-    """A fresh single-use secret_id: the role_id and secret_id files."""
+def issue_secret_id(token_file: Path, credentials_dir: Path, wrap_ttl: str | None = None) -> tuple[Path, Path]:
+    """A fresh single-use secret_id (or a wrapping token for one): the role_id and secret_id files."""
     settings = open_settings()
     try:
-        return operator.issue_secret_id(settings, token_file, credentials_dir)
+        return operator.issue_secret_id(settings, token_file, credentials_dir, wrap_ttl)
     except BootError as exc:
         die(exc)
