@@ -182,6 +182,27 @@ def secrets_issue_secret_id(
         typer.echo(f"secret_id written to {secret_id_file} (single use)")
 
 
+@secrets_app.command("jwt-setup")
+def secrets_jwt_setup(
+    operator_token_file: Annotated[Path, typer.Option(help="File with an operator Vault token (mode 0600).")],
+    public_key_file: Annotated[list[Path], typer.Option(
+        help="PEM public key the platform's issuer signs tokens with (repeat for key rotation).")],
+    issuer: Annotated[str, typer.Option(help="The tokens' issuer (iss), e.g. the cluster's service-account issuer.")],
+    audience: Annotated[str, typer.Option(help="The audience (aud) the tokens must carry; unique to this Vault role.")],
+    subject: Annotated[str, typer.Option(
+        help="The subject (sub) the tokens must carry, e.g. system:serviceaccount:NAMESPACE:NAME.")],
+    bound_claim: Annotated[list[str] | None, typer.Option(
+        help="NAME=VALUE: a claim the tokens must carry with exactly this value (repeat).")] = None,
+) -> None:
+    """Configure Vault's jwt auth method (GATEWAY_VAULT_JWT_MOUNT) and the gateway's role (GATEWAY_VAULT_JWT_ROLE)
+    for GATEWAY_VAULT_AUTH=jwt logins."""
+    from gateway.ops.bootstrap import jwt_setup
+
+    role = jwt_setup(operator_token_file, public_key_file, issuer, audience, subject, bound_claim or [])
+    typer.echo(f"jwt role {role} written: set GATEWAY_VAULT_AUTH=jwt, GATEWAY_VAULT_JWT_ROLE={role} and "
+               "GATEWAY_VAULT_JWT_FILE")
+
+
 @app.command()
 def openapi() -> None:
     """Print the gateway's OpenAPI description (customer surface and admin API) as JSON."""

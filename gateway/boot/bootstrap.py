@@ -7,6 +7,7 @@ come from Python's :mod:`secrets` module and go straight to Vault; credential fi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -43,8 +44,8 @@ def render_policy(settings: Settings, folder: Path | None = None) -> str:
     return text.replace("secret/data/gateway/", f"{settings.vault_mount}/data/{settings.vault_path}/")
 
 
-def role_definition(folder: Path | None = None) -> dict[str, object]:
-    raw = json.loads(((folder or secrets_dir()) / "approle-gateway.json").read_text(encoding="utf-8"))
+def role_definition(folder: Path | None = None, name: str = "approle-gateway.json") -> dict[str, object]:
+    raw = json.loads(((folder or secrets_dir()) / name).read_text(encoding="utf-8"))
     return {k: v for k, v in raw.items() if not k.startswith("_")}
 
 
@@ -205,3 +206,39 @@ def issue_credentials(client: hvac.Client, settings: Settings, credentials_dir: 
         write_private_file(secret_id_file, secret_id["data"]["secret_id"])
     del secret_id
     return role_id_file, secret_id_file
+
+
+@dataclasses.dataclass(frozen=True)
+class JwtBinding:
+    """Who may log in through Vault's jwt method as the gateway: tokens signed by one of ``public_keys`` (PEM), from
+    ``issuer``, for ``audience``, about ``subject``, carrying every claim in ``claims`` with that exact value."""
+
+    public_keys: tuple[str, ...]
+    issuer: str
+    audience: str
+    subject: str
+    claims: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def configure_jwt(client: hvac.Client, settings: Settings, binding: JwtBinding) -> str:
+    """Enable Vault's jwt auth method at ``GATEWAY_VAULT_JWT_MOUNT`` (if missing), trust ``binding``'s keys and issuer
+    there, and write the gateway's role (``secrets/jwt-gateway.json`` plus the bound audience, subject and claims)
+    with the runtime policy. Returns the role's name (``GATEWAY_VAULT_JWT_ROLE``, default ``gateway``)."""
+    role = settings.vault_jwt_role or ROLE_NAME
+    mount = settings.vault_jwt_mount
+    definition = role_definition(name="jwt-gateway.json")
+    try:
+        auth_methods = client.sys.list_auth_methods()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
+        if f"{mount}/" not in auth_methods.get("data", auth_methods):
+            client.sys.enable_auth_method("jwt", path=mount)
+        client.sys.create_or_update_policy(name=POLICY_NAME, policy=render_policy(settings))
+        client.auth.jwt.configure(jwt_validation_pubkeys=list(binding.public_keys), bound_issuer=binding.issuer,
+                                  path=mount)
+        client.auth.jwt.create_role(name=role, allowed_redirect_uris=[], bound_audiences=[binding.audience],
+                                    bound_subject=binding.subject, bound_claims=dict(binding.claims) or None,
+                                    path=mount, **definition)
+    except requests.exceptions.RequestException:
+        raise BootError("jwt setup", f"Vault at {settings.vault_addr} is unreachable") from None
+    except hvac.exceptions.VaultError as exc:
+        raise BootError("jwt setup", f"Vault refused a jwt setup step ({type(exc).__name__})") from None
+    return role

@@ -69,6 +69,12 @@ def issue_secret_id(settings: Settings, token_file: Path, credentials_dir: Path,
         raise BootError("issue secret_id", f"Vault refused to issue a secret_id ({type(exc).__name__})") from None
 
 
+def jwt_setup(settings: Settings, token_file: Path, binding: bootstrap.JwtBinding) -> str:
+    """``gateway secrets jwt-setup`` with the operator token in ``token_file``: the jwt method and the gateway's role."""
+    client = _operator(settings, token_file)
+    return bootstrap.configure_jwt(client, settings, binding)
+
+
 # gateway dev only, in its throwaway in-memory OpenBao (never created by `gateway secrets bootstrap`):
 # * a role for the CLI with the runtime policy whose secret_id serves any number of logins, from loopback only, for
 #   as long as the dev server lives (each command still gets its own short-lived token and revokes it);

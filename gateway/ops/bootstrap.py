@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.boot import operator
+from gateway.boot.bootstrap import JwtBinding
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.settings import read_credential_file
@@ -37,3 +38,38 @@ def issue_secret_id(token_file: Path, credentials_dir: Path, wrap_ttl: str | Non
         return operator.issue_secret_id(settings, token_file, credentials_dir, wrap_ttl)
     except BootError as exc:
         die(exc)
+
+
+def jwt_setup(token_file: Path, public_key_files: list[Path], issuer: str, audience: str, subject: str,
+              claim_specs: list[str]) -> str:
+    """Vault's jwt method trusting the issuer's public keys, and the gateway's role bound to audience, subject and
+    claims (NAME=VALUE). The role's name."""
+    settings = open_settings()
+    try:
+        claims: dict[str, str] = {}
+        for spec in claim_specs:
+            name, sep, value = spec.partition("=")
+            if not sep or not name or not value:
+                raise BootError("jwt setup", f"--bound-claim {spec!r} must be NAME=VALUE")
+            claims[name] = value
+        for name, value in (("--issuer", issuer), ("--audience", audience), ("--subject", subject)):
+            if not value.strip():
+                raise BootError("jwt setup", f"{name} is empty")
+        keys = tuple(read_public_key(path) for path in public_key_files)
+        if not keys:
+            raise BootError("jwt setup", "give at least one --public-key-file")
+        return operator.jwt_setup(settings, token_file, JwtBinding(public_keys=keys, issuer=issuer,
+                                                                   audience=audience, subject=subject, claims=claims))
+    except BootError as exc:
+        die(exc)
+
+
+def read_public_key(path: Path) -> str:
+    """A PEM public key file (public: no permission rule beyond being a readable regular file of sane size)."""
+    try:
+        text = path.read_text(encoding="ascii")[:100_000]
+    except (OSError, UnicodeDecodeError):
+        raise BootError("jwt setup", f"--public-key-file {path} cannot be read") from None
+    if "-----BEGIN PUBLIC KEY-----" not in text:
+        raise BootError("jwt setup", f"--public-key-file {path} holds no PEM public key (BEGIN PUBLIC KEY)")
+    return text.strip()
