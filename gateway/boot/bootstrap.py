@@ -1,6 +1,7 @@
 """HAZMAT: applying the Vault side (policy, AppRole role, secrets) with an operator token.
 
-Used by ``gateway secrets bootstrap``, ``gateway secrets issue-secret-id`` and ``gateway dev``. Generated secrets
+Used by ``gateway secrets bootstrap``, ``gateway secrets issue-secret-id`` (plain or response-wrapped secret_ids),
+``gateway secrets jwt-setup`` (Vault's jwt auth method and the gateway's role there) and ``gateway dev``. Generated secrets
 come from Python's :mod:`secrets` module and go straight to Vault; credential files are created with mode 0600.
 """
 
@@ -42,6 +43,14 @@ def secrets_dir() -> Path:
 def render_policy(settings: Settings, folder: Path | None = None) -> str:
     text = ((folder or secrets_dir()) / "gateway-runtime.hcl").read_text(encoding="utf-8")
     return text.replace("secret/data/gateway/", f"{settings.vault_mount}/data/{settings.vault_path}/")
+
+
+def render_issuer_policy(settings: Settings, folder: Path | None = None, *, wrapped_only: bool = False) -> str:
+    """``secrets/secret-id-issuer.hcl`` (or ``secret-id-issuer-wrapped.hcl``, which lets Vault hand out secret_ids
+    only response-wrapped) for the configured AppRole mount: what a secret_id issuer may do."""
+    name = "secret-id-issuer-wrapped.hcl" if wrapped_only else "secret-id-issuer.hcl"
+    text = ((folder or secrets_dir()) / name).read_text(encoding="utf-8")
+    return text.replace('path "auth/approle/', f'path "auth/{settings.vault_approle_mount}/')
 
 
 def role_definition(folder: Path | None = None, name: str = "approle-gateway.json") -> dict[str, object]:

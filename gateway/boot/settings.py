@@ -264,11 +264,8 @@ def read_identity_token(path: Path | None, setting: str) -> str:
         raise BootError("settings", f"{setting}: file {path} does not exist") from None
     except OSError as exc:
         raise BootError("settings", f"{setting}: file {path} cannot be read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            info = os.fstat(fd)
-        except OSError:
-            raise BootError("settings", f"{setting}: file {path} cannot be read") from None
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise BootError("settings", f"{setting}: {path} is not a regular file")
         if info.st_uid not in (os.geteuid(), 0):
@@ -277,10 +274,11 @@ def read_identity_token(path: Path | None, setting: str) -> str:
         if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise BootError("settings", f"{setting}: file {path} is writable by group or others "
                                         f"(mode {stat.S_IMODE(info.st_mode):o}); chmod go-w it")
-        try:
-            content = handle.read(MAX_IDENTITY_TOKEN_BYTES + 1)
-        except OSError:
-            raise BootError("settings", f"{setting}: file {path} cannot be read") from None
+        content = os.read(fd, MAX_IDENTITY_TOKEN_BYTES + 1)
+    except OSError:
+        raise BootError("settings", f"{setting}: file {path} cannot be read") from None
+    finally:
+        os.close(fd)
     if len(content) > MAX_IDENTITY_TOKEN_BYTES:
         raise BootError("settings", f"{setting}: file {path} is larger than {MAX_IDENTITY_TOKEN_BYTES} bytes")
     try:

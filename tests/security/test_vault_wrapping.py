@@ -15,7 +15,7 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from gateway.boot.bootstrap import issue_credentials, write_private_file
+from gateway.boot.bootstrap import issue_credentials, render_issuer_policy, write_private_file
 from gateway.boot.settings import Settings
 from gateway.devstack.openbao import free_port, start_dev_vault
 from tests.support import Stack, StandIn, any_listed, bootstrapped_stack, port_open, run_gateway
@@ -66,10 +66,23 @@ def _still_wrapped(stack: Stack, token: str) -> bool:
     return True
 
 
+def _issuer_token(stack: Stack, folder: Path) -> Path:
+    """A token with only the wrapped-secret_id issuer's policy (secrets/secret-id-issuer-wrapped.hcl), in a 0600
+    file."""
+    root = stack.root()
+    root.sys.create_or_update_policy(name="gateway-secret-id-issuer-wrapped", policy=render_issuer_policy(
+        Settings(vault_addr=stack.vault_addr), wrapped_only=True))
+    token = root.auth.token.create(policies=["gateway-secret-id-issuer-wrapped"], no_default_policy=True,
+                                   ttl="10m")["auth"]["client_token"]
+    stack.canaries.append(token)
+    path = folder / "issuer.token"
+    write_private_file(path, token)
+    return path
+
+
 def test_issue_secret_id_wraps_and_boot_unwraps(stack: Stack, tmp_path: Path) -> None:
     """threat-model: TM-S5"""
-    operator_token = tmp_path / "operator.token"
-    write_private_file(operator_token, stack.root_token)
+    operator_token = _issuer_token(stack, tmp_path)
     env = {**stack.env(tmp_path / "unused", "sqlite://", free_port()), "HOME": str(tmp_path)}
     issued = run_gateway(["secrets", "issue-secret-id", "--operator-token-file", str(operator_token),
                           "--credentials-dir", str(tmp_path / "boot"), "--wrap-ttl", "10m"], env)
@@ -213,3 +226,18 @@ def test_a_bad_wrap_ttl_is_refused_before_vault(stack: Stack, tmp_path: Path, tt
                                                       if ttl in ("5s", "25h") else
                                                       "--wrap-ttl must be a duration such as 600s, 10m or 1h")]
     assert not (tmp_path / "boot" / "secret_id").exists()
+
+
+def test_the_wrapped_issuer_policy_hands_out_wrapped_secret_ids_only(stack: Stack, tmp_path: Path) -> None:
+    """threat-model: TM-S5"""
+    operator_token = _issuer_token(stack, tmp_path)
+    env = stack.env(tmp_path / "unused", "sqlite://", free_port())
+    refused = ("gateway: boot failed at issue secret_id: Vault refused to issue a secret_id: permission denied by the "
+               "operator token's policy")
+    for wrap, line in (([], refused), (["--wrap-ttl", "2h"],
+                                       refused + " (or --wrap-ttl is outside the policy's wrapping bounds)")):
+        result = run_gateway(["secrets", "issue-secret-id", "--operator-token-file", str(operator_token),
+                              "--credentials-dir", str(tmp_path / "boot"), *wrap], env)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert [out for out in result.stderr.splitlines() if out.startswith("gateway:")] == [line]
+        assert not (tmp_path / "boot" / "secret_id").exists()
