@@ -35,18 +35,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 
     vault_addr: str = "http://127.0.0.1:8200"
-    vault_auth: Literal["approle", "token", "jwt"] = "approle"
+    vault_auth: Literal["approle", "token", "jwt", "kubernetes"] = "approle"
     vault_role_id_file: Path | None = None
     vault_secret_id_file: Path | None = None
     # The secret_id file holds a response-wrapping token (``gateway secrets issue-secret-id --wrap-ttl``), unwrapped
     # at boot after its creation path is checked.
     vault_secret_id_wrapped: bool = False
     vault_token_file: Path | None = None
-    # Platform identity (GATEWAY_VAULT_AUTH=jwt): the file holding a signed JWT (a Kubernetes projected
-    # service-account token, a CI OIDC token), the role of Vault's jwt auth method to log in with, and its mount.
+    # Platform identity (GATEWAY_VAULT_AUTH=jwt or kubernetes): the file holding a signed JWT (a Kubernetes projected
+    # service-account token, a CI OIDC token) and the role to log in with, at Vault's jwt or kubernetes auth method.
     vault_jwt_file: Path | None = None
     vault_jwt_role: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
     vault_jwt_mount: str = Field(default="jwt", pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
+    vault_kubernetes_mount: str = Field(default="kubernetes", pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
     vault_mount: str = Field(default="secret", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     vault_path: str = Field(default="gateway", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
     vault_approle_mount: str = Field(default="approle", pattern=r"^[A-Za-z0-9_-]{1,64}$")

@@ -25,10 +25,10 @@ import hvac.exceptions
 import requests
 
 from gateway.boot.errors import BootError
+from gateway.boot.login import login
 from gateway.boot.secret import Secret
-from gateway.boot.settings import Settings, read_credential_file, read_identity_token
+from gateway.boot.settings import Settings
 from gateway.boot.vault_client import new_client, transport_error
-from gateway.boot.wrapping import unwrap_secret_id
 
 __all__ = ["VaultSecrets", "check_distinct", "check_strong", "login", "new_client", "read_secrets", "revoke_own_token",
            "transport_error"]
@@ -67,102 +67,6 @@ class VaultSecrets:
         yield self.pepper
         yield self.audit_key
         yield from self.provider_keys.values()
-
-
-def login(settings: Settings) -> hvac.Client:
-    """An authenticated client: AppRole (secret_id plain or response-wrapped), a token file, or a platform identity
-    JWT, per ``GATEWAY_VAULT_AUTH``."""
-    if settings.vault_auth == "approle":
-        return _approle_login(settings)
-    if settings.vault_auth == "jwt":
-        return _jwt_login(settings)
-    return _token_login(settings)
-
-
-def _approle_login(settings: Settings) -> hvac.Client:
-    role_id = read_credential_file(settings.vault_role_id_file, "GATEWAY_VAULT_ROLE_ID_FILE")
-    if settings.vault_secret_id_wrapped:
-        secret_id = unwrap_secret_id(settings)
-    else:
-        secret_id = read_credential_file(settings.vault_secret_id_file, "GATEWAY_VAULT_SECRET_ID_FILE")
-    client = new_client(settings)
-    try:
-        client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=settings.vault_approle_mount)
-    except hvac.exceptions.InvalidRequest:
-        raise BootError("vault login", "AppRole login refused (wrong role_id, or secret_id used, expired or unknown)") from None
-    except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
-        raise BootError("vault login", "AppRole login refused (permission denied)") from None
-    except requests.exceptions.RequestException as exc:
-        raise transport_error("vault login", settings, exc) from None
-    except hvac.exceptions.VaultError as exc:
-        raise BootError("vault login", f"Vault answered an error ({type(exc).__name__})") from None
-    finally:
-        del secret_id
-    # A successful login is proof enough; a lookup-self here would spend one of the token's few uses.
-    return client
-
-
-def _token_login(settings: Settings) -> hvac.Client:
-    token = read_credential_file(settings.vault_token_file, "GATEWAY_VAULT_TOKEN_FILE")
-    client = new_client(settings, token)
-    del token
-    try:
-        authenticated = client.is_authenticated()
-    except requests.exceptions.RequestException as exc:
-        raise transport_error("vault login", settings, exc) from None
-    except hvac.exceptions.VaultError as exc:
-        raise BootError("vault login", f"Vault answered an error ({type(exc).__name__})") from None
-    if not authenticated:
-        raise BootError("vault login", "token refused (invalid, expired or revoked)")
-    return client
-
-
-# What Vault's jwt method says when it refuses a token, looked for in its error text (never quoted), and the reason
-# boot names instead. First match wins.
-JWT_REFUSALS = (
-    ("(aud)", "the token's audience (aud) is not one the role accepts"),
-    ("(sub)", "the token's subject (sub) is not the role's bound subject"),
-    ("(iss)", "the token's issuer (iss) is not the configured issuer"),
-    ("(exp)", "the token has expired (exp)"),
-    ("(nbf)", "the token is not valid yet (nbf)"),
-    ("(iat)", "the token's issue time (iat) is in the future"),
-    ("bound claim", "a claim does not match the role's bound claims"),
-    ("signature", "the token's signature does not verify with the method's keys"),
-)
-
-
-def jwt_refusal(exc: hvac.exceptions.VaultError, settings: Settings) -> str:
-    """Why Vault's jwt method refused the token, in our words: Vault's error text may quote claims from the token."""
-    said = " ".join(str(error) for error in (exc.errors or []))
-    for marker, reason in JWT_REFUSALS:
-        if marker in said:
-            return reason
-    if "role" in said and "could not be found" in said:
-        return f"role {settings.vault_jwt_role!r} does not exist at auth/{settings.vault_jwt_mount} (GATEWAY_VAULT_JWT_ROLE)"
-    return "the token was not accepted"
-
-
-def _jwt_login(settings: Settings) -> hvac.Client:
-    if settings.vault_jwt_role is None:
-        raise BootError("settings", "GATEWAY_VAULT_JWT_ROLE is not set")
-    token = read_identity_token(settings.vault_jwt_file, "GATEWAY_VAULT_JWT_FILE")
-    client = new_client(settings)
-    try:
-        client.auth.jwt.jwt_login(role=settings.vault_jwt_role, jwt=token, path=settings.vault_jwt_mount)
-    except hvac.exceptions.InvalidRequest as exc:
-        raise BootError("vault login", f"JWT login refused: {jwt_refusal(exc, settings)}") from None
-    except hvac.exceptions.InvalidPath:
-        raise BootError("vault login", f"no jwt auth method at auth/{settings.vault_jwt_mount} "
-                                       "(GATEWAY_VAULT_JWT_MOUNT)") from None
-    except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
-        raise BootError("vault login", "JWT login refused (permission denied)") from None
-    except requests.exceptions.RequestException as exc:
-        raise transport_error("vault login", settings, exc) from None
-    except hvac.exceptions.VaultError as exc:
-        raise BootError("vault login", f"Vault answered an error ({type(exc).__name__})") from None
-    finally:
-        del token
-    return client
 
 
 def _read(client: hvac.Client, settings: Settings, sub_path: str) -> dict[str, object]:
