@@ -18,13 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.boot.bootstrap import JwtBinding, configure_jwt, write_private_file
 from gateway.boot.settings import Settings
 from gateway.devstack.openbao import free_port
-from tests.support import Stack, any_listed, port_open, run_gateway
+from tests.support import Stack, boot_check, boot_refusal_line, run_gateway
 
 ISSUER = "https://issuer.example.test"
 AUDIENCE = "gateway-vault"
 SUBJECT = "system:serviceaccount:llm:gateway"
 CLAIMS = {"kubernetes.io/namespace": "llm"}
 SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())
+APPROLE_FILES = ("GATEWAY_VAULT_ROLE_ID_FILE", "GATEWAY_VAULT_SECRET_ID_FILE")
 
 
 @pytest.fixture(scope="module")
@@ -59,23 +60,9 @@ def _projected(folder: Path, token: str, mode: int = 0o644) -> Path:
 
 
 def _boot_check(stack: Stack, folder: Path, token_file: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
-    port = free_port()
-    env = stack.env(folder / "unused", f"sqlite:///{folder / 'gw.db'}", port,
-                    **{"GATEWAY_VAULT_AUTH": "jwt", "GATEWAY_VAULT_JWT_FILE": str(token_file),
-                       "GATEWAY_VAULT_JWT_ROLE": "gateway", **overrides})
-    for name in ("GATEWAY_VAULT_ROLE_ID_FILE", "GATEWAY_VAULT_SECRET_ID_FILE"):
-        env.pop(name)
-    result = run_gateway(["serve", "--check"], env)
-    assert not port_open("127.0.0.1", port)
-    assert any_listed(result.stdout + result.stderr, [*stack.canaries, token_file.read_text()]) == []
-    return result
-
-
-def _refusal_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("gateway: boot failed")]
-    assert len(lines) == 1, result.stderr[-2000:]
-    return lines[0]
+    return boot_check(stack, folder, drop=APPROLE_FILES, unseen=(token_file.read_text(),),
+                      **{"GATEWAY_VAULT_AUTH": "jwt", "GATEWAY_VAULT_JWT_FILE": str(token_file),
+                         "GATEWAY_VAULT_JWT_ROLE": "gateway", **overrides})
 
 
 def test_a_projected_token_logs_in(jwt_stack: Stack, tmp_path: Path) -> None:
@@ -101,19 +88,19 @@ def _expired() -> dict[str, object]:
 def test_a_token_that_misses_a_binding_is_refused(jwt_stack: Stack, tmp_path: Path, claims: dict[str, object],
                                                   reason: str) -> None:
     """threat-model: TM-S6"""
-    line = _refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", _token(**claims))))
+    line = boot_refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", _token(**claims))))
     assert line == f"gateway: boot failed at vault login: JWT login refused: {reason}", line
 
 
 def test_a_token_signed_by_another_key_is_refused(jwt_stack: Stack, tmp_path: Path) -> None:
     """threat-model: TM-S6"""
     forged = _token(ec.generate_private_key(ec.SECP256R1()))
-    line = _refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", forged)))
+    line = boot_refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", forged)))
     assert line.endswith("JWT login refused: the token's signature does not verify with the method's keys"), line
 
 
 def test_an_unknown_role_is_named(jwt_stack: Stack, tmp_path: Path) -> None:
-    line = _refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", _token()),
+    line = boot_refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", _token()),
                                      GATEWAY_VAULT_JWT_ROLE="nobody"))
     assert "role 'nobody' does not exist at auth/jwt (GATEWAY_VAULT_JWT_ROLE)" in line, line
 
@@ -124,12 +111,12 @@ def test_an_unknown_role_is_named(jwt_stack: Stack, tmp_path: Path) -> None:
 ])
 def test_a_token_file_others_may_write_is_refused(jwt_stack: Stack, tmp_path: Path, mode: int, words: str) -> None:
     """threat-model: TM-S6"""
-    line = _refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", _token(), mode=mode)))
+    line = boot_refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", _token(), mode=mode)))
     assert line.startswith("gateway: boot failed at settings: GATEWAY_VAULT_JWT_FILE") and words in line, line
 
 
 def test_a_file_that_holds_no_jwt_is_refused(jwt_stack: Stack, tmp_path: Path) -> None:
-    line = _refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", "not a token")))
+    line = boot_refusal_line(_boot_check(jwt_stack, tmp_path, _projected(tmp_path / "sa", "not a token")))
     assert line.endswith("does not hold a JWT (compact JWS)"), line
 
 
@@ -173,5 +160,5 @@ def test_jwt_setup_from_the_cli_then_boot(stack: Stack, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     other = {**claims, "repository": "example/fork"}
     token_file.write_text(jwt.encode(other, key, algorithm="ES256"))
-    line = _refusal_line(_boot_check(stack, tmp_path, token_file, **mount))
+    line = boot_refusal_line(_boot_check(stack, tmp_path, token_file, **mount))
     assert line.endswith("JWT login refused: a claim does not match the role's bound claims"), line

@@ -18,26 +18,21 @@ import pytest
 from gateway.boot.bootstrap import issue_credentials, render_issuer_policy, write_private_file
 from gateway.boot.settings import Settings
 from gateway.devstack.openbao import free_port, start_dev_vault
-from tests.support import Stack, StandIn, any_listed, bootstrapped_stack, port_open, run_gateway
+from tests.support import (
+    Stack,
+    StandIn,
+    any_listed,
+    boot_check,
+    boot_refusal_line,
+    bootstrapped_stack,
+    run_gateway,
+)
 
 WRAPPED = {"GATEWAY_VAULT_SECRET_ID_WRAPPED": "true"}
 
 
 def _boot_check(stack: Stack, folder: Path, secret_id_file: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
-    port = free_port()
-    env = stack.env(folder / "plain", f"sqlite:///{folder / 'gw.db'}", port, **WRAPPED,
-                    GATEWAY_VAULT_SECRET_ID_FILE=str(secret_id_file), **overrides)
-    result = run_gateway(["serve", "--check"], env)
-    assert not port_open("127.0.0.1", port)
-    assert any_listed(result.stdout + result.stderr, stack.canaries) == []
-    return result
-
-
-def _refusal_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("gateway: boot failed")]
-    assert len(lines) == 1, result.stderr[-2000:]
-    return lines[0]
+    return boot_check(stack, folder, **WRAPPED, GATEWAY_VAULT_SECRET_ID_FILE=str(secret_id_file), **overrides)
 
 
 def _critical_records(result: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
@@ -112,7 +107,7 @@ def test_a_token_wrapping_another_path_is_refused_and_left_unused(stack: Stack, 
     stack.canaries.append(forged)
     token_file = tmp_path / "wrapped"
     write_private_file(token_file, forged)
-    line = _refusal_line(_boot_check(stack, tmp_path, token_file))
+    line = boot_refusal_line(_boot_check(stack, tmp_path, token_file))
     assert line.startswith("gateway: boot failed at vault unwrap:"), line
     assert "created by 'sys/wrapping/wrap', not by 'auth/approle/role/gateway/secret-id'" in line, line
     assert _still_wrapped(stack, forged)  # refused before unwrapping
@@ -127,7 +122,7 @@ def test_a_wrapped_secret_id_of_another_role_is_refused(stack: Stack, tmp_path: 
     stack.canaries.append(other)
     token_file = tmp_path / "wrapped"
     write_private_file(token_file, other)
-    line = _refusal_line(_boot_check(stack, tmp_path, token_file))
+    line = boot_refusal_line(_boot_check(stack, tmp_path, token_file))
     assert "created by 'auth/approle/role/gateway-other/secret-id'" in line, line
     assert _still_wrapped(stack, other)
 
@@ -163,7 +158,7 @@ def test_an_already_unwrapped_token_is_an_interception(audited: AuditedStack, tm
     stack.canaries.append(stolen)
 
     result = _boot_check(stack, tmp_path, token_file)
-    line = _refusal_line(result)
+    line = boot_refusal_line(result)
     assert line.startswith("gateway: boot failed at vault unwrap: the wrapping token in GATEWAY_VAULT_SECRET_ID_FILE "
                            "is unknown to Vault: it was unwrapped already"), line
     critical = _critical_records(result)
@@ -185,7 +180,7 @@ def test_a_plain_secret_id_in_wrapped_mode_is_no_alarm(stack: Stack, tmp_path: P
     """threat-model: TM-S5"""
     _, secret_id_file = stack.fresh_credentials(tmp_path / "plain-source")
     result = _boot_check(stack, tmp_path, secret_id_file)
-    line = _refusal_line(result)
+    line = boot_refusal_line(result)
     assert "holds a plain secret_id, not a wrapping token" in line, line
     assert _critical_records(result) == []
 
@@ -194,12 +189,12 @@ def test_the_wrapping_token_file_follows_the_secret_id_file_rules(stack: Stack, 
     """threat-model: TM-S5"""
     token_file = _wrapped_secret_id(stack, tmp_path / "boot")
     token_file.chmod(0o640)
-    line = _refusal_line(_boot_check(stack, tmp_path, token_file))
+    line = boot_refusal_line(_boot_check(stack, tmp_path, token_file))
     assert "at settings: GATEWAY_VAULT_SECRET_ID_FILE" in line and "accessible by group or others" in line, line
     token_file.chmod(0o600)
     link = tmp_path / "link"
     link.symlink_to(token_file)
-    line = _refusal_line(_boot_check(stack, tmp_path, link))
+    line = boot_refusal_line(_boot_check(stack, tmp_path, link))
     assert "is a symlink" in line, line
     assert _still_wrapped(stack, token_file.read_text())
 
@@ -207,7 +202,7 @@ def test_the_wrapping_token_file_follows_the_secret_id_file_rules(stack: Stack, 
 def test_vault_unreachable_is_not_an_interception(stack: Stack, tmp_path: Path) -> None:
     token_file = _wrapped_secret_id(stack, tmp_path / "boot")
     result = _boot_check(stack, tmp_path, token_file, GATEWAY_VAULT_ADDR=f"http://127.0.0.1:{free_port()}")
-    line = _refusal_line(result)
+    line = boot_refusal_line(result)
     assert line.startswith("gateway: boot failed at vault unwrap: Vault at http://127.0.0.1:") and "unreachable" in line
     assert _critical_records(result) == []
     assert _still_wrapped(stack, token_file.read_text())
