@@ -35,8 +35,10 @@ from gateway.boot.vault_client import new_client, transport_error
 log = logging.getLogger("gateway.boot")
 STEP = "vault unwrap"
 SETTING = "GATEWAY_VAULT_SECRET_ID_FILE"
-# What Vault issues as a secret_id: a UUID. A wrapping token is a Vault token ("s." / "hvs." and base62).
+# What Vault issues as a secret_id: a UUID. A wrapping token is a Vault token: a type prefix and a dot ("s.", "hvs."),
+# then base62 (and, from a namespace, ".<namespace id>"). Anything else is a damaged delivery, not an interception.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_VAULT_TOKEN = re.compile(r"[A-Za-z]{1,8}\.[A-Za-z0-9._-]{16,512}")
 INTERCEPTED = ("the wrapping token in GATEWAY_VAULT_SECRET_ID_FILE is unknown to Vault: it was unwrapped already "
                "(someone else may hold the secret_id) or it expired; treat it as an interception, check Vault's audit "
                "log for who unwrapped it, and deliver a new wrapped secret_id")
@@ -74,6 +76,9 @@ def unwrap_secret_id(settings: Settings) -> str:
         del token
         raise BootError(STEP, f"{SETTING} holds a plain secret_id, not a wrapping token; deliver a wrapped one "
                               "(gateway secrets issue-secret-id --wrap-ttl) or unset GATEWAY_VAULT_SECRET_ID_WRAPPED")
+    if not _VAULT_TOKEN.fullmatch(token):
+        del token
+        raise BootError(STEP, f"{SETTING} does not hold a Vault wrapping token (damaged or wrong file)")
     lookup = new_client(settings)
     try:
         info = lookup.adapter.post("/v1/sys/wrapping/lookup", json={"token": token})

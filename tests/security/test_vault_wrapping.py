@@ -176,12 +176,18 @@ def test_an_already_unwrapped_token_is_an_interception(audited: AuditedStack, tm
     assert any_listed(vault_audit_log.read_text(), [stolen, token_file.read_text()]) == []
 
 
-def test_a_plain_secret_id_in_wrapped_mode_is_no_alarm(stack: Stack, tmp_path: Path) -> None:
+def test_a_plain_secret_id_or_a_damaged_file_in_wrapped_mode_is_no_alarm(stack: Stack, tmp_path: Path) -> None:
     """threat-model: TM-S5"""
     _, secret_id_file = stack.fresh_credentials(tmp_path / "plain-source")
     result = _boot_check(stack, tmp_path, secret_id_file)
     line = boot_refusal_line(result)
     assert "holds a plain secret_id, not a wrapping token" in line, line
+    assert _critical_records(result) == []
+    damaged = tmp_path / "damaged"
+    write_private_file(damaged, "<html>502 Bad Gateway</html>")
+    result = _boot_check(stack, tmp_path, damaged)
+    assert boot_refusal_line(result).endswith("GATEWAY_VAULT_SECRET_ID_FILE does not hold a Vault wrapping token "
+                                              "(damaged or wrong file)")
     assert _critical_records(result) == []
 
 
