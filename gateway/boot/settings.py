@@ -224,9 +224,11 @@ def read_credential_file(path: Path | None, setting: str) -> str:
     return value
 
 
-def check_public_file(path: Path, setting: str) -> None:
-    """Refuse a public TLS file (CA bundle, client certificate) that is not a regular PEM file, is a symlink, belongs to
-    someone other than this user or root, or is writable by others: they could swap the CA the gateway trusts."""
+def check_public_file(path: Path, setting: str, *, marker: bytes = b"-----BEGIN CERTIFICATE-----",
+                      what: str = "PEM certificate") -> bytes:
+    """Refuse a public trust file (CA bundle, client certificate, an issuer's public key) that is not a regular PEM
+    file holding ``marker``, is a symlink, belongs to someone other than this user or root, or is writable by others:
+    they could swap what the gateway trusts. Returns its content."""
     fd, info = _open_regular_file(path, setting)
     with os.fdopen(fd, "rb") as handle:
         if info.st_uid not in (os.geteuid(), 0):
@@ -239,8 +241,9 @@ def check_public_file(path: Path, setting: str) -> None:
             content = handle.read(1_000_000)
         except OSError:
             raise BootError("settings", f"{setting}: file {path} cannot be read") from None
-    if b"-----BEGIN CERTIFICATE-----" not in content:
-        raise BootError("settings", f"{setting}: file {path} holds no PEM certificate")
+    if marker not in content:
+        raise BootError("settings", f"{setting}: file {path} holds no {what}")
+    return content
 
 
 # A compact JWS: three base64url parts (header, claims, signature). Anything else is not a token Vault could accept.

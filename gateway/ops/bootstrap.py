@@ -8,7 +8,7 @@ from gateway.boot import operator
 from gateway.boot.bootstrap import JwtBinding
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
-from gateway.boot.settings import read_credential_file
+from gateway.boot.settings import check_public_file, read_credential_file
 from gateway.ops.context import die, open_settings
 
 
@@ -65,11 +65,11 @@ def jwt_setup(token_file: Path, public_key_files: list[Path], issuer: str, audie
 
 
 def read_public_key(path: Path) -> str:
-    """A PEM public key file (public: no permission rule beyond being a readable regular file of sane size)."""
+    """An issuer's PEM public key: a trust anchor like the CA bundle, so held to the same file rules (regular file, no
+    symlink, owned by this user or root, not writable by others)."""
+    content = check_public_file(path, "--public-key-file", marker=b"-----BEGIN PUBLIC KEY-----",
+                                what="PEM public key (BEGIN PUBLIC KEY)")
     try:
-        text = path.read_text(encoding="ascii")[:100_000]
-    except (OSError, UnicodeDecodeError):
-        raise BootError("jwt setup", f"--public-key-file {path} cannot be read") from None
-    if "-----BEGIN PUBLIC KEY-----" not in text:
-        raise BootError("jwt setup", f"--public-key-file {path} holds no PEM public key (BEGIN PUBLIC KEY)")
-    return text.strip()
+        return content.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise BootError("jwt setup", f"--public-key-file {path} is not ASCII PEM") from None

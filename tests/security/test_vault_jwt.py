@@ -162,3 +162,27 @@ def test_jwt_setup_from_the_cli_then_boot(stack: Stack, tmp_path: Path) -> None:
     token_file.write_text(jwt.encode(other, key, algorithm="ES256"))
     line = boot_refusal_line(_boot_check(stack, tmp_path, token_file, **mount))
     assert line.endswith("JWT login refused: a claim does not match the role's bound claims"), line
+
+
+@pytest.mark.parametrize(("mode", "content", "words"), [
+    (0o646, None, "is writable by others"),
+    (0o644, "not a key", "holds no PEM public key (BEGIN PUBLIC KEY)"),
+])
+def test_jwt_setup_refuses_an_issuer_key_others_could_swap(stack: Stack, tmp_path: Path, mode: int,
+                                                           content: str | None, words: str) -> None:
+    """threat-model: TM-S6"""
+    public_file = tmp_path / "issuer.pem"
+    public_file.write_bytes(content.encode() if content is not None else SIGNING_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_file.chmod(mode)
+    operator_token = tmp_path / "operator.token"
+    write_private_file(operator_token, stack.root_token)
+    env = {**stack.env(tmp_path / "unused", "sqlite://", free_port()), "GATEWAY_VAULT_JWT_MOUNT": "jwt-never"}
+    setup = run_gateway(["secrets", "jwt-setup", "--operator-token-file", str(operator_token),
+                         "--public-key-file", str(public_file), "--issuer", ISSUER, "--audience", AUDIENCE,
+                         "--subject", SUBJECT], env)
+    assert setup.returncode == 2
+    lines = [line for line in setup.stderr.splitlines() if line.startswith("gateway:")]
+    assert len(lines) == 1 and lines[0].startswith("gateway: boot failed at settings: --public-key-file: file ")
+    assert words in lines[0], lines[0]
+    assert "jwt-never/" not in stack.root().sys.list_auth_methods()["data"]
