@@ -174,12 +174,40 @@ def secrets_bootstrap(
 def secrets_issue_secret_id(
     operator_token_file: Annotated[Path, typer.Option(help="File with an operator Vault token (mode 0600).")],
     credentials_dir: Annotated[Path, typer.Option(help="Where to write role_id and secret_id (0600).")],
+    wrap_ttl: Annotated[str | None, typer.Option(
+        help="Write a response-wrapping token for the secret_id instead, valid this long (e.g. 10m); boot unwraps it "
+             "with GATEWAY_VAULT_SECRET_ID_WRAPPED=true.")] = None,
 ) -> None:
-    """Write a fresh single-use secret_id (every gateway start needs one)."""
+    """Write a fresh single-use secret_id (every gateway start needs one), or a wrapping token for it."""
     from gateway.ops.bootstrap import issue_secret_id
 
-    _, secret_id_file = issue_secret_id(operator_token_file, credentials_dir)
-    typer.echo(f"secret_id written to {secret_id_file} (single use)")
+    _, secret_id_file = issue_secret_id(operator_token_file, credentials_dir, wrap_ttl)
+    if wrap_ttl is not None:
+        typer.echo(f"wrapped secret_id written to {secret_id_file} (a wrapping token, single use, valid {wrap_ttl}; "
+                   "set GATEWAY_VAULT_SECRET_ID_WRAPPED=true)")
+    else:
+        typer.echo(f"secret_id written to {secret_id_file} (single use)")
+
+
+@secrets_app.command("jwt-setup")
+def secrets_jwt_setup(
+    operator_token_file: Annotated[Path, typer.Option(help="File with an operator Vault token (mode 0600).")],
+    public_key_file: Annotated[list[Path], typer.Option(
+        help="PEM public key the platform's issuer signs tokens with (repeat for key rotation).")],
+    issuer: Annotated[str, typer.Option(help="The tokens' issuer (iss), e.g. the cluster's service-account issuer.")],
+    audience: Annotated[str, typer.Option(help="The audience (aud) the tokens must carry; unique to this Vault role.")],
+    subject: Annotated[str, typer.Option(
+        help="The subject (sub) the tokens must carry, e.g. system:serviceaccount:NAMESPACE:NAME.")],
+    bound_claim: Annotated[list[str] | None, typer.Option(
+        help="NAME=VALUE: a claim the tokens must carry with exactly this value (repeat).")] = None,
+) -> None:
+    """Configure Vault's jwt auth method (GATEWAY_VAULT_JWT_MOUNT) and the gateway's role (GATEWAY_VAULT_JWT_ROLE)
+    for GATEWAY_VAULT_AUTH=jwt logins."""
+    from gateway.ops.bootstrap import jwt_setup
+
+    role = jwt_setup(operator_token_file, public_key_file, issuer, audience, subject, bound_claim or [])
+    typer.echo(f"jwt role {role} written: set GATEWAY_VAULT_AUTH=jwt, GATEWAY_VAULT_JWT_ROLE={role} and "
+               "GATEWAY_VAULT_JWT_FILE")
 
 
 @app.command()

@@ -246,6 +246,29 @@ def run_gateway(args: list[str], env: dict[str, str], timeout: float = 90) -> su
                           cwd=REPO, check=False)
 
 
+def boot_check(stack: Stack, folder: Path, *, drop: tuple[str, ...] = (), unseen: tuple[str, ...] = (),
+               **overrides: str) -> subprocess.CompletedProcess[str]:
+    """``gateway serve --check`` with the stack's settings (fresh AppRole credentials in ``folder``), ``overrides``
+    on top and the settings in ``drop`` removed. Whatever happens, no port opens and neither a canary nor any of
+    ``unseen`` (tokens the test handed the gateway) is printed."""
+    port = free_port()
+    env = stack.env(folder, f"sqlite:///{folder / 'gw.db'}", port, **overrides)
+    for name in drop:
+        env.pop(name)
+    result = run_gateway(["serve", "--check"], env)
+    assert not port_open("127.0.0.1", port)
+    assert any_listed(result.stdout + result.stderr, [*stack.canaries, *unseen]) == []
+    return result
+
+
+def boot_refusal_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one ``gateway: boot failed ...`` line of a boot that exited with code 2."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("gateway: boot failed")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
 def random_token() -> str:
     return secrets.token_urlsafe(24)
 

@@ -1,14 +1,17 @@
 """HAZMAT: applying the Vault side (policy, AppRole role, secrets) with an operator token.
 
-Used by ``gateway secrets bootstrap``, ``gateway secrets issue-secret-id`` and ``gateway dev``. Generated secrets
+Used by ``gateway secrets bootstrap``, ``gateway secrets issue-secret-id`` (plain or response-wrapped secret_ids),
+``gateway secrets jwt-setup`` (Vault's jwt auth method and the gateway's role there) and ``gateway dev``. Generated secrets
 come from Python's :mod:`secrets` module and go straight to Vault; credential files are created with mode 0600.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Mapping
@@ -21,11 +24,11 @@ import requests
 from gateway.boot.errors import BootError
 from gateway.boot.litellm_mount import check_transport_environment
 from gateway.boot.secret import Secret
-from gateway.boot.settings import Settings
+from gateway.boot.settings import APPROLE_ROLE, Settings
 from gateway.boot.vault import DATASTORE_FIELDS, check_distinct, check_strong, new_client, transport_error
 
 POLICY_NAME = "gateway-runtime"
-ROLE_NAME = "gateway"
+ROLE_NAME = APPROLE_ROLE
 
 
 def secrets_dir() -> Path:
@@ -42,8 +45,16 @@ def render_policy(settings: Settings, folder: Path | None = None) -> str:
     return text.replace("secret/data/gateway/", f"{settings.vault_mount}/data/{settings.vault_path}/")
 
 
-def role_definition(folder: Path | None = None) -> dict[str, object]:
-    raw = json.loads(((folder or secrets_dir()) / "approle-gateway.json").read_text(encoding="utf-8"))
+def render_issuer_policy(settings: Settings, folder: Path | None = None, *, wrapped_only: bool = False) -> str:
+    """``secrets/secret-id-issuer.hcl`` (or ``secret-id-issuer-wrapped.hcl``, which lets Vault hand out secret_ids
+    only response-wrapped) for the configured AppRole mount: what a secret_id issuer may do."""
+    name = "secret-id-issuer-wrapped.hcl" if wrapped_only else "secret-id-issuer.hcl"
+    text = ((folder or secrets_dir()) / name).read_text(encoding="utf-8")
+    return text.replace('path "auth/approle/', f'path "auth/{settings.vault_approle_mount}/')
+
+
+def role_definition(folder: Path | None = None, name: str = "approle-gateway.json") -> dict[str, object]:
+    raw = json.loads(((folder or secrets_dir()) / name).read_text(encoding="utf-8"))
     return {k: v for k, v in raw.items() if not k.startswith("_")}
 
 
@@ -184,12 +195,78 @@ def _check_datastore_passwords(settings: Settings, passwords: Mapping[str, Secre
     check_distinct({f"{where} field {name!r}": password for name, password in passwords.items()})
 
 
-def issue_credentials(client: hvac.Client, settings: Settings, credentials_dir: Path) -> tuple[Path, Path]:
-    """Write role_id and a fresh single-use secret_id into ``credentials_dir`` (files 0600)."""
+# A Vault duration for --wrap-ttl: seconds, minutes or hours (10s to 24h, checked in wrap_ttl_seconds).
+_WRAP_TTL = re.compile(r"([1-9][0-9]{0,5})([smh]?)")
+MIN_WRAP_TTL_SECONDS = 10
+MAX_WRAP_TTL_SECONDS = 24 * 3600
+
+
+def wrap_ttl_seconds(value: str) -> int:
+    """``--wrap-ttl`` (``600``, ``600s``, ``10m``, ``1h``) in seconds; a BootError naming the option otherwise. Short is
+    the point: a wrapping token found unusable at boot is the interception alarm, and a long TTL widens the window."""
+    match = _WRAP_TTL.fullmatch(value.strip())
+    if match is None:
+        raise BootError("issue secret_id", "--wrap-ttl must be a duration such as 600s, 10m or 1h")
+    seconds = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if not MIN_WRAP_TTL_SECONDS <= seconds <= MAX_WRAP_TTL_SECONDS:
+        raise BootError("issue secret_id", "--wrap-ttl must be between 10s and 24h")
+    return seconds
+
+
+def issue_credentials(client: hvac.Client, settings: Settings, credentials_dir: Path,
+                      wrap_ttl: str | None = None) -> tuple[Path, Path]:
+    """Write role_id and a fresh single-use secret_id into ``credentials_dir`` (files 0600). With ``wrap_ttl`` the
+    secret_id file holds a response-wrapping token for it instead, good for that long (boot unwraps it when
+    GATEWAY_VAULT_SECRET_ID_WRAPPED is true)."""
+    seconds = wrap_ttl_seconds(wrap_ttl) if wrap_ttl is not None else None
     role_id = client.auth.approle.read_role_id(role_name=ROLE_NAME, mount_point=settings.vault_approle_mount)
-    secret_id = client.auth.approle.generate_secret_id(role_name=ROLE_NAME, mount_point=settings.vault_approle_mount)
+    secret_id = client.auth.approle.generate_secret_id(role_name=ROLE_NAME, mount_point=settings.vault_approle_mount,
+                                                       wrap_ttl=f"{seconds}s" if seconds is not None else None)
     role_id_file = credentials_dir / "role_id"
     secret_id_file = credentials_dir / "secret_id"
     write_private_file(role_id_file, role_id["data"]["role_id"])
-    write_private_file(secret_id_file, secret_id["data"]["secret_id"])
+    if seconds is not None:
+        wrap_info = secret_id.get("wrap_info") or {}
+        if not wrap_info.get("token"):
+            raise BootError("issue secret_id", "Vault did not wrap the secret_id (a policy may forbid wrapping)")
+        write_private_file(secret_id_file, wrap_info["token"])
+    else:
+        write_private_file(secret_id_file, secret_id["data"]["secret_id"])
+    del secret_id
     return role_id_file, secret_id_file
+
+
+@dataclasses.dataclass(frozen=True)
+class JwtBinding:
+    """Who may log in through Vault's jwt method as the gateway: tokens signed by one of ``public_keys`` (PEM), from
+    ``issuer``, for ``audience``, about ``subject``, carrying every claim in ``claims`` with that exact value."""
+
+    public_keys: tuple[str, ...]
+    issuer: str
+    audience: str
+    subject: str
+    claims: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def configure_jwt(client: hvac.Client, settings: Settings, binding: JwtBinding) -> str:
+    """Enable Vault's jwt auth method at ``GATEWAY_VAULT_JWT_MOUNT`` (if missing), trust ``binding``'s keys and issuer
+    there, and write the gateway's role (``secrets/jwt-gateway.json`` plus the bound audience, subject and claims)
+    with the runtime policy. Returns the role's name (``GATEWAY_VAULT_JWT_ROLE``, default ``gateway``)."""
+    role = settings.vault_jwt_role or ROLE_NAME
+    mount = settings.vault_jwt_mount
+    definition = role_definition(name="jwt-gateway.json")
+    try:
+        auth_methods = client.sys.list_auth_methods()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
+        if f"{mount}/" not in auth_methods.get("data", auth_methods):
+            client.sys.enable_auth_method("jwt", path=mount)
+        client.sys.create_or_update_policy(name=POLICY_NAME, policy=render_policy(settings))
+        client.auth.jwt.configure(jwt_validation_pubkeys=list(binding.public_keys), bound_issuer=binding.issuer,
+                                  path=mount)
+        client.auth.jwt.create_role(name=role, allowed_redirect_uris=[], bound_audiences=[binding.audience],
+                                    bound_subject=binding.subject, bound_claims=dict(binding.claims) or None,
+                                    path=mount, **definition)
+    except requests.exceptions.RequestException:
+        raise BootError("jwt setup", f"Vault at {settings.vault_addr} is unreachable") from None
+    except hvac.exceptions.VaultError as exc:
+        raise BootError("jwt setup", f"Vault refused a jwt setup step ({type(exc).__name__})") from None
+    return role

@@ -55,10 +55,29 @@ def bootstrap_vault(
     )
 
 
-def issue_secret_id(settings: Settings, token_file: Path, credentials_dir: Path) -> tuple[Path, Path]:
-    """``gateway secrets issue-secret-id`` with the operator token in ``token_file``: the role_id and secret_id files."""
+def issue_secret_id(settings: Settings, token_file: Path, credentials_dir: Path,
+                    wrap_ttl: str | None = None) -> tuple[Path, Path]:
+    """``gateway secrets issue-secret-id`` with the operator token in ``token_file``: the role_id and secret_id files
+    (the secret_id file holds a wrapping token when ``wrap_ttl`` is given)."""
+    if wrap_ttl is not None:
+        bootstrap.wrap_ttl_seconds(wrap_ttl)  # a bad option fails before the operator token is read
     client = _operator(settings, token_file)
-    return bootstrap.issue_credentials(client, settings, credentials_dir)
+    try:
+        return bootstrap.issue_credentials(client, settings, credentials_dir, wrap_ttl)
+    except requests.exceptions.RequestException:
+        raise BootError("issue secret_id", f"Vault at {settings.vault_addr} is unreachable") from None
+    except hvac.exceptions.Forbidden:
+        raise BootError("issue secret_id", "Vault refused to issue a secret_id: permission denied by the operator "
+                                           "token's policy" + (" (or --wrap-ttl is outside the policy's wrapping "
+                                                               "bounds)" if wrap_ttl is not None else "")) from None
+    except hvac.exceptions.VaultError as exc:
+        raise BootError("issue secret_id", f"Vault refused to issue a secret_id ({type(exc).__name__})") from None
+
+
+def jwt_setup(settings: Settings, token_file: Path, binding: bootstrap.JwtBinding) -> str:
+    """``gateway secrets jwt-setup`` with the operator token in ``token_file``: the jwt method and the gateway's role."""
+    client = _operator(settings, token_file)
+    return bootstrap.configure_jwt(client, settings, binding)
 
 
 # gateway dev only, in its throwaway in-memory OpenBao (never created by `gateway secrets bootstrap`):
@@ -118,12 +137,7 @@ def _dev_cli_login(client: hvac.Client, settings: Settings, folder: Path) -> tup
 
 
 def _dev_operator_token(client: hvac.Client, settings: Settings, token_file: Path) -> None:
-    role_path = f"auth/{settings.vault_approle_mount}/role/{bootstrap.ROLE_NAME}"
-    client.sys.create_or_update_policy(
-        name=DEV_OPERATOR_POLICY,
-        policy=f'path "{role_path}/role-id" {{ capabilities = ["read"] }}\n'
-               f'path "{role_path}/secret-id" {{ capabilities = ["update"] }}\n',
-    )
+    client.sys.create_or_update_policy(name=DEV_OPERATOR_POLICY, policy=bootstrap.render_issuer_policy(settings))
     created = client.auth.token.create(policies=[DEV_OPERATOR_POLICY], display_name="gateway-dev-operator")
     bootstrap.write_private_file(token_file, created["auth"]["client_token"])
     del created

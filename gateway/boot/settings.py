@@ -1,8 +1,11 @@
 """HAZMAT-adjacent: process settings (``GATEWAY_*``). They name where secrets are, never hold them.
 
-Credential files (role_id, secret_id, token, the TLS client key) must not be readable by group or others; boot refuses
-them otherwise. The CA bundle and client certificate are public but must not be writable by anyone else: whoever can
-rewrite the CA bundle chooses which Vault the gateway trusts.
+Credential files (role_id, secret_id or its wrapping token, token, the TLS client key) must not be readable by group or
+others; boot refuses them otherwise. The CA bundle and client certificate are public but must not be writable by anyone
+else: whoever can rewrite the CA bundle chooses which Vault the gateway trusts. A platform identity token (the JWT a
+Kubernetes projected volume or a CI runner writes) is short-lived, bound to an audience and written by the platform,
+often 0644 and owned by root behind a symlink: it is checked like the CA bundle (owner, not writable by others) plus its
+shape, not like a credential file (see :func:`read_identity_token`).
 """
 
 from __future__ import annotations
@@ -24,16 +27,27 @@ from gateway.policy import is_loopback_host
 # Relative to the working directory. ``gateway serve`` uses (and creates) it when GATEWAY_DATABASE_URL is unset; the
 # operator commands use it only if it already exists (require_database).
 DEFAULT_DATABASE_URL = "sqlite:///var/gateway.db"
+# The AppRole role `gateway secrets bootstrap` creates and boot logs in with (a wrapped secret_id must come from it).
+APPROLE_ROLE = "gateway"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 
     vault_addr: str = "http://127.0.0.1:8200"
-    vault_auth: Literal["approle", "token"] = "approle"
+    vault_auth: Literal["approle", "token", "jwt", "kubernetes"] = "approle"
     vault_role_id_file: Path | None = None
     vault_secret_id_file: Path | None = None
+    # The secret_id file holds a response-wrapping token (``gateway secrets issue-secret-id --wrap-ttl``), unwrapped
+    # at boot after its creation path is checked.
+    vault_secret_id_wrapped: bool = False
     vault_token_file: Path | None = None
+    # Platform identity (GATEWAY_VAULT_AUTH=jwt or kubernetes): the file holding a signed JWT (a Kubernetes projected
+    # service-account token, a CI OIDC token) and the role to log in with, at Vault's jwt or kubernetes auth method.
+    vault_jwt_file: Path | None = None
+    vault_jwt_role: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    vault_jwt_mount: str = Field(default="jwt", pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
+    vault_kubernetes_mount: str = Field(default="kubernetes", pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
     vault_mount: str = Field(default="secret", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     vault_path: str = Field(default="gateway", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
     vault_approle_mount: str = Field(default="approle", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -235,9 +249,11 @@ def read_credential_file(path: Path | None, setting: str) -> str:
     return value
 
 
-def check_public_file(path: Path, setting: str) -> None:
-    """Refuse a public TLS file (CA bundle, client certificate) that is not a regular PEM file, is a symlink, belongs to
-    someone other than this user or root, or is writable by others: they could swap the CA the gateway trusts."""
+def check_public_file(path: Path, setting: str, *, marker: bytes = b"-----BEGIN CERTIFICATE-----",
+                      what: str = "PEM certificate") -> bytes:
+    """Refuse a public trust file (CA bundle, client certificate, an issuer's public key) that is not a regular PEM
+    file holding ``marker``, is a symlink, belongs to someone other than this user or root, or is writable by others:
+    they could swap what the gateway trusts. Returns its content."""
     fd, info = _open_regular_file(path, setting)
     with os.fdopen(fd, "rb") as handle:
         if info.st_uid not in (os.geteuid(), 0):
@@ -250,8 +266,59 @@ def check_public_file(path: Path, setting: str) -> None:
             content = handle.read(1_000_000)
         except OSError:
             raise BootError("settings", f"{setting}: file {path} cannot be read") from None
-    if b"-----BEGIN CERTIFICATE-----" not in content:
-        raise BootError("settings", f"{setting}: file {path} holds no PEM certificate")
+    if marker not in content:
+        raise BootError("settings", f"{setting}: file {path} holds no {what}")
+    return content
+
+
+# A compact JWS: three base64url parts (header, claims, signature). Anything else is not a token Vault could accept.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}")
+MAX_IDENTITY_TOKEN_BYTES = 64 * 1024
+
+
+def read_identity_token(path: Path | None, setting: str) -> str:
+    """Read a platform identity token (a signed JWT) that the platform wrote: a regular file, which may be reached
+    through symlinks (Kubernetes swaps projected tokens in by a symlink), owned by this user or root and writable by
+    neither group nor others, holding one compact JWS.
+
+    It is not held to the credential-file rule (0600, owned by the gateway's user): Kubernetes writes projected
+    service-account tokens as root with mode 0644 unless the pod sets ``defaultMode``, and the token is useless
+    beyond its audience (only Vault's jwt role accepts it) and its expiry (minutes to an hour). Whoever may write
+    the file could only hand boot another token that the role's bound issuer, audience, subject and claims accept."""
+    if path is None:
+        raise BootError("settings", f"{setting} is not set")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise BootError("settings", f"{setting}: file {path} does not exist") from None
+    except OSError as exc:
+        raise BootError("settings", f"{setting}: file {path} cannot be read ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BootError("settings", f"{setting}: {path} is not a regular file")
+        if info.st_uid not in (os.geteuid(), 0):
+            raise BootError("settings", f"{setting}: file {path} belongs to another user (uid {info.st_uid}); it "
+                                        "must belong to the gateway's user or root")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise BootError("settings", f"{setting}: file {path} is writable by group or others "
+                                        f"(mode {stat.S_IMODE(info.st_mode):o}); chmod go-w it")
+        content = os.read(fd, MAX_IDENTITY_TOKEN_BYTES + 1)
+    except OSError:
+        raise BootError("settings", f"{setting}: file {path} cannot be read") from None
+    finally:
+        os.close(fd)
+    if len(content) > MAX_IDENTITY_TOKEN_BYTES:
+        raise BootError("settings", f"{setting}: file {path} is larger than {MAX_IDENTITY_TOKEN_BYTES} bytes")
+    try:
+        value = content.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise BootError("settings", f"{setting}: file {path} does not hold a JWT (compact JWS)") from None
+    if not value:
+        raise BootError("settings", f"{setting}: file {path} is empty")
+    if not _COMPACT_JWS.fullmatch(value):
+        raise BootError("settings", f"{setting}: file {path} does not hold a JWT (compact JWS)")
+    return value
 
 
 def vault_tls(settings: Settings) -> tuple[str | bool, tuple[str, str] | None]:

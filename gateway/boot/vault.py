@@ -27,8 +27,13 @@ import hvac.exceptions
 import requests
 
 from gateway.boot.errors import BootError
+from gateway.boot.login import login
 from gateway.boot.secret import Secret
-from gateway.boot.settings import Settings, read_credential_file, vault_tls
+from gateway.boot.settings import Settings
+from gateway.boot.vault_client import new_client, transport_error
+
+__all__ = ["VaultSecrets", "check_distinct", "check_strong", "login", "new_client", "read_secrets", "revoke_own_token",
+           "transport_error"]
 
 # Values published in docs, tutorials and LiteLLM's own examples; refused as a master key or pepper.
 PUBLIC_VALUES = frozenset(
@@ -67,60 +72,6 @@ class VaultSecrets:
         yield self.audit_key
         yield from self.provider_keys.values()
         yield from (value for value in (self.postgres_password, self.redis_password) if value is not None)
-
-
-def new_client(settings: Settings, token: str | None = None) -> hvac.Client:
-    """An hvac client for ``settings.vault_addr`` with the configured TLS: the private CA bundle or certifi's, and the
-    client certificate and key for mTLS. Every client the gateway creates comes from here."""
-    verify, cert = vault_tls(settings)
-    # hvac's stubs type the timeout as int; hvac hands it to requests, which takes seconds as a float.
-    return hvac.Client(url=settings.vault_addr, token=token, verify=verify, cert=cert,
-                       timeout=settings.vault_timeout_seconds)  # type: ignore[arg-type]
-
-
-def transport_error(step: str, settings: Settings, exc: requests.exceptions.RequestException) -> BootError:
-    """The line for a failed request: an untrusted server certificate, a refused TLS handshake, or no answer. The
-    exception's text is looked at, never quoted."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-            return BootError(step, "Vault's TLS certificate is not trusted (GATEWAY_VAULT_CACERT)")
-        return BootError(step, "the TLS handshake with Vault failed (GATEWAY_VAULT_CACERT, GATEWAY_VAULT_CLIENT_CERT, "
-                               "GATEWAY_VAULT_CLIENT_KEY)")
-    return BootError(step, f"Vault at {settings.vault_addr} is unreachable")
-
-
-def login(settings: Settings) -> hvac.Client:
-    """An authenticated client (AppRole or token, per settings)."""
-    if settings.vault_auth == "approle":
-        role_id = read_credential_file(settings.vault_role_id_file, "GATEWAY_VAULT_ROLE_ID_FILE")
-        secret_id = read_credential_file(settings.vault_secret_id_file, "GATEWAY_VAULT_SECRET_ID_FILE")
-        client = new_client(settings)
-        try:
-            client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=settings.vault_approle_mount)
-        except hvac.exceptions.InvalidRequest:
-            raise BootError("vault login", "AppRole login refused (wrong role_id, or secret_id used, expired or unknown)") from None
-        except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
-            raise BootError("vault login", "AppRole login refused (permission denied)") from None
-        except requests.exceptions.RequestException as exc:
-            raise transport_error("vault login", settings, exc) from None
-        except hvac.exceptions.VaultError as exc:
-            raise BootError("vault login", f"Vault answered an error ({type(exc).__name__})") from None
-        finally:
-            del secret_id
-        # A successful login is proof enough; a lookup-self here would spend one of the token's few uses.
-        return client
-    token = read_credential_file(settings.vault_token_file, "GATEWAY_VAULT_TOKEN_FILE")
-    client = new_client(settings, token)
-    del token
-    try:
-        authenticated = client.is_authenticated()
-    except requests.exceptions.RequestException as exc:
-        raise transport_error("vault login", settings, exc) from None
-    except hvac.exceptions.VaultError as exc:
-        raise BootError("vault login", f"Vault answered an error ({type(exc).__name__})") from None
-    if not authenticated:
-        raise BootError("vault login", "token refused (invalid, expired or revoked)")
-    return client
 
 
 def _read(client: hvac.Client, settings: Settings, sub_path: str) -> dict[str, object]:

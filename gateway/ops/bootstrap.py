@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.boot import operator
+from gateway.boot.bootstrap import JwtBinding
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
-from gateway.boot.settings import read_credential_file
+from gateway.boot.settings import check_public_file, read_credential_file
 from gateway.ops.context import die, open_settings
 
 
@@ -37,10 +38,45 @@ def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str]
         die(exc)
 
 
-def issue_secret_id(token_file: Path, credentials_dir: Path) -> tuple[Path, Path]:
-    """A fresh single-use secret_id: the role_id and secret_id files."""
+def issue_secret_id(token_file: Path, credentials_dir: Path, wrap_ttl: str | None = None) -> tuple[Path, Path]:
+    """A fresh single-use secret_id (or a wrapping token for one): the role_id and secret_id files."""
     settings = open_settings()
     try:
-        return operator.issue_secret_id(settings, token_file, credentials_dir)
+        return operator.issue_secret_id(settings, token_file, credentials_dir, wrap_ttl)
     except BootError as exc:
         die(exc)
+
+
+def jwt_setup(token_file: Path, public_key_files: list[Path], issuer: str, audience: str, subject: str,
+              claim_specs: list[str]) -> str:
+    """Vault's jwt method trusting the issuer's public keys, and the gateway's role bound to audience, subject and
+    claims (NAME=VALUE). The role's name."""
+    settings = open_settings()
+    try:
+        claims: dict[str, str] = {}
+        for spec in claim_specs:
+            name, sep, value = spec.partition("=")
+            if not sep or not name or not value:
+                raise BootError("jwt setup", f"--bound-claim {spec!r} must be NAME=VALUE")
+            claims[name] = value
+        for name, value in (("--issuer", issuer), ("--audience", audience), ("--subject", subject)):
+            if not value.strip():
+                raise BootError("jwt setup", f"{name} is empty")
+        keys = tuple(read_public_key(path) for path in public_key_files)
+        if not keys:
+            raise BootError("jwt setup", "give at least one --public-key-file")
+        return operator.jwt_setup(settings, token_file, JwtBinding(public_keys=keys, issuer=issuer,
+                                                                   audience=audience, subject=subject, claims=claims))
+    except BootError as exc:
+        die(exc)
+
+
+def read_public_key(path: Path) -> str:
+    """An issuer's PEM public key: a trust anchor like the CA bundle, so held to the same file rules (regular file, no
+    symlink, owned by this user or root, not writable by others)."""
+    content = check_public_file(path, "--public-key-file", marker=b"-----BEGIN PUBLIC KEY-----",
+                                what="PEM public key (BEGIN PUBLIC KEY)")
+    try:
+        return content.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise BootError("jwt setup", f"--public-key-file {path} is not ASCII PEM") from None

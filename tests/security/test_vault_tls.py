@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from gateway.devstack.openbao import (
     free_port,
     start_dev_vault,
 )
-from tests.support import Stack, StandIn, any_listed, port_open, run_gateway, write_policy
+from tests.support import Stack, StandIn, any_listed, boot_check, boot_refusal_line, run_gateway, write_policy
 
 NOT_TRUSTED = "vault login: Vault's TLS certificate is not trusted (GATEWAY_VAULT_CACERT)"
 
@@ -110,38 +109,22 @@ def _issue(common_name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePri
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def _boot_check(stack: Stack, folder: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
-    port = free_port()
-    env = stack.env(folder, f"sqlite:///{folder / 'gw.db'}", port, **overrides)
-    result = run_gateway(["serve", "--check"], env)
-    assert not port_open("127.0.0.1", port)
-    assert any_listed(result.stdout + result.stderr, stack.canaries) == []
-    return result
-
-
-def _refusal_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("gateway: boot failed")]
-    assert len(lines) == 1, result.stderr[-2000:]
-    return lines[0]
-
-
 def test_boot_trusts_the_configured_ca(tls_stack: TlsStack, tmp_path: Path) -> None:
     """threat-model: TM-I6"""
-    result = _boot_check(tls_stack, tmp_path, GATEWAY_VAULT_CACERT=str(tls_stack.ca_file))
+    result = boot_check(tls_stack, tmp_path, GATEWAY_VAULT_CACERT=str(tls_stack.ca_file))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "all boot checks passed" in result.stdout
 
 
 def test_without_the_ca_certifi_does_not_trust_a_private_ca(tls_stack: TlsStack, tmp_path: Path) -> None:
     """threat-model: TM-I6"""
-    line = _refusal_line(_boot_check(tls_stack, tmp_path))
+    line = boot_refusal_line(boot_check(tls_stack, tmp_path))
     assert line.endswith(NOT_TRUSTED), line
 
 
 def test_environment_ca_variables_do_not_add_trust(tls_stack: TlsStack, tmp_path: Path) -> None:
     """threat-model: TM-I6"""
-    line = _refusal_line(_boot_check(tls_stack, tmp_path, REQUESTS_CA_BUNDLE=str(tls_stack.ca_file),
+    line = boot_refusal_line(boot_check(tls_stack, tmp_path, REQUESTS_CA_BUNDLE=str(tls_stack.ca_file),
                                      SSL_CERT_FILE=str(tls_stack.ca_file)))
     assert line.endswith(NOT_TRUSTED), line
 
@@ -149,15 +132,15 @@ def test_environment_ca_variables_do_not_add_trust(tls_stack: TlsStack, tmp_path
 def test_a_server_not_signed_by_the_configured_ca_is_refused(tls_stack: TlsStack, tmp_path: Path) -> None:
     """threat-model: TM-I6"""
     other_ca = _write_cert(_issue("not-the-vault-ca")[0], tmp_path / "other-ca.pem")
-    line = _refusal_line(_boot_check(tls_stack, tmp_path / "x", GATEWAY_VAULT_CACERT=str(other_ca)))
+    line = boot_refusal_line(boot_check(tls_stack, tmp_path / "x", GATEWAY_VAULT_CACERT=str(other_ca)))
     assert line.endswith(NOT_TRUSTED), line
 
 
 def test_a_ca_with_plain_http_is_a_settings_error(tls_stack: TlsStack, tmp_path: Path) -> None:
     port = free_port()
-    result = _boot_check(tls_stack, tmp_path, GATEWAY_VAULT_ADDR=f"http://127.0.0.1:{port}",
+    result = boot_check(tls_stack, tmp_path, GATEWAY_VAULT_ADDR=f"http://127.0.0.1:{port}",
                          GATEWAY_VAULT_CACERT=str(tls_stack.ca_file))
-    line = _refusal_line(result)
+    line = boot_refusal_line(result)
     assert "at settings:" in line and "GATEWAY_VAULT_CACERT" in line, line
 
 
@@ -165,7 +148,7 @@ def test_a_world_writable_ca_bundle_is_refused(tls_stack: TlsStack, tmp_path: Pa
     ca = tmp_path / "ca.pem"
     ca.write_bytes(tls_stack.ca_file.read_bytes())
     ca.chmod(0o666)
-    line = _refusal_line(_boot_check(tls_stack, tmp_path / "x", GATEWAY_VAULT_CACERT=str(ca)))
+    line = boot_refusal_line(boot_check(tls_stack, tmp_path / "x", GATEWAY_VAULT_CACERT=str(ca)))
     assert "at settings: GATEWAY_VAULT_CACERT" in line and "writable by others" in line, line
 
 
@@ -228,7 +211,7 @@ def mtls_stack(mtls_vault: tuple[MtlsVault, str], standin: StandIn,
 def test_mtls_boot_presents_the_client_certificate(mtls_stack: tuple[TlsStack, MtlsVault], tmp_path: Path) -> None:
     """threat-model: TM-I6"""
     stack, vault = mtls_stack
-    result = _boot_check(stack, tmp_path, GATEWAY_VAULT_CACERT=str(vault.ca_file),
+    result = boot_check(stack, tmp_path, GATEWAY_VAULT_CACERT=str(vault.ca_file),
                          GATEWAY_VAULT_CLIENT_CERT=str(vault.client_cert),
                          GATEWAY_VAULT_CLIENT_KEY=str(vault.client_key))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -243,7 +226,7 @@ def test_mtls_without_an_accepted_client_certificate_is_refused(mtls_stack: tupl
     if which == "stranger":
         overrides |= {"GATEWAY_VAULT_CLIENT_CERT": str(vault.other_client_cert),
                       "GATEWAY_VAULT_CLIENT_KEY": str(vault.other_client_key)}
-    line = _refusal_line(_boot_check(stack, tmp_path, **overrides))
+    line = boot_refusal_line(boot_check(stack, tmp_path, **overrides))
     assert line.endswith("vault login: the TLS handshake with Vault failed (GATEWAY_VAULT_CACERT, "
                          "GATEWAY_VAULT_CLIENT_CERT, GATEWAY_VAULT_CLIENT_KEY)"), line
 
@@ -253,7 +236,7 @@ def test_mtls_client_key_readable_by_others_is_refused(mtls_stack: tuple[TlsStac
     key = tmp_path / "client-key.pem"
     key.write_bytes(vault.client_key.read_bytes())
     key.chmod(0o640)
-    line = _refusal_line(_boot_check(stack, tmp_path / "x", GATEWAY_VAULT_CACERT=str(vault.ca_file),
+    line = boot_refusal_line(boot_check(stack, tmp_path / "x", GATEWAY_VAULT_CACERT=str(vault.ca_file),
                                      GATEWAY_VAULT_CLIENT_CERT=str(vault.client_cert),
                                      GATEWAY_VAULT_CLIENT_KEY=str(key)))
     assert "at settings: GATEWAY_VAULT_CLIENT_KEY" in line and "accessible by group or others" in line, line
@@ -274,5 +257,5 @@ def test_operator_commands_use_the_configured_ca(tls_stack: TlsStack, tmp_path: 
         assert result.returncode == 0, result.stderr[-2000:]
         assert (tmp_path / "issued" / "secret_id").exists()
     else:
-        line = _refusal_line(result)
+        line = boot_refusal_line(result)
         assert line.endswith("bootstrap: Vault's TLS certificate is not trusted (GATEWAY_VAULT_CACERT)"), line

@@ -27,6 +27,10 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     ("GATEWAY_VAULT_AUTH", "userpass"),
     ("GATEWAY_PORT", "70000"),
     ("GATEWAY_VAULT_PATH", "../escape"),
+    ("GATEWAY_VAULT_SECRET_ID_WRAPPED", "maybe"),
+    ("GATEWAY_VAULT_JWT_ROLE", "gateway role"),
+    ("GATEWAY_VAULT_JWT_MOUNT", "../sys"),
+    ("GATEWAY_VAULT_KUBERNETES_MOUNT", "auth/../sys"),
 ])
 def test_bad_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
