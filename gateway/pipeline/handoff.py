@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.audit.log import AuditLog
@@ -228,8 +228,12 @@ LITELLM_FIELDS = frozenset({"provider_specific_fields", "cost"})
 NOT_NULLABLE = frozenset({"system_fingerprint", "completion_tokens_details", "prompt_tokens_details", "service_tier",
                           # Responses API objects: nulls LiteLLM's types add where OpenAI's schema has none.
                           "user", "defer_loading", "namespace"})
-# A Response object always has these, null when empty; LiteLLM's stream events leave them out.
-RESPONSE_NULLABLE_REQUIRED = ("error", "incomplete_details", "instructions")
+# A Response object's fields that echo the request, which OpenAI always sends (the schema requires them) and LiteLLM
+# leaves out of some stream events (``response.failed`` above all): the request's value, or OpenAI's default.
+RESPONSE_ECHOED: dict[str, Any] = {"instructions": None, "tools": [], "tool_choice": "auto", "temperature": 1.0,
+                                   "top_p": 1.0, "parallel_tool_calls": True}
+# Always null or empty here: nothing is stored, so no metadata labels a response (the field is refused).
+RESPONSE_EMPTY: dict[str, Any] = {"error": None, "incomplete_details": None, "metadata": {}, "output": []}
 
 
 def _clean(value: Any) -> Any:
@@ -241,12 +245,18 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def response_shape(data: dict[str, Any], response_id: str | None, model: str | None) -> dict[str, Any]:
+def response_shape(data: dict[str, Any], response_id: str | None, model: str | None,
+                   request: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A Responses API object in OpenAI's shape, named by the gateway: the id is the gateway's own for this request
     (LiteLLM's names its deployment and encrypts the provider's id; the gateway keeps no responses to find by either)
-    and the model is the policy's name (stream events carried the upstream model's)."""
-    for name in RESPONSE_NULLABLE_REQUIRED:
-        data.setdefault(name, None)
+    and the model is the policy's name (stream events carried the upstream model's). The fields that echo the
+    request are the approved request's where LiteLLM left them out or null."""
+    for name, default in RESPONSE_EMPTY.items():
+        data.setdefault(name, default)
+    request = request or {}
+    for name, default in RESPONSE_ECHOED.items():
+        if data.get(name) is None:
+            data[name] = request.get(name, default)
     if response_id is not None:
         data["id"] = response_id
     if model is not None:
@@ -300,11 +310,12 @@ class SpecShape:
     """
 
     def __init__(self, send: Send, *, usage_requested: bool, response_id: str | None = None,
-                 model: str | None = None) -> None:
+                 model: str | None = None, request: Mapping[str, Any] | None = None) -> None:
         self._send = send
         self._usage_requested = usage_requested
         self._response_id = response_id  # Responses API: the id and model name the client is given
         self._model = model
+        self._request = request  # Responses API: the approved request, whose settings a Response echoes
         self._start: Message | None = None
         self._held: list[bytes] = []
         self._streaming = False
@@ -337,7 +348,7 @@ class SpecShape:
         with contextlib.suppress(ValueError):  # not JSON: passed as it is
             data = openai_shape(json.loads(body))
             if isinstance(data, dict) and data.get("object") == "response":
-                data = response_shape(data, self._response_id, self._model)
+                data = response_shape(data, self._response_id, self._model, self._request)
             body = _json(data)
         headers = [(k, v) for k, v in self._start.get("headers", ()) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
@@ -371,7 +382,7 @@ class SpecShape:
                 data.pop("model", None)
                 if isinstance(data.get("response"), dict):
                     data["response"] = response_shape(openai_shape(data["response"]), self._response_id,
-                                                      self._model)
+                                                      self._model, self._request)
             elif isinstance(data, dict) and data.get("usage") is None:
                 data.pop("usage", None)
             lines[at] = b"data: " + _json(openai_shape(data))
@@ -409,7 +420,7 @@ async def hand_off(
     ``usage_requested``: the client asked for a stream's usage event (``stream_options.include_usage``)."""
     response_id = "resp_" + request_id.removeprefix("req_") if approval.mode == "responses" else None
     metering = Metering(SpecShape(send, usage_requested=usage_requested, response_id=response_id,
-                                  model=approval.model), meter)
+                                  model=approval.model, request=approval.body if response_id else None), meter)
     errors = ErrorReplacement(scrubbed_headers(metering, request_id), meter=meter, approval=approval,
                               principal=principal, request_id=request_id, audit=audit)
     # The approval rides in the context of this task; LiteLLM's call runs in it (or in tasks that copy it).

@@ -105,7 +105,8 @@ def test_async_sdk_create(gateway: RunningGateway) -> None:
 def test_sdk_stream_events_are_openai_shaped_and_usage_settles(gateway: RunningGateway, standin: StandIn) -> None:
     account, key = _funded(gateway)
     standin.recorder.clear()
-    with _sdk(gateway, key).responses.create(model="chat-model", input="Hi", stream=True) as stream:
+    with _sdk(gateway, key).responses.create(model="chat-model", input="Hi", instructions="Be brief.",
+                                             stream=True) as stream:
         events = [event.model_dump(exclude_unset=True) for event in stream]
     kinds = [event["type"] for event in events]
     assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
@@ -116,12 +117,14 @@ def test_sdk_stream_events_are_openai_shaped_and_usage_settles(gateway: RunningG
         "Hello from the provider stand-in."
     for event in events:
         assert event_errors(event) == [], event
+        # Every Response echoes the request's instructions, as OpenAI's do (LiteLLM's stream events had null).
+        assert event.get("response", {"instructions": "Be brief."})["instructions"] == "Be brief.", event
     final = events[-1]["response"]
     assert final["model"] == "chat-model" and final["id"].startswith("resp_") and "standin" not in final["id"]
     (call,) = _upstream(standin)
     # The model's cap was the output bound (no max_output_tokens from the client), and nothing is stored.
-    assert call["body"] == {"model": "upstream-chat", "input": "Hi", "max_output_tokens": 1000, "store": False,
-                            "stream": True}
+    assert call["body"] == {"model": "upstream-chat", "input": "Hi", "instructions": "Be brief.",
+                            "max_output_tokens": 1000, "store": False, "stream": True}
     usage = final["usage"]
     assert _charged(gateway, account) == [usage["input_tokens"] + 2 * usage["output_tokens"]]
 
@@ -343,6 +346,9 @@ def test_a_provider_error_inside_a_stream_reaches_the_client_in_our_words(gatewa
     errors += [e for e in events if e.get("type") == "error"]
     assert errors, response.text[:500]
     assert all(error["message"] == "The model provider failed." for error in errors), errors
+    # Every event, response.failed included, in OpenAI's shape (LiteLLM's failed Response lacked required fields).
+    for event in events:
+        assert event_errors(event) == [], event
     state = wait_until_settled(gateway, account)
     assert state["reserved_micro_usd"] == 0
 
