@@ -154,7 +154,7 @@ def _identity_login(settings: Settings) -> hvac.Client:
 CERT_REFUSALS = (
     ("no chain matching all constraints", "the certificate's names (common name, DNS SANs) are not allowed"),
     ("expired or is not yet valid", "the client certificate has expired or is not valid yet"),
-    ("client certificate must be supplied", "Vault's listener did not ask for the client certificate"),
+    ("no client certificate found", "Vault's listener did not ask for the client certificate"),
 )
 
 

@@ -14,6 +14,7 @@ import hvac
 import openai
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.boot.bootstrap import configure_cert, write_private_file
@@ -38,45 +39,73 @@ APPROLE_FILES = ("GATEWAY_VAULT_ROLE_ID_FILE", "GATEWAY_VAULT_SECRET_ID_FILE")
 COMMON_NAME = "gateway.llm.internal"
 REFUSED = "gateway: boot failed at vault login: certificate login refused: "
 # What Vault says when it refuses a certificate; boot looks for it and never prints it.
-VAULT_WORDS = ("invalid certificate", "no chain matching", "x509:", "failed to verify")
+VAULT_WORDS = ("invalid certificate", "no chain matching", "x509:", "failed to verify", "no client certificate found")
 
 Pair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
 
 @dataclass
+class CertVault:
+    """The dev OpenBao and its two extra listeners, served under a CA of the test's own (``server_ca``)."""
+
+    vault: DevVault
+    client_ca: Pair
+    server_ca: Path
+    strict_addr: str
+    blind_addr: str
+
+
+@dataclass
 class CertStack:
     stack: TlsStack
-    client_ca: Pair
+    vault: CertVault
     folder: Path
 
     def client(self, name: str, common_name: str = COMMON_NAME, *, issuer: Pair | None = None,
                expired: bool = False) -> tuple[Path, Path]:
         """A client certificate and its 0600 key, signed by the role's client CA unless ``issuer`` is given."""
-        cert, key = issue_certificate(common_name, issuer or self.client_ca, expired=expired)
+        cert, key = issue_certificate(common_name, issuer or self.vault.client_ca, expired=expired)
         return (write_certificate(cert, self.folder / f"{name}.pem"),
                 write_private_key(key, self.folder / f"{name}-key.pem"))
 
 
 @pytest.fixture(scope="module")
-def cert_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevVault]:
-    """A dev OpenBao serving https (``-dev-tls``): its listener asks for a client certificate without requiring one,
-    so the cert method sees whichever certificate the client presents."""
+def cert_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertVault]:
+    """A dev OpenBao serving https (``-dev-tls``), whose listener asks for a client certificate without requiring one,
+    so the cert method sees whichever certificate the client presents; plus a listener that requires one signed by
+    the client CA (``strict``) and one that never asks for one (``blind``, ``tls_disable_client_certs``)."""
     folder = tmp_path_factory.mktemp("cert-vault")
-    vault = start_dev_vault(folder / "openbao.log", tls_dir=folder / "tls")
-    yield vault
-    vault.stop()
+    client_ca = issue_certificate("gateway-client-ca")
+    server_ca = issue_certificate("listener-ca")
+    server_cert, server_key = issue_certificate("vault", server_ca, server=True)
+    tls = (f'  tls_cert_file = "{write_certificate(server_cert, folder / "server.pem")}"\n'
+           f'  tls_key_file = "{write_private_key(server_key, folder / "server-key.pem")}"\n')
+    strict, blind = free_port(), free_port()
+    config = folder / "listeners.hcl"
+    config.write_text(
+        f'listener "tcp" {{\n  address = "127.0.0.1:{strict}"\n{tls}'
+        f'  tls_client_ca_file = "{write_certificate(client_ca[0], folder / "client-ca.pem")}"\n'
+        '  tls_require_and_verify_client_cert = true\n}\n'
+        f'listener "tcp" {{\n  address = "127.0.0.1:{blind}"\n{tls}  tls_disable_client_certs = true\n}}\n'
+    )
+    vault = start_dev_vault(folder / "openbao.log", tls_dir=folder / "tls", extra_config=config)
+    try:
+        yield CertVault(vault, client_ca, write_certificate(server_ca[0], folder / "listener-ca.pem"),
+                        f"https://127.0.0.1:{strict}", f"https://127.0.0.1:{blind}")
+    finally:
+        vault.stop()
 
 
 @pytest.fixture(scope="module")
-def cert_stack(cert_vault: DevVault, standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> CertStack:
-    assert cert_vault.ca_file is not None
-    stack = bootstrapped_tls_stack(cert_vault.addr, cert_vault.root_token, cert_vault.ca_file,
-                                   tmp_path_factory.mktemp("cert"), standin)
-    client_ca = issue_certificate("gateway-client-ca")
-    ca_pem = write_certificate(client_ca[0], stack.workdir / "client-ca.pem").read_text()
+def cert_stack(cert_vault: CertVault, standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> CertStack:
+    vault = cert_vault.vault
+    assert vault.ca_file is not None
+    stack = bootstrapped_tls_stack(vault.addr, vault.root_token, vault.ca_file, tmp_path_factory.mktemp("cert"),
+                                   standin)
+    ca_pem = cert_vault.client_ca[0].public_bytes(serialization.Encoding.PEM).decode()
     role = configure_cert(stack.root(), Settings(vault_addr=stack.vault_addr), ca_pem, COMMON_NAME)
     assert role == "gateway"
-    return CertStack(stack, client_ca, tmp_path_factory.mktemp("clients"))
+    return CertStack(stack, cert_vault, tmp_path_factory.mktemp("clients"))
 
 
 def _cert_env(stack: TlsStack, cert: Path, key: Path, **overrides: str) -> dict[str, str]:
@@ -156,6 +185,29 @@ def test_a_client_key_others_may_read_is_refused(cert_stack: CertStack, tmp_path
     line = _refusal(_boot_check(cert_stack.stack, tmp_path, cert, key))
     assert line.startswith("gateway: boot failed at settings: GATEWAY_VAULT_CLIENT_KEY"), line
     assert "accessible by group or others" in line, line
+
+
+def test_a_listener_that_requires_client_certificates_lets_the_login_through(cert_stack: CertStack,
+                                                                              tmp_path: Path) -> None:
+    """threat-model: TM-S7"""
+    cert, key = cert_stack.client("strict")
+    result = _boot_check(cert_stack.stack, tmp_path, cert, key, GATEWAY_VAULT_ADDR=cert_stack.vault.strict_addr,
+                         GATEWAY_VAULT_CACERT=str(cert_stack.vault.server_ca))
+    assert result.returncode == 0, result.stderr[-2000:]
+    # There a certificate from another CA does not get past the handshake.
+    cert, key = cert_stack.client("strict-stranger", issuer=issue_certificate("stranger-ca"))
+    line = _refusal(_boot_check(cert_stack.stack, tmp_path / "x", cert, key,
+                                GATEWAY_VAULT_ADDR=cert_stack.vault.strict_addr,
+                                GATEWAY_VAULT_CACERT=str(cert_stack.vault.server_ca)))
+    assert line.endswith("vault login: the TLS handshake with Vault failed (GATEWAY_VAULT_CACERT, "
+                         "GATEWAY_VAULT_CLIENT_CERT, GATEWAY_VAULT_CLIENT_KEY)"), line
+
+
+def test_a_listener_that_never_asks_for_the_certificate_is_named(cert_stack: CertStack, tmp_path: Path) -> None:
+    cert, key = cert_stack.client("blind")
+    line = _refusal(_boot_check(cert_stack.stack, tmp_path, cert, key, GATEWAY_VAULT_ADDR=cert_stack.vault.blind_addr,
+                                GATEWAY_VAULT_CACERT=str(cert_stack.vault.server_ca)))
+    assert line == REFUSED + "Vault's listener did not ask for the client certificate", line
 
 
 @pytest.mark.parametrize(("overrides", "drop", "words"), [
