@@ -210,6 +210,21 @@ def secrets_jwt_setup(
                "GATEWAY_VAULT_JWT_FILE")
 
 
+@secrets_app.command("cert-setup")
+def secrets_cert_setup(
+    operator_token_file: Annotated[Path, typer.Option(help="File with an operator Vault token (mode 0600).")],
+    ca_file: Annotated[Path, typer.Option(help="PEM certificate of the CA that signs the gateway's client certificate.")],
+    common_name: Annotated[str, typer.Option(help="The common name (CN) the client certificate must carry, exactly.")],
+) -> None:
+    """Configure Vault's TLS certificate auth method (GATEWAY_VAULT_CERT_MOUNT) and the gateway's role
+    (GATEWAY_VAULT_CERT_ROLE) for GATEWAY_VAULT_AUTH=cert logins."""
+    from gateway.ops.bootstrap import cert_setup
+
+    role = cert_setup(operator_token_file, ca_file, common_name)
+    typer.echo(f"cert role {role} written: set GATEWAY_VAULT_AUTH=cert, GATEWAY_VAULT_CERT_ROLE={role}, "
+               "GATEWAY_VAULT_CLIENT_CERT and GATEWAY_VAULT_CLIENT_KEY")
+
+
 @app.command()
 def openapi() -> None:
     """Print the gateway's OpenAPI description (customer surface and admin API) as JSON."""

@@ -7,6 +7,7 @@ Redis are the machine's services; clients are the openai SDK and httpx over real
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import socket
@@ -23,6 +24,10 @@ from typing import Any
 import httpx
 import hvac
 import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
@@ -191,6 +196,79 @@ class Stack:
         )
         env.update(overrides)
         return env
+
+
+@dataclass
+class TlsStack(Stack):
+    """A Stack whose Vault speaks https under a CA of its own."""
+
+    ca_file: Path = Path()
+
+    def root(self) -> hvac.Client:
+        return hvac.Client(url=self.vault_addr, token=self.root_token, verify=str(self.ca_file))
+
+# --- TLS to Vault: a Stack behind https, and throwaway CAs and certificates ------------------------------------------
+
+
+def _subject(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def write_private_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    return path
+
+
+def write_certificate(cert: x509.Certificate, path: Path) -> Path:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.chmod(0o644)
+    return path
+
+
+def issue_certificate(common_name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+                      *, server: bool = False, expired: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A throwaway CA (no issuer) or a leaf it signs, for a server on 127.0.0.1 or for a client; ``expired``: its
+    validity ended an hour ago."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC) - (timedelta(hours=2) if expired else timedelta())
+    builder = (x509.CertificateBuilder().subject_name(_subject(common_name)).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+               .not_valid_after(now + timedelta(hours=1)))
+    if issuer is None:
+        builder = builder.issuer_name(_subject(common_name)).add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True).add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+                          decipher_only=False), critical=True)
+        return builder.sign(key, hashes.SHA256()), key
+    ca_cert, ca_key = issuer
+    builder = builder.issuer_name(ca_cert.subject).add_extension(
+        x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    else:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def bootstrapped_tls_stack(vault_addr: str, root_token: str, ca_file: Path, workdir: Path,
+                           standin: StandIn) -> TlsStack:
+    """Bootstrap a Vault that speaks https under ``ca_file`` (policy, role, core secrets, the stand-in's key)."""
+    from gateway.boot.bootstrap import bootstrap
+    from gateway.boot.secret import Secret
+    from gateway.boot.settings import Settings
+
+    stack = TlsStack(vault_addr, root_token, workdir, write_policy(workdir / "policy.yaml", standin.base_url),
+                     "provider-canary-" + secrets.token_urlsafe(24), ca_file=ca_file)
+    bootstrap(stack.root(), Settings(vault_addr=vault_addr, vault_cacert=None),
+              provider_keys={"standin": Secret(stack.provider_key)}, credentials_dir=workdir / "boot")
+    stack.load_core()
+    stack.canaries += [stack.provider_key, root_token]
+    return stack
 
 
 def bootstrapped_stack(vault_addr: str, root_token: str, workdir: Path, standin_base: str,

@@ -1,7 +1,8 @@
 """HAZMAT: applying the Vault side (policy, AppRole role, secrets) with an operator token.
 
 Used by ``gateway secrets bootstrap``, ``gateway secrets issue-secret-id`` (plain or response-wrapped secret_ids),
-``gateway secrets jwt-setup`` (Vault's jwt auth method and the gateway's role there) and ``gateway dev``. Generated secrets
+``gateway secrets jwt-setup`` (Vault's jwt auth method and the gateway's role there), ``gateway secrets cert-setup``
+(Vault's TLS certificate auth method and the gateway's role there) and ``gateway dev``. Generated secrets
 come from Python's :mod:`secrets` module and go straight to Vault; credential files are created with mode 0600.
 """
 
@@ -269,4 +270,26 @@ def configure_jwt(client: hvac.Client, settings: Settings, binding: JwtBinding) 
         raise BootError("jwt setup", f"Vault at {settings.vault_addr} is unreachable") from None
     except hvac.exceptions.VaultError as exc:
         raise BootError("jwt setup", f"Vault refused a jwt setup step ({type(exc).__name__})") from None
+    return role
+
+
+def configure_cert(client: hvac.Client, settings: Settings, ca_pem: str, common_name: str) -> str:
+    """Enable Vault's TLS certificate auth method at ``GATEWAY_VAULT_CERT_MOUNT`` (if missing) and write the gateway's
+    role there (``secrets/cert-gateway.json``): client certificates signed by ``ca_pem`` whose common name is exactly
+    ``common_name`` log in with the runtime policy. Returns the role's name (``GATEWAY_VAULT_CERT_ROLE``, default
+    ``gateway``)."""
+    role = settings.vault_cert_role or ROLE_NAME
+    mount = settings.vault_cert_mount
+    definition = role_definition(name="cert-gateway.json")
+    try:
+        auth_methods = client.sys.list_auth_methods()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
+        if f"{mount}/" not in auth_methods.get("data", auth_methods):
+            client.sys.enable_auth_method("cert", path=mount)
+        client.sys.create_or_update_policy(name=POLICY_NAME, policy=render_policy(settings))
+        client.auth.cert.create_ca_certificate_role(name=role, certificate=ca_pem, allowed_common_names=[common_name],
+                                                    mount_point=mount, **definition)
+    except requests.exceptions.RequestException:
+        raise BootError("cert setup", f"Vault at {settings.vault_addr} is unreachable") from None
+    except hvac.exceptions.VaultError as exc:
+        raise BootError("cert setup", f"Vault refused a cert setup step ({type(exc).__name__})") from None
     return role

@@ -6,6 +6,8 @@
 * ``jwt`` / ``kubernetes``: a platform identity token (a Kubernetes projected service-account token, a CI OIDC token)
   at Vault's jwt method (checked offline against the issuer's keys and the role's bindings) or kubernetes method
   (Vault asks the cluster's TokenReview API).
+* ``cert``: the mTLS client certificate (``GATEWAY_VAULT_CLIENT_CERT``, its key a 0600 file) at Vault's TLS certificate
+  method, which checks it against the CA and names of a role (``auth/<mount>/certs/<role>``).
 
 Every refusal is a :class:`BootError` naming what was wrong; never a token, a secret_id or Vault's error text (which
 may quote claims from the token).
@@ -26,12 +28,14 @@ from gateway.boot.wrapping import unwrap_secret_id
 
 
 def login(settings: Settings) -> hvac.Client:
-    """An authenticated client: AppRole (secret_id plain or response-wrapped), a token file, or a platform identity
-    JWT (Vault's jwt or kubernetes method), per ``GATEWAY_VAULT_AUTH``."""
+    """An authenticated client: AppRole (secret_id plain or response-wrapped), a token file, a platform identity JWT
+    (Vault's jwt or kubernetes method) or the TLS client certificate (Vault's cert method), per ``GATEWAY_VAULT_AUTH``."""
     if settings.vault_auth == "approle":
         return _approle_login(settings)
     if settings.vault_auth in ("jwt", "kubernetes"):
         return _identity_login(settings)
+    if settings.vault_auth == "cert":
+        return _cert_login(settings)
     return _token_login(settings)
 
 
@@ -142,4 +146,50 @@ def _identity_login(settings: Settings) -> hvac.Client:
         raise BootError("vault login", f"Vault answered an error ({type(exc).__name__})") from None
     finally:
         del token
+    return client
+
+
+# What Vault's cert method says when it refuses a certificate (looked for, never quoted: it may quote the certificate),
+# and the reason boot names instead. First match wins.
+CERT_REFUSALS = (
+    ("no chain matching all constraints", "the certificate's names (common name, DNS SANs) are not allowed"),
+    ("expired or is not yet valid", "the client certificate has expired or is not valid yet"),
+    ("no client certificate found", "Vault's listener did not ask for the client certificate"),
+)
+
+
+def cert_refusal(exc: hvac.exceptions.VaultError, settings: Settings) -> str:
+    """Why Vault's cert method refused the client certificate, in our words."""
+    said = " ".join(str(error) for error in (exc.errors or []))
+    for marker, reason in CERT_REFUSALS:
+        if marker in said:
+            return reason
+    if "invalid certificate" in said:
+        # Vault answers the same for a certificate no trusted CA signed and for a role that does not exist.
+        if settings.vault_cert_role is None:
+            return f"the client certificate is not signed by a CA any role at auth/{settings.vault_cert_mount} trusts"
+        return (f"the client certificate is not signed by the CA of role {settings.vault_cert_role!r} at "
+                f"auth/{settings.vault_cert_mount}, or the role does not exist (GATEWAY_VAULT_CERT_ROLE)")
+    return "the certificate was not accepted"
+
+
+def _cert_login(settings: Settings) -> hvac.Client:
+    """Log in with the TLS client certificate that ``new_client`` presents (its key read only by the TLS stack, from
+    its 0600 file) at Vault's cert method: nothing secret crosses the connection but the handshake's proof."""
+    client = new_client(settings)
+    try:
+        # The role is optional: without it, Vault tries every role of the mount and takes one that matches.
+        client.auth.cert.login(name=settings.vault_cert_role or "", mount_point=settings.vault_cert_mount)
+    except hvac.exceptions.InvalidPath:
+        raise BootError("vault login", f"no cert auth method at auth/{settings.vault_cert_mount} "
+                                       "(GATEWAY_VAULT_CERT_MOUNT)") from None
+    except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+        # OpenBao answers an unknown mount with 403 as well.
+        raise BootError("vault login", f"certificate login refused (permission denied; no cert auth method at "
+                                       f"auth/{settings.vault_cert_mount}? GATEWAY_VAULT_CERT_MOUNT)") from None
+    except requests.exceptions.RequestException as exc:
+        raise transport_error("vault login", settings, exc) from None
+    except hvac.exceptions.VaultError as exc:
+        # An expired certificate comes back as a 500 from the method's own chain check.
+        raise BootError("vault login", f"certificate login refused: {cert_refusal(exc, settings)}") from None
     return client

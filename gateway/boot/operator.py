@@ -80,6 +80,13 @@ def jwt_setup(settings: Settings, token_file: Path, binding: bootstrap.JwtBindin
     return bootstrap.configure_jwt(client, settings, binding)
 
 
+def cert_setup(settings: Settings, token_file: Path, ca_pem: str, common_name: str) -> str:
+    """``gateway secrets cert-setup`` with the operator token in ``token_file``: the cert method and the gateway's
+    role."""
+    client = _operator(settings, token_file)
+    return bootstrap.configure_cert(client, settings, ca_pem, common_name)
+
+
 # gateway dev only, in its throwaway in-memory OpenBao (never created by `gateway secrets bootstrap`):
 # * a role for the CLI with the runtime policy whose secret_id serves any number of logins, from loopback only, for
 #   as long as the dev server lives (each command still gets its own short-lived token and revokes it);

@@ -1,11 +1,12 @@
 """HAZMAT-adjacent: process settings (``GATEWAY_*``). They name where secrets are, never hold them.
 
-Credential files (role_id, secret_id or its wrapping token, token, the TLS client key) must not be readable by group or
-others; boot refuses them otherwise. The CA bundle and client certificate are public but must not be writable by anyone
-else: whoever can rewrite the CA bundle chooses which Vault the gateway trusts. A platform identity token (the JWT a
-Kubernetes projected volume or a CI runner writes) is short-lived, bound to an audience and written by the platform,
-often 0644 and owned by root behind a symlink: it is checked like the CA bundle (owner, not writable by others) plus its
-shape, not like a credential file (see :func:`read_identity_token`).
+Credential files (role_id, secret_id or its wrapping token, token, the TLS client key, which is also the credential of a
+``cert`` login) must not be readable by group or others; boot refuses them otherwise. The CA bundle and client
+certificate are public but must not be writable by anyone else: whoever can rewrite the CA bundle chooses which Vault
+the gateway trusts. A platform identity token (the JWT a Kubernetes projected volume or a CI runner writes) is
+short-lived, bound to an audience and written by the platform, often 0644 and owned by root behind a symlink: it is
+checked like the CA bundle (owner, not writable by others) plus its shape, not like a credential file (see
+:func:`read_identity_token`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 
     vault_addr: str = "http://127.0.0.1:8200"
-    vault_auth: Literal["approle", "token", "jwt", "kubernetes"] = "approle"
+    vault_auth: Literal["approle", "token", "jwt", "kubernetes", "cert"] = "approle"
     vault_role_id_file: Path | None = None
     vault_secret_id_file: Path | None = None
     # The secret_id file holds a response-wrapping token (``gateway secrets issue-secret-id --wrap-ttl``), unwrapped
@@ -48,6 +49,10 @@ class Settings(BaseSettings):
     vault_jwt_role: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
     vault_jwt_mount: str = Field(default="jwt", pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
     vault_kubernetes_mount: str = Field(default="kubernetes", pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
+    # TLS certificate login (GATEWAY_VAULT_AUTH=cert): the mTLS client certificate and key below are the credential;
+    # the role (certs/<name>) is optional, without it Vault tries every role of the mount.
+    vault_cert_role: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    vault_cert_mount: str = Field(default="cert", pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
     vault_mount: str = Field(default="secret", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     vault_path: str = Field(default="gateway", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
     vault_approle_mount: str = Field(default="approle", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -135,6 +140,20 @@ class Settings(BaseSettings):
     def _client_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if (value is None) != (info.data.get("vault_client_cert") is None):
             raise ValueError("GATEWAY_VAULT_CLIENT_CERT and GATEWAY_VAULT_CLIENT_KEY go together; set both or neither")
+        return value
+
+    @field_validator("vault_client_key")
+    @classmethod
+    def _cert_login_needs_mtls(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # The certificate is the credential and is presented in the TLS handshake: no https, nothing to present.
+        if info.data.get("vault_auth") != "cert":
+            return value
+        if str(info.data.get("vault_addr", "")).startswith("http://"):
+            raise ValueError("GATEWAY_VAULT_AUTH=cert needs an https GATEWAY_VAULT_ADDR: the client certificate is "
+                             "presented in the TLS handshake")
+        if value is None:
+            raise ValueError("GATEWAY_VAULT_AUTH=cert needs the client certificate and key it logs in with "
+                             "(GATEWAY_VAULT_CLIENT_CERT, GATEWAY_VAULT_CLIENT_KEY)")
         return value
 
 

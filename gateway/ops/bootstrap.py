@@ -1,7 +1,9 @@
-"""``gateway secrets``: bootstrap the Vault side and issue secret_ids with an operator token read from a file."""
+"""``gateway secrets``: bootstrap the Vault side, issue secret_ids and set up the jwt and cert logins with an operator
+token read from a file."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from gateway.boot import operator
@@ -80,3 +82,30 @@ def read_public_key(path: Path) -> str:
         return content.decode("ascii").strip()
     except UnicodeDecodeError:
         raise BootError("jwt setup", f"--public-key-file {path} is not ASCII PEM") from None
+
+
+# A common name for the cert role: a host or service name, matched exactly (no glob: "*" would let any certificate the
+# CA signs log in as the gateway).
+_COMMON_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+
+
+def cert_setup(token_file: Path, ca_file: Path, common_name: str) -> str:
+    """Vault's cert method trusting the client CA in ``ca_file`` for certificates whose common name is exactly
+    ``common_name``. The role's name."""
+    settings = open_settings()
+    try:
+        if not _COMMON_NAME.fullmatch(common_name):
+            raise BootError("cert setup", "--common-name must be a host or service name (letters, digits, '.', '-', "
+                                          "'_'; no wildcard)")
+        # The client CA is a trust anchor like the CA bundle: whoever may rewrite it chooses who logs in as the gateway.
+        content = check_public_file(ca_file, "--ca-file")
+        try:
+            ca_pem = content.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise BootError("cert setup", f"--ca-file {ca_file} is not ASCII PEM") from None
+        if not (ca_pem.startswith("-----BEGIN CERTIFICATE-----") and ca_pem.endswith("-----END CERTIFICATE-----")):
+            # Vault takes PEM certificates only (and hvac would take anything else for a file name).
+            raise BootError("cert setup", f"--ca-file {ca_file} must hold PEM certificates only, nothing around them")
+        return operator.cert_setup(settings, token_file, ca_pem, common_name)
+    except BootError as exc:
+        die(exc)

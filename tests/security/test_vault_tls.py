@@ -3,8 +3,6 @@ requires a client certificate: boot trusts the configured CA and nothing else, w
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,10 +10,6 @@ from pathlib import Path
 
 import hvac
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.boot.bootstrap import bootstrap
 from gateway.boot.secret import Secret
@@ -25,29 +19,21 @@ from gateway.devstack.openbao import (
     free_port,
     start_dev_vault,
 )
-from tests.support import Stack, StandIn, any_listed, boot_check, boot_refusal_line, run_gateway, write_policy
+from tests.support import (
+    StandIn,
+    TlsStack,
+    any_listed,
+    boot_check,
+    boot_refusal_line,
+    bootstrapped_tls_stack,
+    issue_certificate,
+    run_gateway,
+    write_certificate,
+    write_policy,
+    write_private_key,
+)
 
 NOT_TRUSTED = "vault login: Vault's TLS certificate is not trusted (GATEWAY_VAULT_CACERT)"
-
-
-@dataclass
-class TlsStack(Stack):
-    """A Stack whose Vault speaks https under a CA of its own."""
-
-    ca_file: Path = Path()
-
-    def root(self) -> hvac.Client:
-        return hvac.Client(url=self.vault_addr, token=self.root_token, verify=str(self.ca_file))
-
-
-def _bootstrapped(vault_addr: str, root_token: str, ca_file: Path, workdir: Path, standin: StandIn) -> TlsStack:
-    stack = TlsStack(vault_addr, root_token, workdir, write_policy(workdir / "policy.yaml", standin.base_url),
-                     "provider-canary-" + secrets.token_urlsafe(24), ca_file=ca_file)
-    bootstrap(stack.root(), Settings(vault_addr=vault_addr, vault_cacert=None),
-              provider_keys={"standin": Secret(stack.provider_key)}, credentials_dir=workdir / "boot")
-    stack.load_core()
-    stack.canaries += [stack.provider_key, root_token]
-    return stack
 
 
 @pytest.fixture(scope="module")
@@ -61,52 +47,8 @@ def tls_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevVault]:
 @pytest.fixture(scope="module")
 def tls_stack(tls_vault: DevVault, standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> TlsStack:
     assert tls_vault.ca_file is not None and tls_vault.addr.startswith("https://127.0.0.1:")
-    return _bootstrapped(tls_vault.addr, tls_vault.root_token, tls_vault.ca_file, tmp_path_factory.mktemp("tls"),
+    return bootstrapped_tls_stack(tls_vault.addr, tls_vault.root_token, tls_vault.ca_file, tmp_path_factory.mktemp("tls"),
                          standin)
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
-    return path
-
-
-def _write_cert(cert: x509.Certificate, path: Path) -> Path:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    path.chmod(0o644)
-    return path
-
-
-def _issue(common_name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None, *,
-           server: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A throwaway CA (no issuer) or a leaf it signs, for a server on 127.0.0.1 or for a client."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(_name(common_name)).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(hours=1)))
-    if issuer is None:
-        builder = builder.issuer_name(_name(common_name)).add_extension(
-            x509.BasicConstraints(ca=True, path_length=None), critical=True).add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
-                          decipher_only=False), critical=True)
-        return builder.sign(key, hashes.SHA256()), key
-    ca_cert, ca_key = issuer
-    builder = builder.issuer_name(ca_cert.subject).add_extension(
-        x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    else:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 def test_boot_trusts_the_configured_ca(tls_stack: TlsStack, tmp_path: Path) -> None:
@@ -131,7 +73,7 @@ def test_environment_ca_variables_do_not_add_trust(tls_stack: TlsStack, tmp_path
 
 def test_a_server_not_signed_by_the_configured_ca_is_refused(tls_stack: TlsStack, tmp_path: Path) -> None:
     """threat-model: TM-I6"""
-    other_ca = _write_cert(_issue("not-the-vault-ca")[0], tmp_path / "other-ca.pem")
+    other_ca = write_certificate(issue_certificate("not-the-vault-ca")[0], tmp_path / "other-ca.pem")
     line = boot_refusal_line(boot_check(tls_stack, tmp_path / "x", GATEWAY_VAULT_CACERT=str(other_ca)))
     assert line.endswith(NOT_TRUSTED), line
 
@@ -166,27 +108,27 @@ class MtlsVault:
 def mtls_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MtlsVault, str]]:
     """A dev OpenBao with a second listener that requires a client certificate signed by the client CA."""
     folder = tmp_path_factory.mktemp("mtls")
-    server_ca = _issue("vault-server-ca")
-    client_ca = _issue("vault-client-ca")
-    server_cert, server_key = _issue("vault", server_ca, server=True)
-    client_cert, client_key = _issue("gateway", client_ca)
-    stranger_cert, stranger_key = _issue("stranger", _issue("stranger-ca"))
-    ca_file = _write_cert(server_ca[0], folder / "server-ca.pem")
+    server_ca = issue_certificate("vault-server-ca")
+    client_ca = issue_certificate("vault-client-ca")
+    server_cert, server_key = issue_certificate("vault", server_ca, server=True)
+    client_cert, client_key = issue_certificate("gateway", client_ca)
+    stranger_cert, stranger_key = issue_certificate("stranger", issue_certificate("stranger-ca"))
+    ca_file = write_certificate(server_ca[0], folder / "server-ca.pem")
     port = free_port()
     config = folder / "listener.hcl"
     config.write_text(
         f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n'
-        f'  tls_cert_file = "{_write_cert(server_cert, folder / "server.pem")}"\n'
-        f'  tls_key_file = "{_write_key(server_key, folder / "server-key.pem")}"\n'
-        f'  tls_client_ca_file = "{_write_cert(client_ca[0], folder / "client-ca.pem")}"\n'
+        f'  tls_cert_file = "{write_certificate(server_cert, folder / "server.pem")}"\n'
+        f'  tls_key_file = "{write_private_key(server_key, folder / "server-key.pem")}"\n'
+        f'  tls_client_ca_file = "{write_certificate(client_ca[0], folder / "client-ca.pem")}"\n'
         '  tls_require_and_verify_client_cert = true\n}\n'
     )
     vault = start_dev_vault(folder / "openbao.log", extra_config=config)
     try:
-        yield MtlsVault(f"https://127.0.0.1:{port}", ca_file, _write_cert(client_cert, folder / "client.pem"),
-                        _write_key(client_key, folder / "client-key.pem"),
-                        _write_cert(stranger_cert, folder / "stranger.pem"),
-                        _write_key(stranger_key, folder / "stranger-key.pem")), vault.root_token
+        yield MtlsVault(f"https://127.0.0.1:{port}", ca_file, write_certificate(client_cert, folder / "client.pem"),
+                        write_private_key(client_key, folder / "client-key.pem"),
+                        write_certificate(stranger_cert, folder / "stranger.pem"),
+                        write_private_key(stranger_key, folder / "stranger-key.pem")), vault.root_token
     finally:
         vault.stop()
 

@@ -31,6 +31,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     ("GATEWAY_VAULT_JWT_ROLE", "gateway role"),
     ("GATEWAY_VAULT_JWT_MOUNT", "../sys"),
     ("GATEWAY_VAULT_KUBERNETES_MOUNT", "auth/../sys"),
+    ("GATEWAY_VAULT_CERT_ROLE", "gateway/role"),
+    ("GATEWAY_VAULT_CERT_MOUNT", "../sys"),
 ])
 def test_bad_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
@@ -43,6 +45,37 @@ def test_https_and_loopback_http_are_accepted(monkeypatch: pytest.MonkeyPatch) -
     for addr in ("https://vault.internal:8200", "http://127.0.0.1:8200", "http://localhost:8200", "http://[::1]:8200"):
         monkeypatch.setenv("GATEWAY_VAULT_ADDR", addr)
         assert load_settings().vault_addr == addr
+
+
+CERT_LOGIN = {"GATEWAY_VAULT_AUTH": "cert", "GATEWAY_VAULT_ADDR": "https://vault.internal:8200",
+              "GATEWAY_VAULT_CLIENT_CERT": "/etc/gateway/vault-client.pem",
+              "GATEWAY_VAULT_CLIENT_KEY": "/etc/gateway/vault-client-key.pem"}
+
+
+def test_cert_login_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in CERT_LOGIN.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("GATEWAY_VAULT_CERT_ROLE", raising=False)
+    monkeypatch.delenv("GATEWAY_VAULT_CERT_MOUNT", raising=False)
+    settings = load_settings()
+    assert (settings.vault_auth, settings.vault_cert_mount, settings.vault_cert_role) == ("cert", "cert", None)
+
+
+@pytest.mark.parametrize(("overrides", "unset", "words"), [
+    ({"GATEWAY_VAULT_ADDR": "http://127.0.0.1:8200"}, (), "needs an https GATEWAY_VAULT_ADDR"),
+    ({}, ("GATEWAY_VAULT_CLIENT_CERT", "GATEWAY_VAULT_CLIENT_KEY"), "needs the client certificate and key"),
+    ({}, ("GATEWAY_VAULT_CLIENT_KEY",), "go together"),
+], ids=["plain-http", "no-certificate", "certificate-without-key"])
+def test_cert_login_needs_https_and_a_client_certificate(monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str],
+                                                         unset: tuple[str, ...], words: str) -> None:
+    for name, value in {**CERT_LOGIN, **overrides}.items():
+        monkeypatch.setenv(name, value)
+    for name in unset:
+        monkeypatch.delenv(name)
+    with pytest.raises(BootError) as caught:
+        load_settings()
+    assert caught.value.step == "settings"
+    assert caught.value.message.startswith("GATEWAY_VAULT_CLIENT_KEY: ") and words in caught.value.message
 
 
 def test_credential_files(tmp_path: Path) -> None:
