@@ -15,25 +15,14 @@ import sqlalchemy as sa
 from gateway.audit.alarms import EVENT, WRAPPING_TOKEN_UNUSABLE, chain_pending, raise_pending
 from gateway.audit.log import GENESIS, AuditHeadMissing, AuditLog
 from gateway.store.engine import open_store
-from tests.support import together
+from tests.support import empty_audit_store, together
 
 KEY = b"k" * 16 + b"audit-key-for-the-alarm-tests"
 
 
-def _reset(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM boot_alarms"))
-        conn.execute(sa.text("DELETE FROM audit_events"))
-        conn.execute(sa.text("DELETE FROM audit_head"))
-        conn.execute(sa.text("INSERT INTO audit_head (id, seq, mac) VALUES (1, 0, :g)"), {"g": GENESIS})
-
-
 @pytest.fixture()
 def engine(store_url: str) -> Iterator[sa.Engine]:
-    engine = open_store(store_url)
-    _reset(engine)
-    yield engine
-    _reset(engine)  # the Postgres database is shared by the session: leave no pending alarm for a gateway to chain
+    yield from empty_audit_store(store_url)
 
 
 def _pending(engine: sa.Engine) -> int:
