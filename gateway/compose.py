@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from gateway.admin.api import build_admin_app
 from gateway.admin.gate import AdminGate
 from gateway.app import GatewayApp, Lifespan, StartupRefused
+from gateway.audit.alarms import chain_pending
 from gateway.audit.log import AuditHeadMissing, AuditLog
 from gateway.credits.ledger import SqlLedger
 from gateway.credits.pricing import Price
@@ -79,12 +80,18 @@ async def sweeping(ledger: SqlLedger, policy: Policy) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def audited_lifetime(audit: AuditLog) -> AsyncIterator[None]:
-    """Boot and shutdown entries in the audit log; no start without the chain's head (threat-model TM-R1)."""
+async def audited_lifetime(audit: AuditLog, engine: sa.Engine) -> AsyncIterator[None]:
+    """Boot and shutdown entries in the audit log; no start without the chain's head (threat-model TM-R1), nor
+    before the alarms earlier boots left pending are in the chain (TM-T16)."""
     try:
         seq, mac = audit.head()
     except AuditHeadMissing:
         raise StartupRefused("audit head row is missing; refusing to start (run gateway audit verify)") from None
+    try:
+        chain_pending(engine, audit)
+    except Exception as exc:  # noqa: BLE001 - any store failure; the alarms stay pending for the next boot
+        raise StartupRefused(f"pending boot alarms could not be moved into the audit log ({type(exc).__name__}); "
+                             "refusing to start") from None
     audit.try_record("boot", actor="system")
     # The head printed at every boot lets an auditor catch a rewound (truncated) chain later.
     log.info("gateway started", extra={"outcome": f"audit_head={seq}:{mac}"})
@@ -140,7 +147,7 @@ def compose(*, policy: Policy, engine: sa.Engine, llm: LiteLLM, llm_lifespan: Li
         Endpoint.READY: readiness,
         Endpoint.ADMIN: AdminGate(admin_app, keys, audit),
     }
-    lifespans: list[Lifespan] = [llm_lifespan, lambda: sweeping(ledger, policy), lambda: audited_lifetime(audit)]
+    lifespans: list[Lifespan] = [llm_lifespan, lambda: sweeping(ledger, policy), lambda: audited_lifetime(audit, engine)]
     if isinstance(invalidations, RedisInvalidations):
         channel = invalidations
         lifespans.append(lambda: listening(channel, keys))

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -372,6 +372,25 @@ def fresh_store(store_url: str, *tables: str) -> Any:
             for table in tables:
                 conn.execute(sa.text(f"DELETE FROM {table}"))  # nosec B608 - the tests' own table names
     return engine
+
+
+def empty_audit_store(store_url: str) -> Iterator[Any]:
+    """The store at ``store_url`` with an empty audit chain (a genesis head row) and no pending boot alarms, before and
+    after the test: the Postgres database is shared by the session, and a gateway would chain a pending alarm."""
+    import sqlalchemy as sa
+
+    from gateway.audit.log import GENESIS
+
+    def reset() -> None:
+        with engine.begin() as conn:
+            for table in ("boot_alarms", "audit_events", "audit_head"):
+                conn.execute(sa.text(f"DELETE FROM {table}"))  # nosec B608 - the tests' own table names
+            conn.execute(sa.text("INSERT INTO audit_head (id, seq, mac) VALUES (1, 0, :g)"), {"g": GENESIS})
+
+    engine = open_store(store_url)
+    reset()
+    yield engine
+    reset()
 
 
 def account_state(gateway: RunningGateway, account_id: str) -> Json:

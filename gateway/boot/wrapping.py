@@ -13,8 +13,11 @@ Vault answers "not valid or does not exist" both to a lookup and to an unwrap of
 that expired, or that it never issued. Vault's guidance treats that as the sign of an interception: whoever unwrapped it
 first holds the secret_id. Boot refuses with :class:`WrappingTokenUnusable` and logs a CRITICAL line saying so. The
 gateway's own audit chain cannot take an entry at this point: its key (``audit_key``) is in Vault, which boot cannot
-read without the login that just failed. The entry that records the event is Vault's own audit device, which logged
-the earlier unwrap (with the caller's address) and this refused lookup; threat model TM-S5.
+read without the login that just failed. So boot records a *pending* alarm in the store when it can open the store
+without Vault (SQLite, or Postgres whose password does not come from Vault), and the next boot that holds the key moves
+it into the chain as a ``boot_alarm`` entry (:mod:`gateway.audit.alarms`). A store whose password is in Vault cannot be
+opened here: then the CRITICAL line and Vault's own audit device, which logged the earlier unwrap (with the caller's
+address) and this refused lookup, are the record; threat model TM-S5, TM-T16.
 
 Errors are :class:`BootError` lines that name the step and the setting; never the token, the secret_id or the text of
 an hvac exception.
@@ -28,9 +31,11 @@ import re
 import hvac.exceptions
 import requests
 
+from gateway.audit.alarms import WRAPPING_TOKEN_UNUSABLE, raise_pending
 from gateway.boot.errors import BootError
 from gateway.boot.settings import APPROLE_ROLE, Settings, read_credential_file
 from gateway.boot.vault_client import new_client, transport_error
+from gateway.store.engine import open_store
 
 log = logging.getLogger("gateway.boot")
 STEP = "vault unwrap"
@@ -56,11 +61,36 @@ def expected_creation_path(settings: Settings) -> str:
     return f"auth/{settings.vault_approle_mount}/role/{APPROLE_ROLE}/secret-id"
 
 
-def _intercepted() -> WrappingTokenUnusable:
-    """The refusal for a wrapping token Vault no longer knows, after its CRITICAL line."""
+def _intercepted(settings: Settings, stage: str) -> WrappingTokenUnusable:
+    """The refusal for a wrapping token Vault no longer knows, after its CRITICAL line and the pending alarm."""
     log.critical("wrapped secret_id unusable: already unwrapped or expired; possible interception",
                  extra={"step": STEP, "reason": "wrapping_token_unusable"})
+    _pending_alarm(settings, stage)
     return WrappingTokenUnusable()
+
+
+def _pending_alarm(settings: Settings, stage: str) -> None:
+    """One more line: the alarm is pending in the store for the next good boot to chain, or why it is not.
+
+    The detail names the step at which Vault no longer knew the token. Vault no longer knows it, so its creation path
+    is unknown; the token is never recorded, nor its accessor (Vault answers no lookup of a token it does not know)."""
+    if settings.database_password_from_vault:
+        log.warning("interception alarm not recorded in the store: its password is in Vault, which this boot cannot "
+                    "read; the CRITICAL line and Vault's audit device are the record",
+                    extra={"step": STEP, "reason": "store_needs_vault"})
+        return
+    try:
+        engine = open_store(settings.database_url)
+        try:
+            raise_pending(engine, WRAPPING_TOKEN_UNUSABLE, f"creation_path=unknown stage={stage}")
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - the refusal stands whatever the store does; never the exception's text
+        log.error("interception alarm not recorded in the store; the CRITICAL line is the record",
+                  extra={"step": STEP, "reason": f"store_failed:{type(exc).__name__}"})
+        return
+    log.warning("interception alarm recorded in the store; the next boot moves it into the audit log (boot_alarm)",
+                extra={"step": STEP, "reason": "alarm_pending"})
 
 
 def _vault_failure(settings: Settings, exc: Exception) -> BootError:
@@ -84,7 +114,7 @@ def unwrap_secret_id(settings: Settings) -> str:
         info = lookup.adapter.post("/v1/sys/wrapping/lookup", json={"token": token})
     except hvac.exceptions.InvalidRequest:
         del token
-        raise _intercepted() from None
+        raise _intercepted(settings, "lookup") from None
     except (requests.exceptions.RequestException, hvac.exceptions.VaultError) as exc:
         del token
         raise _vault_failure(settings, exc) from None
@@ -107,7 +137,7 @@ def unwrap_secret_id(settings: Settings) -> str:
         response = unwrap.sys.unwrap()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
     except hvac.exceptions.InvalidRequest:
         # Someone unwrapped it between our lookup and our unwrap.
-        raise _intercepted() from None
+        raise _intercepted(settings, "unwrap") from None
     except (requests.exceptions.RequestException, hvac.exceptions.VaultError) as exc:
         raise _vault_failure(settings, exc) from None
     finally:

@@ -115,3 +115,15 @@ audit_head = sa.Table(
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("mac", sa.String(64), nullable=False),
 )
+
+# Alarms raised where the chain cannot be written (a boot that has no Vault login, hence no audit key), waiting for the
+# next boot that has the key to move them into the chain (gateway.audit.alarms). Not secrets: when, what kind, and a
+# short non-secret detail. A row is unauthenticated until it is chained (threat-model TM-T16).
+boot_alarms = sa.Table(
+    "boot_alarms",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("detail", sa.String(40), nullable=True),
+)

@@ -1,6 +1,7 @@
 """A response-wrapped secret_id against a real OpenBao: boot unwraps a token that wraps the gateway role's secret_id,
 refuses (without unwrapping) one that wraps anything else, and treats a token that was unwrapped already as an
-interception: exit 2, one line, a CRITICAL log record, and Vault's audit device holding who unwrapped it first."""
+interception: exit 2, one line, a CRITICAL log record, Vault's audit device holding who unwrapped it first, and a
+pending alarm in the store that the next good boot moves into the gateway's audit chain."""
 
 from __future__ import annotations
 
@@ -9,15 +10,23 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import hvac
 import hvac.exceptions
 import pytest
+import sqlalchemy as sa
 
+from gateway.audit.log import AuditLog
 from gateway.boot.bootstrap import issue_credentials, render_issuer_policy, write_private_file
 from gateway.boot.settings import Settings
+from gateway.clock import as_utc
 from gateway.devstack.openbao import free_port, start_dev_vault
+from gateway.devstack.postgres import fresh_database
+from gateway.store.engine import open_store
+from gateway.store.schema import boot_alarms
 from tests.support import (
     Stack,
     StandIn,
@@ -26,6 +35,7 @@ from tests.support import (
     boot_refusal_line,
     bootstrapped_stack,
     run_gateway,
+    start_gateway,
 )
 
 WRAPPED = {"GATEWAY_VAULT_SECRET_ID_WRAPPED": "true"}
@@ -174,6 +184,9 @@ def test_an_already_unwrapped_token_is_an_interception(audited: AuditedStack, tm
     assert len(unwraps) == 1 and unwraps[0]["request"]["remote_address"] == "127.0.0.1"
     assert len(refused_lookups) == 1
     assert any_listed(vault_audit_log.read_text(), [stolen, token_file.read_text()]) == []
+    # And the store holds the alarm for the next boot to chain (test_an_interception_is_chained_by_the_next_good_boot).
+    assert [(kind, detail) for _, kind, detail in _pending_alarms(f"sqlite:///{tmp_path / 'gw.db'}")] == [
+        ("vault_wrapping_token_unusable", "creation_path=unknown stage=lookup")]
 
 
 def test_a_plain_secret_id_or_a_damaged_file_in_wrapped_mode_is_no_alarm(stack: Stack, tmp_path: Path) -> None:
@@ -188,7 +201,8 @@ def test_a_plain_secret_id_or_a_damaged_file_in_wrapped_mode_is_no_alarm(stack: 
     result = _boot_check(stack, tmp_path, damaged)
     assert boot_refusal_line(result).endswith("GATEWAY_VAULT_SECRET_ID_FILE does not hold a Vault wrapping token "
                                               "(damaged or wrong file)")
-    assert _critical_records(result) == []
+    assert _critical_records(result) == [] and _alarm_lines(result) == []
+    assert _pending_alarms(f"sqlite:///{tmp_path / 'gw.db'}") == []
 
 
 def test_the_wrapping_token_file_follows_the_secret_id_file_rules(stack: Stack, tmp_path: Path) -> None:
@@ -210,7 +224,8 @@ def test_vault_unreachable_is_not_an_interception(stack: Stack, tmp_path: Path) 
     result = _boot_check(stack, tmp_path, token_file, GATEWAY_VAULT_ADDR=f"http://127.0.0.1:{free_port()}")
     line = boot_refusal_line(result)
     assert line.startswith("gateway: boot failed at vault unwrap: Vault at http://127.0.0.1:") and "unreachable" in line
-    assert _critical_records(result) == []
+    assert _critical_records(result) == [] and _alarm_lines(result) == []
+    assert _pending_alarms(f"sqlite:///{tmp_path / 'gw.db'}") == []
     assert _still_wrapped(stack, token_file.read_text())
 
 
@@ -242,3 +257,97 @@ def test_the_wrapped_issuer_policy_hands_out_wrapped_secret_ids_only(stack: Stac
         assert result.returncode == 2, result.stderr[-2000:]
         assert [out for out in result.stderr.splitlines() if out.startswith("gateway:")] == [line]
         assert not (tmp_path / "boot" / "secret_id").exists()
+
+
+# --- the interception alarm in the gateway's own audit chain (threat-model TM-T16) ---------------------------------
+
+
+def _pending_alarms(database_url: str) -> list[tuple[datetime, str, str | None]]:
+    engine = open_store(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(boot_alarms).order_by(boot_alarms.c.id)).all()
+    finally:
+        engine.dispose()
+    return [(as_utc(row.at), row.kind, row.detail) for row in rows]
+
+
+def _alarm_lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+    return [record for record in (json.loads(line) for line in result.stderr.splitlines() if line.startswith("{"))
+            if "interception alarm" in str(record.get("msg"))]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def alarm_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store of the test's own: the session's Postgres database holds other tests' chains and gateways."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'alarm.db'}"
+        return
+    request.getfixturevalue("postgres_url")  # fails (not skips) when Postgres is required and missing
+    with fresh_database("gw_alarm_") as url:
+        yield url
+
+
+def _intercepted_boot(stack: Stack, folder: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
+    """A boot whose wrapped secret_id someone else unwrapped first: exit 2, its one line and its CRITICAL record."""
+    token_file = _wrapped_secret_id(stack, folder / "boot")
+    stolen = hvac.Client(url=stack.vault_addr, token=token_file.read_text()).sys.unwrap()["data"]["secret_id"]
+    stack.canaries.append(stolen)
+    result = _boot_check(stack, folder, token_file, **overrides)
+    assert "is unknown to Vault: it was unwrapped already" in boot_refusal_line(result)
+    assert [r["reason"] for r in _critical_records(result)] == ["wrapping_token_unusable"], result.stderr[-2000:]
+    return result
+
+
+def test_an_interception_is_chained_by_the_next_good_boot(stack: Stack, tmp_path: Path, alarm_store: str) -> None:
+    """threat-model: TM-T16"""
+    before = datetime.now(UTC)
+    result = _intercepted_boot(stack, tmp_path / "intercepted", GATEWAY_DATABASE_URL=alarm_store)
+    after = datetime.now(UTC)
+    assert [(r["level"], r["reason"]) for r in _alarm_lines(result)] == [("WARNING", "alarm_pending")]
+    pending = _pending_alarms(alarm_store)
+    assert [(kind, detail) for _, kind, detail in pending] == [
+        ("vault_wrapping_token_unusable", "creation_path=unknown stage=lookup")]
+    raised = pending[0][0]
+    assert before <= raised <= after
+
+    # The next boot that logs in chains it before its port opens: the entry precedes that boot's own "boot" entry.
+    running = start_gateway(stack, tmp_path, "good", alarm_store)
+    try:
+        listed = httpx.get(running.base_url + "/admin/audit", params={"limit": 1000},
+                           headers={"Authorization": f"Bearer {running.admin_key}"}, timeout=30).json()["data"]
+    finally:
+        running.process.stop()
+    alarms = [e for e in listed if e["event"] == "boot_alarm"]
+    assert [(e["actor"], e["subject"], e["reason"]) for e in alarms] == [
+        ("system", "vault_wrapping_token_unusable",
+         f"raised_at={raised.isoformat(timespec='microseconds')} creation_path=unknown stage=lookup")]
+    boots = [e["seq"] for e in listed if e["event"] == "boot"]
+    assert boots and alarms[0]["seq"] < min(boots)
+    assert '"msg": "alarm of an earlier boot chained into the audit log"' in running.process.output()
+    assert _pending_alarms(alarm_store) == []
+    verified = run_gateway(["audit", "verify"], stack.env(tmp_path / "verify", alarm_store, free_port()))
+    assert verified.returncode == 0 and "audit chain intact" in verified.stdout, verified.stderr[-2000:]
+    # The entry is read back with the audit key: the chain holds exactly that alarm, once.
+    audit = AuditLog(open_store(alarm_store), stack.audit_key.encode())
+    assert [e["subject"] for e in audit.list(event="boot_alarm")] == ["vault_wrapping_token_unusable"]
+
+
+def test_with_the_store_password_in_vault_no_alarm_can_be_pending(stack: Stack, tmp_path: Path,
+                                                                   postgres_url: str) -> None:
+    """threat-model: TM-T16"""
+    with fresh_database("gw_alarm_") as url:
+        open_store(url).dispose()  # migrated: a row the boot wrongly wrote (trust auth lets it in) would be seen
+        result = _intercepted_boot(stack, tmp_path, GATEWAY_DATABASE_URL=url,
+                                   GATEWAY_DATABASE_PASSWORD_FROM_VAULT="true")
+        lines = _alarm_lines(result)
+        assert [(r["level"], r["reason"]) for r in lines] == [("WARNING", "store_needs_vault")]
+        assert "its password is in Vault" in str(lines[0]["msg"])
+        assert _pending_alarms(url) == []
+
+
+def test_a_store_that_cannot_take_the_alarm_is_one_more_line(stack: Stack, tmp_path: Path) -> None:
+    """threat-model: TM-T16"""
+    nobody = f"postgresql+psycopg://gateway@127.0.0.1:{free_port()}/gateway"
+    result = _intercepted_boot(stack, tmp_path, GATEWAY_DATABASE_URL=nobody)
+    assert [(r["level"], r["reason"]) for r in _alarm_lines(result)] == [("ERROR", "store_failed:OperationalError")]

@@ -12,24 +12,14 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.audit.log import GENESIS, AuditHeadMissing, AuditLog, parse_head
-from gateway.store.engine import open_store
+from tests.support import empty_audit_store
 
 KEY = b"k" * 16 + b"audit-key-for-the-anchor-tests"
 
 
-def _reset(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM audit_events"))
-        conn.execute(sa.text("DELETE FROM audit_head"))
-        conn.execute(sa.text("INSERT INTO audit_head (id, seq, mac) VALUES (1, 0, :g)"), {"g": GENESIS})
-
-
 @pytest.fixture()
 def engine(store_url: str) -> Iterator[sa.Engine]:
-    engine = open_store(store_url)
-    _reset(engine)
-    yield engine
-    _reset(engine)  # the Postgres database is shared by the session: leave a head row behind
+    yield from empty_audit_store(store_url)
 
 
 def _sql(engine: sa.Engine, statement: str, **params: object) -> None:
