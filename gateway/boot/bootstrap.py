@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import hvac
@@ -114,6 +114,27 @@ def _generated_master_key() -> str:
     return "sk-" + secrets.token_urlsafe(48)
 
 
+@contextlib.contextmanager
+def _vault_step(step: str, settings: Settings) -> Iterator[None]:
+    """One line for whatever Vault does not do in an operator step: unreachable, or refused (the exception's type,
+    never its text)."""
+    try:
+        yield
+    except requests.exceptions.RequestException:
+        raise BootError(step, f"Vault at {settings.vault_addr} is unreachable") from None
+    except hvac.exceptions.VaultError as exc:
+        raise BootError(step, f"Vault refused a {step} step ({type(exc).__name__})") from None
+
+
+def _enable_auth_method(client: hvac.Client, settings: Settings, method: str, mount: str) -> None:
+    """Enable the auth ``method`` at ``mount`` if nothing is mounted there yet, and write the runtime policy its role
+    will carry."""
+    auth_methods = client.sys.list_auth_methods()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
+    if f"{mount}/" not in auth_methods.get("data", auth_methods):
+        client.sys.enable_auth_method(method, path=mount)
+    client.sys.create_or_update_policy(name=POLICY_NAME, policy=render_policy(settings))
+
+
 def bootstrap(
     client: hvac.Client,
     settings: Settings,
@@ -128,14 +149,11 @@ def bootstrap(
     paths. ``datastore_passwords`` maps ``postgres_password`` and ``redis_password`` to the values to store."""
     datastore_passwords = dict(datastore_passwords or {})
     _check_datastore_passwords(settings, datastore_passwords)
-    try:
+    with _vault_step("bootstrap", settings):
         mounts = client.sys.list_mounted_secrets_engines()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
         if f"{settings.vault_mount}/" not in mounts.get("data", mounts):
             client.sys.enable_secrets_engine("kv", path=settings.vault_mount, options={"version": "2"})
-        auth_methods = client.sys.list_auth_methods()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
-        if f"{settings.vault_approle_mount}/" not in auth_methods.get("data", auth_methods):
-            client.sys.enable_auth_method("approle", path=settings.vault_approle_mount)
-        client.sys.create_or_update_policy(name=POLICY_NAME, policy=render_policy(settings))
+        _enable_auth_method(client, settings, "approle", settings.vault_approle_mount)
         client.auth.approle.create_or_update_approle(
             role_name=ROLE_NAME, mount_point=settings.vault_approle_mount, **role_definition()
         )
@@ -168,10 +186,6 @@ def bootstrap(
         if datastore_passwords:
             _merge(client, settings, "datastores", datastore_passwords)
         return issue_credentials(client, settings, credentials_dir)
-    except requests.exceptions.RequestException:
-        raise BootError("bootstrap", f"Vault at {settings.vault_addr} is unreachable") from None
-    except hvac.exceptions.VaultError as exc:
-        raise BootError("bootstrap", f"Vault refused a bootstrap step ({type(exc).__name__})") from None
 
 
 def _merge(client: hvac.Client, settings: Settings, sub_path: str, fields: Mapping[str, Secret]) -> None:
@@ -256,20 +270,13 @@ def configure_jwt(client: hvac.Client, settings: Settings, binding: JwtBinding) 
     role = settings.vault_jwt_role or ROLE_NAME
     mount = settings.vault_jwt_mount
     definition = role_definition(name="jwt-gateway.json")
-    try:
-        auth_methods = client.sys.list_auth_methods()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
-        if f"{mount}/" not in auth_methods.get("data", auth_methods):
-            client.sys.enable_auth_method("jwt", path=mount)
-        client.sys.create_or_update_policy(name=POLICY_NAME, policy=render_policy(settings))
+    with _vault_step("jwt setup", settings):
+        _enable_auth_method(client, settings, "jwt", mount)
         client.auth.jwt.configure(jwt_validation_pubkeys=list(binding.public_keys), bound_issuer=binding.issuer,
                                   path=mount)
         client.auth.jwt.create_role(name=role, allowed_redirect_uris=[], bound_audiences=[binding.audience],
                                     bound_subject=binding.subject, bound_claims=dict(binding.claims) or None,
                                     path=mount, **definition)
-    except requests.exceptions.RequestException:
-        raise BootError("jwt setup", f"Vault at {settings.vault_addr} is unreachable") from None
-    except hvac.exceptions.VaultError as exc:
-        raise BootError("jwt setup", f"Vault refused a jwt setup step ({type(exc).__name__})") from None
     return role
 
 
@@ -281,15 +288,8 @@ def configure_cert(client: hvac.Client, settings: Settings, ca_pem: str, common_
     role = settings.vault_cert_role or ROLE_NAME
     mount = settings.vault_cert_mount
     definition = role_definition(name="cert-gateway.json")
-    try:
-        auth_methods = client.sys.list_auth_methods()  # type: ignore[no-untyped-call]  # untyped in hvac's stubs
-        if f"{mount}/" not in auth_methods.get("data", auth_methods):
-            client.sys.enable_auth_method("cert", path=mount)
-        client.sys.create_or_update_policy(name=POLICY_NAME, policy=render_policy(settings))
+    with _vault_step("cert setup", settings):
+        _enable_auth_method(client, settings, "cert", mount)
         client.auth.cert.create_ca_certificate_role(name=role, certificate=ca_pem, allowed_common_names=[common_name],
                                                     mount_point=mount, **definition)
-    except requests.exceptions.RequestException:
-        raise BootError("cert setup", f"Vault at {settings.vault_addr} is unreachable") from None
-    except hvac.exceptions.VaultError as exc:
-        raise BootError("cert setup", f"Vault refused a cert setup step ({type(exc).__name__})") from None
     return role
