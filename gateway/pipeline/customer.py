@@ -125,12 +125,14 @@ class CustomerPipeline:
                 shaped = shape_response(body, model.max_output_tokens, input_images(body), model.max_image_tokens)
             else:
                 shaped = shape(kind, body, model.max_output_tokens, self._limits.max_n, model.max_image_tokens)
-            # 8. Worst case of this request, then tokens per minute against it.
-            worst = self._credits.estimate(shaped, len(raw), model_name, kind)
-            limit_headers += self._rate_limits.tokens(principal, worst.tokens, request_id)
-            # 9. The approval: the one canonical body LiteLLM will get and the bounds it was priced at. LiteLLM's
-            #    call is checked against it just before the provider is contacted (approval.py).
+            # 8. The one canonical body LiteLLM will get. Its worst case, then tokens per minute against it: the input
+            #    is bounded by the larger of what the client sent and what is forwarded (a number such as 1e15 is
+            #    four bytes as sent and eighteen re-serialized).
             forwarded = canonical_json(shaped.body)
+            worst = self._credits.estimate(shaped, max(len(raw), len(forwarded)), model_name, kind)
+            limit_headers += self._rate_limits.tokens(principal, worst.tokens, request_id)
+            # 9. The approval: that body and the bounds it was priced at. LiteLLM's call is checked against it just
+            #    before the provider is contacted (approval.py).
             approval = Approval(request_id=request_id, key_id=principal.key_id, model=model_name, mode=kind,
                                 body=shaped.body, output_bound=shaped.output_bound, choices=shaped.choices,
                                 stream=shaped.stream)

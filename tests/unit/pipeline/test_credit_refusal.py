@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.credits.ledger import InsufficientCredit
-from gateway.credits.pricing import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS
+from gateway.credits.pricing import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, TOOL_OVERHEAD_TOKENS
 from gateway.keys.format import KeyKind
 from gateway.pipeline.credits import refusal_message
 from tests.unit.pipeline.test_customer import World, chat
@@ -25,8 +25,11 @@ def world(tmp_path: Path) -> World:
 
 
 def _worst_case(body: dict[str, Any], output_tokens: int) -> int:
-    """The chat-model's worst case at 1 micro-USD per input and 2 per output token (test_customer's policy)."""
-    return len(json.dumps(body).encode()) + REQUEST_OVERHEAD_TOKENS + MESSAGE_OVERHEAD_TOKENS + 2 * output_tokens
+    """The chat-model's worst case at 1 micro-USD per input and 2 per output token (test_customer's policy): the
+    input bound is the larger of the body as sent and as forwarded (with the output bound filled in when absent)."""
+    forwarded = body if "max_tokens" in body else {**body, "max_tokens": output_tokens}
+    size = max(len(json.dumps(body).encode()), len(json.dumps(forwarded, separators=(",", ":")).encode()))
+    return size + REQUEST_OVERHEAD_TOKENS + MESSAGE_OVERHEAD_TOKENS + 2 * output_tokens
 
 
 def _key(world: World, balance: int, **options: Any) -> str:
@@ -78,3 +81,17 @@ def test_each_cap_period_is_named(period: str, words: str) -> None:
     assert refusal_message(refused, "completion") == (
         f"Not enough credit for this request: its worst case needs 2460 micro-USD and {words} has 7 micro-USD "
         f"available. {HINT}")
+
+
+def test_numbers_that_grow_when_forwarded_are_priced_as_forwarded(world: World) -> None:
+    # 1e15 is four bytes as sent and eighteen as LiteLLM gets it (1000000000000000.0): the input bound is the larger.
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "number", "enum": [1e15] * 250}}}}}]
+    raw = json.dumps({**chat(max_tokens=5), "tools": tools}).replace("1000000000000000.0", "1e15").encode()
+    forwarded = json.dumps({**chat(max_tokens=5), "tools": tools}, separators=(",", ":")).encode()
+    assert len(forwarded) > 2 * len(raw)
+    key = _key(world, len(raw) + 1000)  # enough for the body as sent, not as forwarded
+    status, _, answer, _ = world.call(raw, key=key)
+    assert status == 402 and answer["error"]["code"] == "budget_exhausted"
+    assert f"needs {len(forwarded) + REQUEST_OVERHEAD_TOKENS + MESSAGE_OVERHEAD_TOKENS + TOOL_OVERHEAD_TOKENS + 2 * 5} micro-USD" in \
+        answer["error"]["message"]
