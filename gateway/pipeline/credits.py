@@ -52,6 +52,23 @@ class LedgerThreads:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
 
+# The events that end a Responses API stream, each with the final Response and its usage.
+RESPONSE_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def _tokens(usage: dict[str, Any], *names: str) -> int | None:
+    """The first of ``names`` present in ``usage`` as a count of tokens (a non-negative integer), or None if it is
+    missing or is anything else."""
+    for name in names:
+        value = usage.get(name)
+        if value is None:
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return None
+
+
 class Meter:
     """Watches one response from LiteLLM and closes the request's reservation exactly once."""
 
@@ -97,15 +114,16 @@ class Meter:
 
     @staticmethod
     def _event_usage(event: Any) -> dict[str, Any] | None:
-        """The usage a stream event carries: chat's usage chunk (``usage.prompt_tokens``), or the Responses API's
-        ``response.completed`` (``response.usage.input_tokens``)."""
+        """The usage a stream event carries: chat's usage chunk (``usage.prompt_tokens``), or the Response of the
+        Responses API's last event (``response.usage.input_tokens``), which ends a stream as ``response.completed``,
+        ``response.incomplete`` (the output bound was reached) or ``response.failed``."""
         if not isinstance(event, dict):
             return None
         usage = event.get("usage")
         if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
             return usage
         response = event.get("response")
-        if event.get("type") == "response.completed" and isinstance(response, dict):
+        if event.get("type") in RESPONSE_FINAL_EVENTS and isinstance(response, dict):
             usage = response.get("usage")
             if isinstance(usage, dict) and usage.get("input_tokens") is not None:
                 return usage
@@ -131,10 +149,13 @@ class Meter:
     def _charge(self) -> tuple[int, str]:
         if self._usage is not None:
             # Chat and completions name them prompt/completion tokens, the Responses API input/output tokens.
-            prompt = int(self._usage.get("prompt_tokens") or self._usage.get("input_tokens") or 0)
-            completion = 0 if self._mode == "embedding" else int(
-                self._usage.get("completion_tokens") or self._usage.get("output_tokens") or 0)
-            return self._price.cost(max(prompt, 0), max(completion, 0)), "usage"
+            prompt = _tokens(self._usage, "prompt_tokens", "input_tokens")
+            completion = 0 if self._mode == "embedding" else _tokens(self._usage, "completion_tokens", "output_tokens")
+            if prompt is None or completion is None:
+                # Usage the gateway cannot read is no usage: the whole reservation, never a guess below it.
+                log.warning("unreadable usage", extra={"request_id": self.request_id, "reason": "bad_usage"})
+                return self.amount, "bad_usage"
+            return self._price.cost(prompt, completion), "usage"
         if self._completed:
             return self.amount, "no_usage"
         return self.amount, "client_gone"

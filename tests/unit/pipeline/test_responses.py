@@ -192,6 +192,34 @@ def test_the_responses_usage_settles(streamed: bool) -> None:
     assert ledger.settled == [11 + 2 * 7]
 
 
+@pytest.mark.parametrize("last", ["response.incomplete", "response.failed"])
+def test_a_stream_that_ends_early_settles_from_its_usage(last: str) -> None:
+    # max_output_tokens reached (incomplete) or a failure after some output: the final Response still has usage.
+    ledger = _Ledger()
+    meter = Meter(ledger, "req_1", "key_1", Price(1_000_000, 2_000_000), 5_000, 0, "chat",  # type: ignore[arg-type]
+                  LedgerThreads(1))
+    meter.started()
+    meter.observe_stream(b'data: {"type":"%s","response":{"usage":{"input_tokens":11,"output_tokens":16}}}\n\n'
+                         % last.encode(), False)
+    meter.finish()
+    assert ledger.settled == [11 + 2 * 16]
+
+
+@pytest.mark.parametrize("usage", [
+    b'{"input_tokens":{"n":1},"output_tokens":7}', b'{"input_tokens":11,"output_tokens":"7"}',
+    b'{"input_tokens":11,"output_tokens":-7}', b'{"input_tokens":true,"output_tokens":7}',
+    b'{"input_tokens":11,"output_tokens":{}}', b'{"input_tokens":11}',
+])
+def test_usage_the_gateway_cannot_read_charges_the_whole_reservation(usage: bytes) -> None:
+    ledger = _Ledger()
+    meter = Meter(ledger, "req_1", "key_1", Price(1_000_000, 2_000_000), 5_000, 0, "chat",  # type: ignore[arg-type]
+                  LedgerThreads(1))
+    meter.started()
+    meter.observe_json(b'{"object":"response","usage":' + usage + b"}")
+    meter.finish()
+    assert ledger.settled == [5_000]
+
+
 def test_a_responses_stream_error_carries_our_words_not_the_providers() -> None:
     import json
 
