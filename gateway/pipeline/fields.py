@@ -299,6 +299,27 @@ def check_shared(body: dict[str, Any]) -> None:
         check_strings([(name, value)])
 
 
+# LiteLLM deletes every ``cache_control`` key, at any depth, from the messages (or Responses input) and tools it sends
+# to an OpenAI-compatible provider, after the approval check: a JSON Schema property of that name would reach the
+# provider missing while ``required`` still names it. Refused, so the provider gets the approved body.
+STRIPPED_BY_LITELLM = "cache_control"
+
+
+def check_not_stripped(value: Any, path: str) -> None:
+    """Refuse a ``cache_control`` key anywhere in ``value`` (a list of messages, input items or tools)."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if key == STRIPPED_BY_LITELLM:
+                    raise unsupported(f"{where}.{key}", "LiteLLM removes every cache_control key before the provider "
+                                                        "sees the request")
+                stack.append((item, f"{where}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node))
+
+
 def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_messages: int) -> None:
     """Raise :class:`Denial` unless every field of ``body`` is one the OpenAI API defines for this route."""
     check_depth(body, max_depth)
@@ -324,6 +345,8 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
     if mode == "chat":
         _messages(body.get("messages"), max_messages)
         _tools(body)
+        for name in ("messages", "tools", "functions"):
+            check_not_stripped(body.get(name), name)
         # Stored completions would be kept in the provider account every tenant shares: only "do not store" passes.
         if body.get("store") not in (None, False):
             raise invalid("store", "only false is accepted (stored completions would be kept in the provider account "

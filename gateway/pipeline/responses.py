@@ -13,7 +13,8 @@ What LiteLLM 1.106.12 does with a call for an ``openai/…`` deployment (``litel
 ``llms/openai/responses/transformation.py``): it forwards every field of OpenAI's request, rewrites a function tool's
 ``parameters`` schema where OpenAI's validator would refuse it (a ``pattern`` Python cannot compile, top-level
 ``anyOf``/``oneOf`` for some model families), drops input item ids it did not mint, raises ``max_output_tokens``
-below 16 to 16, drops ``reasoning`` for models its cost map does not mark as reasoning, and reads ``metadata`` and a
+below 16 to 16, drops ``reasoning`` for models its cost map does not mark as reasoning, deletes every ``cache_control``
+key at any depth of the input and tools (as it does for chat's messages and tools), and reads ``metadata`` and a
 ``prompt`` id as its own. The pre-flight refuses each of those inputs, so what reaches the provider is the approved
 body (tests/security/test_differential.py).
 """
@@ -29,6 +30,7 @@ from gateway.pipeline.fields import (
     check_depth,
     check_image,
     check_integer,
+    check_not_stripped,
     check_shared,
     check_strings,
     invalid,
@@ -265,6 +267,8 @@ def check_response_fields(body: dict[str, Any], *, max_depth: int, max_items: in
         raise invalid("truncation", "must be auto or disabled")
     _tools(body)
     _text(body)
+    for name in ("input", "tools"):
+        check_not_stripped(body.get(name), name)
 
 
 def response_texts(body: dict[str, Any]) -> list[str]:

@@ -435,3 +435,18 @@ def test_a_dropped_field_name_is_shown_printable_and_short() -> None:
         check_forwarded({"model": "m", "x\u0000\n" + "y" * 1000: 1}, frozenset({"model"}))
     shown = caught.value.message.removeprefix("Unsupported parameter for this model: ").removesuffix(".")
     assert shown.startswith("x??y") and len(shown) == 80
+
+
+@pytest.mark.parametrize(("tools", "param"), [
+    ([{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"cache_control": {"type": "string"}}, "required": ["cache_control"]}}}],
+     "tools[0].function.parameters.properties.cache_control"),
+    ([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {
+        "type": "array", "items": [{"cache_control": {}}]}}}}}],
+     "tools[0].function.parameters.properties.x.items[0].cache_control"),
+])
+def test_a_cache_control_key_litellm_would_strip_is_refused(tools: list[Any], param: str) -> None:
+    # LiteLLM deletes every cache_control key in tools and messages after the approval check (filter_value_from_dict).
+    with pytest.raises(Denial) as refused:
+        _check("chat", _chat(tools=tools))
+    assert refused.value.code == "unsupported_parameter" and refused.value.param == param

@@ -253,3 +253,18 @@ def test_an_approval_allows_one_provider_call() -> None:
             verify(kwargs, "aresponses", DEPLOYMENTS)
     finally:
         CURRENT.reset(token)
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"input": "Hi", "tools": [{**FUNCTION, "parameters": {"type": "object", "properties": {
+        "cache_control": {"type": "string"}}, "required": ["cache_control"]}}]},
+     "tools[0].parameters.properties.cache_control"),
+    ({"input": "Hi", "tools": [{**FUNCTION, "parameters": {"type": "object", "properties": {"x": {
+        "type": "object", "properties": {"cache_control": {"type": "integer"}}}}}}]},
+     "tools[0].parameters.properties.x.properties.cache_control"),
+])
+def test_a_cache_control_key_litellm_would_strip_is_refused(body: dict[str, Any], param: str) -> None:
+    # LiteLLM's remove_cache_control_flag_from_input_and_tools deletes it at any depth, after the approval check.
+    with pytest.raises(Denial) as refused:
+        _check(body)
+    assert refused.value.code == "unsupported_parameter" and refused.value.param == param
