@@ -5,6 +5,13 @@ embeddings, Responses API calls (plain, and streamed as OpenAI's event sequence 
 usage; a ``function_call`` item when function tools are offered) and the model list with canned, deterministic content, and records every request it receives (method,
 path, query, headers, JSON body) so tests can assert on exactly what reached "the provider".
 
+Two more wire protocols, each checking its credential as the real service does: Anthropic's Messages API
+(``POST /v1/messages``: ``x-api-key`` and ``anthropic-version`` headers, text or ``tool_use`` content blocks, usage
+with the prompt-cache fields, and its SSE event sequence; a wrong key gets Anthropic's 401 ``authentication_error``
+body) and Azure OpenAI (``POST /openai/deployments/{deployment}/chat/completions?api-version=...`` with an ``api-key``
+header, answered in OpenAI's chat shapes; a wrong key gets Azure's 401). ``POST /standin-redirect/<path>`` answers
+307 to ``/<path>``: a provider endpoint that redirects.
+
 Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``DELETE /_standin/requests``.
 An upstream model named ``standin-error-500`` answers 500, ``standin-echo-error`` answers 400 with an error that echoes
 the Authorization header and URL it received; ``standin-slow-<ms>`` waits that many milliseconds before
@@ -17,11 +24,13 @@ event that echoes the Authorization header it received.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import re
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from starlette.applications import Starlette
@@ -187,7 +196,104 @@ def _responses_events(body: dict[str, Any], created: int, delay: float, tool: st
     return events()
 
 
-def build_app(recorder: Recorder | None = None) -> Starlette:
+# Azure OpenAI's answer to a missing or wrong api-key.
+AZURE_401 = {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. "
+                                                 "Make sure to provide a valid key for an active subscription and use "
+                                                 "a correct regional API endpoint for your resource."}}
+
+
+def _accepted(presented: str | None, credentials: Collection[str] | None) -> bool:
+    if not presented:
+        return False
+    if credentials is None:
+        return True
+    return any(hmac.compare_digest(presented.encode(), key.encode()) for key in credentials)
+
+
+def anthropic_error(kind: str, message: str) -> dict[str, Any]:
+    """Anthropic's error body: ``{"type": "error", "error": {"type": ..., "message": ...}}``."""
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _called_anthropic_tool(body: dict[str, Any]) -> str | None:
+    """The tool the stand-in calls (Anthropic's flat tools, ``tool_choice`` auto/any/tool/none): same rule as chat,
+    except that a conversation ending in a tool's result gets the answer in text."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("name")]
+    choice = body.get("tool_choice") or {}
+    messages = body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages and isinstance(messages[-1], dict) else {}
+    answered = isinstance(last.get("content"), list) and any(
+        isinstance(block, dict) and block.get("type") == "tool_result" for block in last["content"])
+    if not tools or answered or (isinstance(choice, dict) and choice.get("type") == "none"):
+        return None
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        return str(choice.get("name"))
+    return str(tools[0]["name"])
+
+
+def _anthropic_usage(body: dict[str, Any], output: int) -> dict[str, Any]:
+    # Input tokens grow with the request, so a test can tell the provider's figure from a constant. A system prompt
+    # "standin-cache" reports prompt-cache tokens as well (read and written), which Anthropic bills as input.
+    prompt = 9 + len(json.dumps(body.get("messages", ""))) // 8
+    cached = body.get("system") == "standin-cache" or (
+        isinstance(body.get("system"), list) and any(isinstance(b, dict) and b.get("text") == "standin-cache"
+                                                     for b in body["system"]))
+    return {"input_tokens": prompt, "output_tokens": output,
+            "cache_creation_input_tokens": 3 if cached else 0, "cache_read_input_tokens": 5 if cached else 0,
+            "service_tier": "standard"}
+
+
+def _anthropic_message(body: dict[str, Any]) -> dict[str, Any]:
+    """A Messages API answer: a text block, or a tool_use block when tools are offered (and not declined)."""
+    tool = _called_anthropic_tool(body)
+    content: list[dict[str, Any]] = (
+        [{"type": "tool_use", "id": "toolu_standin", "name": tool, "input": {}}] if tool
+        else [{"type": "text", "text": REPLY}])
+    return {"id": "msg_standin", "type": "message", "role": "assistant", "model": body.get("model", "unknown"),
+            "content": content, "stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None,
+            "usage": _anthropic_usage(body, 7)}
+
+
+def _anthropic_events(body: dict[str, Any], delay: float) -> AsyncIterator[str]:
+    """Anthropic's stream: message_start (with the input usage), one content block (text deltas, or a tool_use
+    block's input_json_delta pieces) with its start and stop, message_delta (stop reason, output usage),
+    message_stop."""
+
+    async def events() -> AsyncIterator[str]:
+        def event(kind: str, **fields: Any) -> str:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n"
+
+        tool = _called_anthropic_tool(body)
+        words = REPLY.split(" ")
+        output = 1 if tool else len(words)
+        start_usage = {**_anthropic_usage(body, 1)}
+        yield event("message_start", message={
+            "id": "msg_standin", "type": "message", "role": "assistant", "model": body.get("model", "unknown"),
+            "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage})
+        if tool:
+            yield event("content_block_start", index=0,
+                        content_block={"type": "tool_use", "id": "toolu_standin", "name": tool, "input": {}})
+            for piece in ("", "{}"):
+                yield event("content_block_delta", index=0, delta={"type": "input_json_delta", "partial_json": piece})
+        else:
+            yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+            yield event("ping")
+            for i, word in enumerate(words):
+                if delay:
+                    await asyncio.sleep(delay)
+                yield event("content_block_delta", index=0,
+                            delta={"type": "text_delta", "text": word + (" " if i < len(words) - 1 else "")})
+        yield event("content_block_stop", index=0)
+        yield event("message_delta", delta={"stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None},
+                    usage={"output_tokens": output})
+        yield event("message_stop")
+
+    return events()
+
+
+def build_app(recorder: Recorder | None = None, credentials: Collection[str] | None = None) -> Starlette:
+    """``credentials``: the keys the Anthropic and Azure protocols accept (as the real services check theirs); None
+    accepts any non-empty key. The OpenAI-compatible protocol accepts any key, and records it."""
     recorder = recorder or Recorder()
 
     async def record(request: Request) -> dict[str, Any]:
@@ -211,7 +317,49 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
     async def chat(request: Request) -> Response:
         entry = await record(request)
         body = entry["body"] if isinstance(entry["body"], dict) else {}
-        model = body.get("model", "unknown")
+        return await answer_chat(request, body, body.get("model", "unknown"))
+
+    async def azure_chat(request: Request) -> Response:
+        # Azure OpenAI: the deployment in the path names the model, the API version is a query parameter, and the
+        # key travels in the api-key header. The answers are OpenAI's chat shapes.
+        entry = await record(request)
+        if not _accepted(request.headers.get("api-key"), credentials):
+            return JSONResponse(AZURE_401, status_code=401)
+        if not request.query_params.get("api-version"):
+            return JSONResponse({"error": {"code": "404", "message": "Resource not found"}}, status_code=404)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        return await answer_chat(request, body, request.path_params["deployment"])
+
+    async def anthropic_messages(request: Request) -> Response:
+        entry = await record(request)
+        if not _accepted(request.headers.get("x-api-key"), credentials):
+            return JSONResponse(anthropic_error("authentication_error", "invalid x-api-key"), status_code=401)
+        if not request.headers.get("anthropic-version"):
+            return JSONResponse(anthropic_error("invalid_request_error", "anthropic-version: header is required"),
+                                status_code=400)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        model = str(body.get("model", "unknown"))
+        if model == "standin-error-500":
+            return JSONResponse(anthropic_error("api_error", "Internal server error"), status_code=500)
+        if model == "standin-echo-error":
+            echoed = f"bad request from {request.headers.get('x-api-key')} at {request.url}"
+            return JSONResponse(anthropic_error("invalid_request_error", echoed), status_code=400)
+        slow = re.fullmatch(r"standin-slow-(\d+)", model)
+        delay = int(slow.group(1)) / 1000 if slow else 0.0
+        if body.get("stream"):
+            return StreamingResponse(_anthropic_events(body, delay), media_type="text/event-stream")
+        if delay:
+            await asyncio.sleep(delay)
+        return JSONResponse(_anthropic_message(body))
+
+    async def redirect(request: Request) -> Response:
+        # A provider endpoint that redirects elsewhere (here: to the stand-in's own real path). A client that
+        # followed it would send the provider key on to wherever the redirect points.
+        await record(request)
+        query = f"?{request.url.query}" if request.url.query else ""
+        return Response(status_code=307, headers={"location": f"/{request.path_params['rest']}{query}"})
+
+    async def answer_chat(request: Request, body: dict[str, Any], model: Any) -> Response:
         if model == "standin-error-500":
             return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}}, status_code=500)
         triggered = _status_trigger(body)
@@ -221,7 +369,8 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
                                 status_code=triggered, headers=headers)
         if model == "standin-echo-error":
             # A hostile or careless provider: its error echoes the credential it received and its own URL.
-            echoed = f"bad request from {request.headers.get('authorization')} at {request.url}"
+            credential = request.headers.get("authorization") or request.headers.get("api-key")
+            echoed = f"bad request from {credential} at {request.url}"
             return JSONResponse({"error": {"message": echoed, "type": "invalid_request_error"}}, status_code=400)
         created = int(time.time())
         slow = re.fullmatch(r"standin-slow-(\d+)", str(model))
@@ -358,6 +507,9 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
             Route("/v1/responses", responses, methods=["POST"]),
             Route("/responses", responses, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/messages", anthropic_messages, methods=["POST"]),
+            Route("/openai/deployments/{deployment}/chat/completions", azure_chat, methods=["POST"]),
+            Route("/standin-redirect/{rest:path}", redirect, methods=["POST"]),
             Route("/_standin/requests", recorded, methods=["GET", "DELETE"]),
         ]
     )
@@ -376,8 +528,14 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=None,
                         help="record only the last N requests (benchmarks: a list growing by millions of entries "
                              "makes the stand-in's own garbage collection a latency spike of every configuration)")
+    parser.add_argument("--credentials-from-stdin", action="store_true",
+                        help="read the keys the Anthropic and Azure protocols accept as one JSON list on stdin")
     args = parser.parse_args()
-    uvicorn.run(build_app(Recorder(keep=args.keep)), host="127.0.0.1", port=args.port, log_level="warning")
+    credentials = None
+    if args.credentials_from_stdin:
+        credentials = [str(key) for key in json.loads(sys.stdin.readline())]
+    uvicorn.run(build_app(Recorder(keep=args.keep), credentials), host="127.0.0.1", port=args.port,
+                log_level="warning")
 
 
 if __name__ == "__main__":
