@@ -94,9 +94,11 @@ NEUTRALIZED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_
 # something other than "DEV"; boot sets it to PRODUCTION, the only value it accepts from the environment.
 LITELLM_MODE = "PRODUCTION"
 # Non-secret settings LiteLLM reads at import time: use the bundled cost map (no outbound fetch at boot), no
-# feedback box or banner noise on stdout, no telemetry.
+# feedback box or banner noise on stdout, no telemetry; and (read at a request) the bundled table of Anthropic beta
+# headers, which LiteLLM would otherwise fetch from the internet on the first Anthropic call that needs one.
 QUIET_ENV = {
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS": "True",
     "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true",
     "LITELLM_TELEMETRY": "False",
 }

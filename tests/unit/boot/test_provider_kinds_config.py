@@ -91,3 +91,14 @@ def test_provider_variables_are_refused(monkeypatch: pytest.MonkeyPatch, name: s
     with pytest.raises(BootError) as caught:
         litellm_mount.check_environment()
     assert name in str(caught.value) and "value-from-env" not in str(caught.value)
+
+
+def test_anthropic_beta_headers_are_never_fetched_from_the_internet(monkeypatch: pytest.MonkeyPatch) -> None:
+    litellm_mount.import_litellm()
+    from litellm import anthropic_beta_headers_manager as manager
+
+    fetched: list[str] = []
+    monkeypatch.setattr(manager.GetAnthropicBetaHeadersConfig, "fetch_remote_beta_headers_config",
+                        staticmethod(lambda url: fetched.append(url) or {}))
+    config = manager.get_beta_headers_config("https://example.invalid/beta-headers.json")
+    assert fetched == [] and config  # the bundled table, without a network call
