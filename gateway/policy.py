@@ -35,9 +35,45 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The wire protocols a provider may speak (``kind``). ``openai``: any OpenAI-compatible API (the default). Bedrock and
+# Gemini are not served yet: their credentials, stand-ins and steering fields need their own review.
+ProviderKind = Literal["openai", "anthropic", "azure"]
+# Azure OpenAI's dated API versions ("2024-10-21", "2025-01-01-preview"). The undated "v1"/"latest" API takes another
+# URL scheme and is not accepted until it is tested here.
+AZURE_API_VERSION = re.compile(r"20[0-9]{2}-[01][0-9]-[0-3][0-9](-preview)?")
+# An Azure deployment name becomes one segment of the request path: letters, digits, '.', '_' and '-' only.
+AZURE_DEPLOYMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# The modes each kind serves here; LiteLLM translates OpenAI's chat API to Anthropic's Messages API only.
+KIND_MODES: dict[str, frozenset[str]] = {
+    "openai": frozenset({"chat", "completion", "embedding"}),
+    "anthropic": frozenset({"chat"}),
+    "azure": frozenset({"chat"}),
+}
+
+
 class Provider(_Strict):
-    # Where this provider's OpenAI-compatible API lives. Only the policy decides this, never a request.
+    # The protocol this provider speaks; LiteLLM is configured for it (gateway/boot/litellm_mount.py).
+    kind: ProviderKind = "openai"
+    # Where this provider's API lives. Only the policy decides this, never a request. openai: the base URL of the
+    # OpenAI-compatible API (".../v1"); anthropic: the host (LiteLLM appends /v1/messages); azure: the resource
+    # endpoint ("https://RESOURCE.openai.azure.com").
     api_base: str
+    # azure only, and required there: the API version sent as ?api-version= on every call.
+    api_version: str | None = None
+
+    @model_validator(mode="after")
+    def _kind_settings(self) -> Provider:
+        if self.kind == "azure":
+            if self.api_version is None:
+                raise ValueError("api_version is required for kind azure (for example '2024-10-21')")
+            if not AZURE_API_VERSION.fullmatch(self.api_version):
+                raise ValueError("api_version must be a dated Azure OpenAI API version such as '2024-10-21' or "
+                                 "'2025-01-01-preview'")
+        elif self.api_version is not None:
+            raise ValueError(f"api_version belongs to kind azure only, not to kind {self.kind}")
+        if self.kind == "anthropic" and self.api_base.endswith(("/v1", "/v1/messages")):
+            raise ValueError("for kind anthropic, api_base is the host without /v1 (LiteLLM appends /v1/messages)")
+        return self
 
     @field_validator("api_base")
     @classmethod
@@ -72,6 +108,7 @@ class Price(_Strict):
 class Model(_Strict):
     name: str  # the name clients send as "model"
     provider: str
+    # The provider's own name for the model; for kind azure, the name of the Azure deployment (which fixes the model).
     upstream_model: str
     mode: ModelMode = "chat"
     # Overrides the price from LiteLLM's bundled cost map; required when the upstream model is not in that map.
@@ -194,6 +231,13 @@ class Policy(_Strict):
         for model in self.models:
             if model.provider not in self.providers:
                 raise ValueError(f"model {model.name!r} names unknown provider {model.provider!r}")
+            kind = self.providers[model.provider].kind
+            if model.mode not in KIND_MODES[kind]:
+                raise ValueError(f"model {model.name!r}: a provider of kind {kind} serves "
+                                 f"{', '.join(sorted(KIND_MODES[kind]))} here, not {model.mode}")
+            if kind == "azure" and not AZURE_DEPLOYMENT.fullmatch(model.upstream_model):
+                raise ValueError(f"model {model.name!r}: upstream_model is the Azure deployment name and must match "
+                                 + AZURE_DEPLOYMENT.pattern)
             if model.name in seen:
                 raise ValueError(f"model {model.name!r} is listed twice")
             seen.add(model.name)
@@ -201,6 +245,10 @@ class Policy(_Strict):
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
+
+    def kind(self, model: Model) -> ProviderKind:
+        """The protocol of the provider that serves ``model``."""
+        return self.providers[model.provider].kind
 
     def model(self, name: str) -> Model:
         for model in self.models:

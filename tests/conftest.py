@@ -13,6 +13,7 @@ from gateway.boot.bootstrap import write_private_file
 from gateway.devstack.openbao import DevVault, start_dev_vault
 from gateway.devstack.postgres import fresh_database
 from tests.support import (
+    KindsStack,
     RunningGateway,
     Stack,
     StandIn,
@@ -20,6 +21,7 @@ from tests.support import (
     port_open,
     services_required,
     start_gateway,
+    start_kinds_stack,
 )
 
 # Tests import LiteLLM's types (the bridge) directly: without this its import tries to fetch a cost map from the
@@ -76,6 +78,15 @@ def gateway(stack: Stack, workdir: Path) -> Iterator[RunningGateway]:
     running = start_gateway(stack, workdir, "gw-sqlite", f"sqlite:///{workdir / 'gateway.db'}")
     yield running
     running.process.stop()
+
+
+@pytest.fixture(scope="session")
+def kinds(stack: Stack, workdir: Path) -> Iterator[KindsStack]:
+    """A gateway whose policy serves OpenAI, Anthropic and Azure OpenAI models on the stand-in's protocols."""
+    running = start_kinds_stack(stack, workdir)
+    yield running
+    running.gateway.process.stop()
+    running.standin.stop()
 
 
 @pytest.fixture(scope="session")

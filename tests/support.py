@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import secrets
 import socket
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 import hvac
+import openai
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -57,11 +59,12 @@ def port_open(host: str, port: int) -> bool:
 class StandIn:
     """The provider stand-in served from a thread of the test process; ``recorder`` sees every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: Collection[str] | None = None) -> None:
         self.recorder = fake_provider.Recorder()
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(fake_provider.build_app(self.recorder), host="127.0.0.1", port=self.port,
+        self.root_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{self.root_url}/v1"
+        config = uvicorn.Config(fake_provider.build_app(self.recorder, credentials), host="127.0.0.1", port=self.port,
                                 log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -578,3 +581,83 @@ def spec_errors(schema_name: str, instance: Any) -> list[str]:
     validator = Draft202012Validator(root)
     return [f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message[:200]}"
             for error in validator.iter_errors(instance)]
+
+
+# --- provider kinds: a gateway whose policy has Anthropic and Azure OpenAI providers on the stand-in ---------------
+
+KINDS = ("anthropic", "azure")
+AZURE_API_VERSION = "2024-10-21"
+# Prices of the kinds policy's models, in USD per million tokens (1 and 2 micro-USD per token).
+PRICE = {"input_usd_per_million_tokens": "1", "output_usd_per_million_tokens": "2"}
+
+
+@dataclass
+class KindsStack:
+    """A gateway (its own policy) with OpenAI, Anthropic and Azure providers, all on one stand-in that accepts only
+    the real keys; each kind also has a ``<kind>_wrong`` provider (another key in Vault) and a ``<kind>_redirect``
+    one (an endpoint answering 307)."""
+
+    gateway: RunningGateway
+    standin: StandIn
+    keys: dict[str, str]  # provider name -> its key in Vault
+    key: str  # a customer key for every model of the policy
+    account: str
+
+    def client(self, key: str | None = None) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.gateway.base_url + "/v1", api_key=key or self.key, max_retries=0,
+                             timeout=30)
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [c for c in self.standin.recorder.all() if c["path"] != "/_standin/requests"]
+
+
+def _kinds_model(name: str, provider: str, upstream: str, price: bool = True) -> str:
+    text = (f"  - name: {name}\n    provider: {provider}\n    upstream_model: {upstream}\n    mode: chat\n"
+            "    max_output_tokens: 1000\n")
+    return text + (f"    price: {json.dumps(PRICE)}\n" if price else "")
+
+
+def kinds_policy(root: str) -> str:
+    """The kinds policy for a stand-in at ``root`` (``http://127.0.0.1:PORT``)."""
+    providers = ""
+    for kind in KINDS:
+        extra = f"    api_version: '{AZURE_API_VERSION}'\n" if kind == "azure" else ""
+        for suffix, base in (("", root), ("_wrong", root), ("_redirect", root + "/standin-redirect")):
+            providers += f"  {kind}{suffix}:\n    kind: {kind}\n    api_base: {base}\n{extra}"
+    models = ""
+    for kind in KINDS:
+        models += _kinds_model(f"{kind}-chat", kind, "standin-chat")
+        models += _kinds_model(f"{kind}-failing", kind, "standin-error-500")
+        models += _kinds_model(f"{kind}-echo", kind, "standin-echo-error")
+        models += _kinds_model(f"{kind}-slow", kind, "standin-slow-6000")
+        models += _kinds_model(f"{kind}-wrong-key", f"{kind}_wrong", "standin-chat")
+        models += _kinds_model(f"{kind}-redirected", f"{kind}_redirect", "standin-chat")
+    # Priced from LiteLLM's cost map under the provider's own name (anthropic's claude-sonnet-4-5, azure/gpt-4o-mini).
+    models += _kinds_model("claude-mapped", "anthropic", "claude-sonnet-4-5", price=False)
+    models += _kinds_model("azure-mapped", "azure", "gpt-4o-mini", price=False)
+    return (f"version: 1\nproviders:\n  openai_p:\n    api_base: {root}/v1\n{providers}models:\n"
+            + _kinds_model("openai-chat", "openai_p", "standin-chat") + models
+            + "upstream:\n  timeout_seconds: 3\nrate_limits:\n  default_rpm: 1000000\n  default_tpm: 1000000000\n")
+
+
+def start_kinds_stack(stack: Stack, workdir: Path) -> KindsStack:
+    """Write the kinds policy, put its providers' keys in the stack's Vault, start its gateway and stand-in."""
+    from gateway.boot.bootstrap import bootstrap
+    from gateway.boot.secret import Secret
+    from gateway.boot.settings import Settings
+
+    names = ["openai_p", *(f"{kind}{suffix}" for kind in KINDS for suffix in ("", "_wrong", "_redirect"))]
+    keys = {name: f"{name}-canary-{secrets.token_urlsafe(18)}" for name in names}
+    standin = StandIn(credentials=[key for name, key in keys.items() if not name.endswith("_wrong")]).start()
+    policy_text = kinds_policy(standin.root_url)
+    policy_file = workdir / "kinds-policy.yaml"
+    policy_file.write_text(policy_text, encoding="utf-8")
+    bootstrap(stack.root(), Settings(vault_addr=stack.vault_addr),
+              provider_keys={name: Secret(key) for name, key in keys.items()}, credentials_dir=workdir / "kinds-boot")
+    stack.canaries += list(keys.values())
+    gateway = start_gateway(stack, workdir, "gw-kinds", f"sqlite:///{workdir / 'kinds.db'}",
+                            GATEWAY_POLICY_FILE=str(policy_file))
+    account = gateway.keys.account(100_000_000)
+    models = [line.split(": ", 1)[1] for line in policy_text.splitlines() if line.startswith("  - name: ")]
+    key, _ = gateway.keys.customer(models=models, account_id=account)
+    return KindsStack(gateway, standin, keys, key, account)

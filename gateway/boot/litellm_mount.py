@@ -35,7 +35,8 @@ from gateway.boot.secret import Secret
 from gateway.credits.pricing import Price, per_million_from_usd_per_million, per_million_from_usd_per_token
 from gateway.pipeline.approval import Deployment, credential_digest
 from gateway.pipeline.fields import ALLOWED_TOP
-from gateway.policy import ModelMode, Policy
+from gateway.policy import Model as PolicyModel
+from gateway.policy import ModelMode, Policy, ProviderKind
 
 SENTINEL_CONFIG_PATH = "/proc/self/gateway-in-memory-config.yaml"
 BRIDGE = "gateway.pipeline.bridge.custom_auth"
@@ -57,6 +58,13 @@ FORBIDDEN_ENV = (
     "UI_USERNAME",
     "UI_PASSWORD",
 )
+# LiteLLM's Anthropic and Azure handlers fall back to environment variables for what the policy and Vault set: keys
+# (ANTHROPIC_API_KEY, AZURE_API_KEY, AZURE_OPENAI_API_KEY), bearer tokens (ANTHROPIC_AUTH_TOKEN, AZURE_AD_TOKEN),
+# hosts (ANTHROPIC_BASE_URL, AZURE_API_BASE), the API version (AZURE_API_VERSION), and Entra ID logins
+# (AZURE_TENANT_ID with AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or AZURE_USERNAME/AZURE_PASSWORD, which LiteLLM reads
+# even when an API key is set, and then sends a token as well). Any variable with these prefixes is refused, so a
+# credential or host reaches a provider from the policy and Vault only (threat-model TM-E6).
+PROVIDER_ENV_PREFIXES = ("ANTHROPIC_", "AZURE_", "LITELLM_ANTHROPIC_")
 # Environment variables that change where secrets travel or how TLS is checked, for hvac (requests), httpx, aiohttp
 # or LiteLLM: turning verification off (SSL_VERIFY), weakening it (ciphers, curves), presenting a client certificate,
 # writing the TLS session keys to a file (SSLKEYLOGFILE, which urllib3 and Python's ssl honour), rerouting LiteLLM to
@@ -86,9 +94,11 @@ NEUTRALIZED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_
 # something other than "DEV"; boot sets it to PRODUCTION, the only value it accepts from the environment.
 LITELLM_MODE = "PRODUCTION"
 # Non-secret settings LiteLLM reads at import time: use the bundled cost map (no outbound fetch at boot), no
-# feedback box or banner noise on stdout, no telemetry.
+# feedback box or banner noise on stdout, no telemetry; and (read at a request) the bundled table of Anthropic beta
+# headers, which LiteLLM would otherwise fetch from the internet on the first Anthropic call that needs one.
 QUIET_ENV = {
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS": "True",
     "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true",
     "LITELLM_TELEMETRY": "False",
 }
@@ -125,6 +135,10 @@ def check_environment() -> None:
         raise BootError(
             "environment", f"{present[0]} is set; it would reconfigure LiteLLM outside the policy. Unset it"
         )
+    for name in sorted(os.environ):
+        if name.upper().startswith(PROVIDER_ENV_PREFIXES):
+            raise BootError("environment", f"{name} is set; LiteLLM would read a provider credential or setting from "
+                                           "it instead of the policy and Vault. Unset it")
     check_transport_environment()
     mode = os.environ.get("LITELLM_MODE")
     if mode is not None and mode != LITELLM_MODE:
@@ -171,23 +185,30 @@ def import_proxy() -> Any:
     return proxy_server
 
 
+def litellm_params(policy: Policy, model: PolicyModel, provider_keys: Mapping[str, Secret]) -> dict[str, Any]:
+    """One policy model's deployment as LiteLLM takes it: the provider's protocol (``<kind>/<upstream_model>``), where
+    it lives, its credential from Vault, and for Azure the API version. Every value comes from the policy or Vault;
+    nothing is left for LiteLLM to look up in the environment (boot refuses the variables it would read)."""
+    provider = policy.providers[model.provider]
+    params: dict[str, Any] = {
+        # "openai/" speaks chat, text completions and embeddings to any OpenAI-compatible API; "anthropic/" translates
+        # chat to Anthropic's Messages API; "azure/<deployment>" calls that Azure OpenAI deployment.
+        "model": f"{provider.kind}/{model.upstream_model}",
+        "api_base": provider.api_base,
+        "api_key": provider_keys[model.provider].reveal(),
+    }
+    if provider.kind == "azure":
+        params["api_version"] = provider.api_version
+    return params
+
+
 def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Secret]) -> dict[str, Any]:
     """LiteLLM's config as a dict. It holds secrets: keep it local, drop it after startup."""
-    model_list = []
-    for model in policy.models:
-        provider = policy.providers[model.provider]
-        model_list.append(
-            {
-                "model_name": model.name,
-                "litellm_params": {
-                    # "openai/" speaks chat, text completions and embeddings to any OpenAI-compatible API.
-                    "model": f"openai/{model.upstream_model}",
-                    "api_base": provider.api_base,
-                    "api_key": provider_keys[model.provider].reveal(),
-                },
-                "model_info": {"mode": model.mode},
-            }
-        )
+    model_list = [
+        {"model_name": model.name, "litellm_params": litellm_params(policy, model, provider_keys),
+         "model_info": {"mode": model.mode}}
+        for model in policy.models
+    ]
     return {
         "model_list": model_list,
         "general_settings": {
@@ -225,23 +246,30 @@ def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[
     deployments = {}
     for model in policy.models:
         provider = policy.providers[model.provider]
+        params = litellm_params(policy, model, provider_keys)
         deployments[model.name] = Deployment(
-            litellm_model=f"openai/{model.upstream_model}", api_base=provider.api_base,
-            credential=credential_digest(provider_keys[model.provider].reveal()), provider="openai",
-            timeout=policy.upstream.timeout_seconds, fields=forwarded_fields(model.mode, model.upstream_model))
+            litellm_model=params["model"], api_base=provider.api_base,
+            credential=credential_digest(params.pop("api_key")), provider=provider.kind,
+            timeout=policy.upstream.timeout_seconds, api_version=provider.api_version,
+            fields=forwarded_fields(model.mode, model.upstream_model, provider.kind))
     return deployments
 
 
-def forwarded_fields(mode: ModelMode, upstream_model: str) -> frozenset[str]:
+def forwarded_fields(mode: ModelMode, upstream_model: str, kind: ProviderKind = "openai") -> frozenset[str]:
     """The request fields LiteLLM sends on to this upstream model. LiteLLM drops some OpenAI fields without an error
     after its last hook, depending on the model name (``user`` outside OpenAI's own model catalogue,
     ``reasoning_effort`` for models it thinks do not reason, ``dimensions`` before text-embedding-3); the pre-flight
-    refuses those instead, so what reaches the provider is what was approved (tests/security/test_differential.py)."""
+    refuses those instead, so what reaches the provider is what was approved (tests/security/test_differential.py).
+
+    For the translated kinds the list is what LiteLLM maps to the provider's own API (for anthropic: no ``n``,
+    ``logprobs``, ``seed``, penalties or ``logit_bias``), plus ``stream_options``: Anthropic always streams its usage,
+    and LiteLLM's stream wrapper reads ``include_usage`` itself to pass the usage chunk on."""
     allowed = set(ALLOWED_TOP[mode])
     if mode == "chat":
         litellm = import_litellm()
-        supported = set(litellm.get_supported_openai_params(model=upstream_model, custom_llm_provider="openai") or ())
-        return frozenset(allowed & (supported | {"model", "messages"}))
+        supported = set(litellm.get_supported_openai_params(model=upstream_model, custom_llm_provider=kind) or ())
+        kept = {"model", "messages"} | ({"stream_options"} if kind == "anthropic" else set())
+        return frozenset(allowed & (supported | kept))
     if mode == "embedding" and "text-embedding-3" not in upstream_model:
         allowed.discard("dimensions")
     return frozenset(allowed)
@@ -314,14 +342,23 @@ def _verify_started(proxy_server: Any, master_key: Secret) -> None:
         raise BootError("litellm startup", "LiteLLM connected a database; the gateway allows none")
 
 
-def install_approval_check(deployments: dict[str, Deployment]) -> None:
-    """Put the gateway's approval check last in LiteLLM's callbacks, so it sees each call after every other hook."""
+def install_approval_check(deployments: dict[str, Deployment], http_handler: Any = None) -> None:
+    """Put the gateway's approval check last in LiteLLM's callbacks, so it sees each call after every other hook.
+    ``http_handler`` (from :func:`provider_http_client`) goes to the calls of kinds whose LiteLLM handler would use an
+    HTTP client of its own (:data:`OWN_CLIENT_KINDS`)."""
     import litellm
 
     from gateway.pipeline.bridge import ApprovalCheck
 
+    handlers = {kind: http_handler for kind in OWN_CLIENT_KINDS} if http_handler is not None else {}
     litellm.callbacks[:] = [c for c in litellm.callbacks if not isinstance(c, ApprovalCheck)]
-    litellm.callbacks.append(ApprovalCheck(deployments))
+    litellm.callbacks.append(ApprovalCheck(deployments, handlers))
+
+
+# Kinds whose LiteLLM 1.106.12 handler calls the provider through LiteLLM's own AsyncHTTPHandler (cached per provider,
+# following redirects) rather than the OpenAI SDK client in litellm.aclient_session: anthropic
+# (litellm/llms/anthropic/chat/handler.py). openai and azure go through the OpenAI SDK with the gateway's client.
+OWN_CLIENT_KINDS = ("anthropic",)
 
 
 @contextlib.asynccontextmanager
@@ -353,13 +390,13 @@ async def litellm_lifespan(
     quiet_custom_auth_warning()
     try:
         async with contextlib.AsyncExitStack() as entered:
-            await entered.enter_async_context(provider_http_client())
+            http_handler = await entered.enter_async_context(provider_http_client())
             with startup_prints_to_log():
                 llm_state = await entered.enter_async_context(llm_app.router.lifespan_context(llm_app))
             _forget(proxy_config, config)
             _verify_started(proxy_server, master_key)
             trim_per_request_work()
-            install_approval_check(deployments)
+            install_approval_check(deployments, http_handler)
             # LiteLLM's startup re-levels its loggers; route them through ours (and the redaction) again.
             logs.adopt_library_loggers(logging.getLevelName(logging.getLogger().level))
             state.update(llm_state or {})
@@ -369,8 +406,9 @@ async def litellm_lifespan(
 
 
 @contextlib.asynccontextmanager
-async def provider_http_client() -> AsyncIterator[None]:
-    """One HTTP client for every OpenAI-SDK call LiteLLM makes to a provider, owned and closed by the gateway.
+async def provider_http_client() -> AsyncIterator[Any]:
+    """One HTTP client for every call LiteLLM makes to a provider, owned and closed by the gateway; yields it wrapped
+    as LiteLLM's ``AsyncHTTPHandler``, for the handlers that take one (:data:`OWN_CLIENT_KINDS`).
 
     Without it LiteLLM's text-completion handler builds a new SDK client, with a new aiohttp session, for every request
     and never closes it: one connection and one session per request until the garbage collector finds them. This
@@ -388,8 +426,14 @@ async def provider_http_client() -> AsyncIterator[None]:
     # next tenant's call. Nothing is ever stored.
     client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     litellm.aclient_session = client
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    # Built on a bare transport (so it opens nothing of its own: no aiohttp session, no proxy mounts), then given the
+    # gateway's client; the handler does not close a client it was given.
+    handler = AsyncHTTPHandler(transport=httpx.AsyncHTTPTransport(), follow_redirects=False)
+    handler.client = client
     try:
-        yield
+        yield handler
     finally:
         litellm.aclient_session = None
         await client.aclose()
@@ -463,8 +507,9 @@ def _without_secrets(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve_prices(policy: Policy) -> dict[str, Price]:
-    """Each exposed model's price: the policy's, else LiteLLM's bundled cost map. A model without one is refused:
-    the gateway cannot reserve credit for a request it cannot price."""
+    """Each exposed model's price: the policy's, else LiteLLM's bundled cost map under the provider's own name for the
+    model (``anthropic/claude-…``, ``azure/<deployment>``). A model without one is refused: the gateway cannot
+    reserve credit for a request it cannot price."""
     litellm = import_litellm()
 
     prices: dict[str, Price] = {}
@@ -475,7 +520,7 @@ def resolve_prices(policy: Policy) -> dict[str, Price]:
                 per_million_from_usd_per_million(model.price.output_usd_per_million_tokens),
             )
             continue
-        entry = litellm.model_cost.get(model.upstream_model) or litellm.model_cost.get(f"openai/{model.upstream_model}")
+        entry = cost_map_entry(litellm.model_cost, policy.kind(model), model.upstream_model)
         if not entry or entry.get("input_cost_per_token") is None:
             raise BootError("prices", f"model {model.name!r}: no price in the policy and none in LiteLLM's cost map")
         try:
@@ -487,3 +532,15 @@ def resolve_prices(policy: Policy) -> dict[str, Price]:
             raise BootError("prices", f"model {model.name!r}: LiteLLM's price cannot be represented exactly; "
                                       "set price in the policy") from None
     return prices
+
+
+def cost_map_entry(model_cost: Mapping[str, Any], kind: ProviderKind, upstream_model: str) -> Mapping[str, Any] | None:
+    """The cost-map entry for ``upstream_model`` at a provider of ``kind``: the bare name or ``<kind>/<model>``, when
+    the map lists it for that same provider (never another provider's price for a name they share). An
+    OpenAI-compatible API may serve any catalogue's model, so for kind openai the entry is taken as listed. An Azure
+    deployment is found only when it is named after its model; otherwise the policy sets the price."""
+    for key in (upstream_model, f"{kind}/{upstream_model}"):
+        entry = model_cost.get(key)
+        if isinstance(entry, Mapping) and (kind == "openai" or entry.get("litellm_provider") == kind):
+            return entry
+    return None

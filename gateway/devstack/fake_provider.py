@@ -5,6 +5,13 @@ embeddings, Responses API calls (plain, and streamed as OpenAI's event sequence 
 usage; a ``function_call`` item when function tools are offered) and the model list with canned, deterministic content, and records every request it receives (method,
 path, query, headers, JSON body) so tests can assert on exactly what reached "the provider".
 
+Two more wire protocols, each checking its credential as the real service does: Anthropic's Messages API
+(``POST /v1/messages``: ``x-api-key`` and ``anthropic-version`` headers, text or ``tool_use`` content blocks, usage
+with the prompt-cache fields, and its SSE event sequence; a wrong key gets Anthropic's 401 ``authentication_error``
+body) and Azure OpenAI (``POST /openai/deployments/{deployment}/chat/completions?api-version=...`` with an ``api-key``
+header, answered in OpenAI's chat shapes; a wrong key gets Azure's 401). ``POST /standin-redirect/<path>`` answers
+307 to ``/<path>``: a provider endpoint that redirects.
+
 Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``DELETE /_standin/requests``.
 An upstream model named ``standin-error-500`` answers 500, ``standin-echo-error`` answers 400 with an error that echoes
 the Authorization header and URL it received; ``standin-slow-<ms>`` waits that many milliseconds before
@@ -17,11 +24,13 @@ event that echoes the Authorization header it received.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import re
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-REPLY = "Hello from the provider stand-in."
+from gateway.devstack.standin_anthropic import REPLY, anthropic_error, anthropic_events, anthropic_message
 
 
 class Recorder:
@@ -187,7 +196,23 @@ def _responses_events(body: dict[str, Any], created: int, delay: float, tool: st
     return events()
 
 
-def build_app(recorder: Recorder | None = None) -> Starlette:
+# Azure OpenAI's answer to a missing or wrong api-key.
+AZURE_401 = {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. "
+                                                 "Make sure to provide a valid key for an active subscription and use "
+                                                 "a correct regional API endpoint for your resource."}}
+
+
+def _accepted(presented: str | None, credentials: Collection[str] | None) -> bool:
+    if not presented:
+        return False
+    if credentials is None:
+        return True
+    return any(hmac.compare_digest(presented.encode(), key.encode()) for key in credentials)
+
+
+def build_app(recorder: Recorder | None = None, credentials: Collection[str] | None = None) -> Starlette:
+    """``credentials``: the keys the Anthropic and Azure protocols accept (as the real services check theirs); None
+    accepts any non-empty key. The OpenAI-compatible protocol accepts any key, and records it."""
     recorder = recorder or Recorder()
 
     async def record(request: Request) -> dict[str, Any]:
@@ -211,7 +236,49 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
     async def chat(request: Request) -> Response:
         entry = await record(request)
         body = entry["body"] if isinstance(entry["body"], dict) else {}
-        model = body.get("model", "unknown")
+        return await answer_chat(request, body, body.get("model", "unknown"))
+
+    async def azure_chat(request: Request) -> Response:
+        # Azure OpenAI: the deployment in the path names the model, the API version is a query parameter, and the
+        # key travels in the api-key header. The answers are OpenAI's chat shapes.
+        entry = await record(request)
+        if not _accepted(request.headers.get("api-key"), credentials):
+            return JSONResponse(AZURE_401, status_code=401)
+        if not request.query_params.get("api-version"):
+            return JSONResponse({"error": {"code": "404", "message": "Resource not found"}}, status_code=404)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        return await answer_chat(request, body, request.path_params["deployment"])
+
+    async def anthropic_messages(request: Request) -> Response:
+        entry = await record(request)
+        if not _accepted(request.headers.get("x-api-key"), credentials):
+            return JSONResponse(anthropic_error("authentication_error", "invalid x-api-key"), status_code=401)
+        if not request.headers.get("anthropic-version"):
+            return JSONResponse(anthropic_error("invalid_request_error", "anthropic-version: header is required"),
+                                status_code=400)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        model = str(body.get("model", "unknown"))
+        if model == "standin-error-500":
+            return JSONResponse(anthropic_error("api_error", "Internal server error"), status_code=500)
+        if model == "standin-echo-error":
+            echoed = f"bad request from {request.headers.get('x-api-key')} at {request.url}"
+            return JSONResponse(anthropic_error("invalid_request_error", echoed), status_code=400)
+        slow = re.fullmatch(r"standin-slow-(\d+)", model)
+        delay = int(slow.group(1)) / 1000 if slow else 0.0
+        if body.get("stream"):
+            return StreamingResponse(anthropic_events(body, delay), media_type="text/event-stream")
+        if delay:
+            await asyncio.sleep(delay)
+        return JSONResponse(anthropic_message(body))
+
+    async def redirect(request: Request) -> Response:
+        # A provider endpoint that redirects elsewhere (here: to the stand-in's own real path). A client that
+        # followed it would send the provider key on to wherever the redirect points.
+        await record(request)
+        query = f"?{request.url.query}" if request.url.query else ""
+        return Response(status_code=307, headers={"location": f"/{request.path_params['rest']}{query}"})
+
+    async def answer_chat(request: Request, body: dict[str, Any], model: Any) -> Response:
         if model == "standin-error-500":
             return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}}, status_code=500)
         triggered = _status_trigger(body)
@@ -221,7 +288,8 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
                                 status_code=triggered, headers=headers)
         if model == "standin-echo-error":
             # A hostile or careless provider: its error echoes the credential it received and its own URL.
-            echoed = f"bad request from {request.headers.get('authorization')} at {request.url}"
+            credential = request.headers.get("authorization") or request.headers.get("api-key")
+            echoed = f"bad request from {credential} at {request.url}"
             return JSONResponse({"error": {"message": echoed, "type": "invalid_request_error"}}, status_code=400)
         created = int(time.time())
         slow = re.fullmatch(r"standin-slow-(\d+)", str(model))
@@ -358,6 +426,9 @@ def build_app(recorder: Recorder | None = None) -> Starlette:
             Route("/v1/responses", responses, methods=["POST"]),
             Route("/responses", responses, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/messages", anthropic_messages, methods=["POST"]),
+            Route("/openai/deployments/{deployment}/chat/completions", azure_chat, methods=["POST"]),
+            Route("/standin-redirect/{rest:path}", redirect, methods=["POST"]),
             Route("/_standin/requests", recorded, methods=["GET", "DELETE"]),
         ]
     )
@@ -376,8 +447,14 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=None,
                         help="record only the last N requests (benchmarks: a list growing by millions of entries "
                              "makes the stand-in's own garbage collection a latency spike of every configuration)")
+    parser.add_argument("--credentials-from-stdin", action="store_true",
+                        help="read the keys the Anthropic and Azure protocols accept as one JSON list on stdin")
     args = parser.parse_args()
-    uvicorn.run(build_app(Recorder(keep=args.keep)), host="127.0.0.1", port=args.port, log_level="warning")
+    credentials = None
+    if args.credentials_from_stdin:
+        credentials = [str(key) for key in json.loads(sys.stdin.readline())]
+    uvicorn.run(build_app(Recorder(keep=args.keep), credentials), host="127.0.0.1", port=args.port,
+                log_level="warning")
 
 
 if __name__ == "__main__":

@@ -56,11 +56,17 @@ from gateway.store.engine import open_store
 
 HOST = "127.0.0.1"
 DEV_CREDIT_MICRO_USD = 10_000_000  # 10 USD for the demo account
+# The dev policy's models: (name, mode, provider, upstream model). One per provider kind, each on the stand-in's own
+# wire protocol for that kind, so /v1/models shows the breadth (owned_by is the kind).
 DEV_MODELS = [
-    ("gpt-4o-mini", "chat"),
-    ("gpt-3.5-turbo-instruct", "completion"),
-    ("text-embedding-3-small", "embedding"),
+    ("gpt-4o-mini", "chat", "standin", "gpt-4o-mini"),
+    ("gpt-3.5-turbo-instruct", "completion", "standin", "gpt-3.5-turbo-instruct"),
+    ("text-embedding-3-small", "embedding", "standin", "text-embedding-3-small"),
+    ("claude-sonnet-4-5", "chat", "standin_anthropic", "claude-sonnet-4-5"),
+    # An Azure deployment named after its model, so LiteLLM's cost map prices it (azure/gpt-4o-mini).
+    ("azure-gpt-4o-mini", "chat", "standin_azure", "gpt-4o-mini"),
 ]
+DEV_AZURE_API_VERSION = "2024-10-21"
 # What var/dev/ holds besides the lock. The Vault side is removed on exit: the dev server, and with it every key and
 # login, is gone then. The store and the policy stay until the next start, for a look at what the session did.
 VAULT_SIDE = ("openbao.log", "boot", "cli", "operator-token")
@@ -68,10 +74,18 @@ VAULT_SIDE = ("openbao.log", "boot", "cli", "operator-token")
 MARKER = ".gateway-dev"
 
 
-def dev_policy(standin_base: str) -> str:
-    lines = ["version: 1", "providers:", "  standin:", f"    api_base: {standin_base}", "models:"]
-    for name, mode in DEV_MODELS:
-        lines += [f"  - name: {name}", "    provider: standin", f"    upstream_model: {name}", f"    mode: {mode}"]
+def dev_policy(standin_root: str) -> str:
+    """The dev policy: the stand-in at ``standin_root`` (``http://127.0.0.1:PORT``) as an OpenAI-compatible provider,
+    as Anthropic and as Azure OpenAI."""
+    lines = ["version: 1", "providers:",
+             "  standin:", f"    api_base: {standin_root}/v1",
+             "  standin_anthropic:", "    kind: anthropic", f"    api_base: {standin_root}",
+             "  standin_azure:", "    kind: azure", f"    api_base: {standin_root}",
+             f"    api_version: '{DEV_AZURE_API_VERSION}'",
+             "models:"]
+    for name, mode, provider, upstream in DEV_MODELS:
+        lines += [f"  - name: {name}", f"    provider: {provider}", f"    upstream_model: {upstream}",
+                  f"    mode: {mode}"]
     return "\n".join(lines) + "\n"
 
 
@@ -216,16 +230,24 @@ def run_dev(*, port: int, keys_file: Path | None, env_file: Path | None = None) 
         vault = start_dev_vault(folder / "openbao.log")
         children.append(vault.process)
         standin_port = free_port()
+        # One dev key per provider; the stand-in learns them on its stdin (never argv or environment), so its
+        # Anthropic and Azure protocols refuse any other key, as the real services do.
+        provider_keys = {name: "standin-" + secrets.token_urlsafe(24)
+                         for name in ("standin", "standin_anthropic", "standin_azure")}
         standin = subprocess.Popen(  # nosec B603
-            [sys.executable, "-m", "gateway.devstack.fake_provider", "--port", str(standin_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", "gateway.devstack.fake_provider", "--port", str(standin_port),
+             "--credentials-from-stdin"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509 - a single prctl call, no locks taken
         )
         children.append(standin)
+        if standin.stdin is not None:  # always, with stdin=PIPE
+            standin.stdin.write((json.dumps(sorted(provider_keys.values())) + "\n").encode())
+            standin.stdin.close()
         wait_http(f"http://127.0.0.1:{standin_port}/_standin/requests")
 
         policy_file = folder / "policy.yaml"
-        policy_file.write_text(dev_policy(f"http://127.0.0.1:{standin_port}/v1"), encoding="utf-8")
+        policy_file.write_text(dev_policy(f"http://127.0.0.1:{standin_port}"), encoding="utf-8")
         settings = Settings(
             vault_addr=vault.addr,
             vault_auth="approle",
@@ -238,7 +260,7 @@ def run_dev(*, port: int, keys_file: Path | None, env_file: Path | None = None) 
         )
         access = operator.bootstrap_dev_vault(
             settings, Secret(vault.root_token),
-            provider_keys={"standin": Secret("standin-" + secrets.token_urlsafe(24))},
+            provider_keys={name: Secret(key) for name, key in provider_keys.items()},
             credentials_dir=folder / "boot", cli_credentials_dir=folder / "cli",
             operator_token_file=folder / "operator-token",
         )
@@ -248,7 +270,7 @@ def run_dev(*, port: int, keys_file: Path | None, env_file: Path | None = None) 
         account = ledger.create_account("dev account")
         ledger.top_up(account.id, DEV_CREDIT_MICRO_USD, "gateway dev starting credit")
         admin_key, _ = keys.issue(KeyKind.ADMIN, name="dev admin")
-        customer_key, _ = keys.issue(KeyKind.CUSTOMER, name="dev customer", models=[m for m, _ in DEV_MODELS],
+        customer_key, _ = keys.issue(KeyKind.CUSTOMER, name="dev customer", models=[m[0] for m in DEV_MODELS],
                                      account_id=account.id)
         del keys
         engine.dispose()
@@ -262,7 +284,7 @@ def run_dev(*, port: int, keys_file: Path | None, env_file: Path | None = None) 
         banner = _banner(base_url=base_url, admin_key=admin_key, customer_key=customer_key, account_id=account.id,
                          folder=folder, values=values, env_file=env_file,
                          operator_token_file=access.operator_token_file)
-        del admin_key, customer_key, access
+        del admin_key, customer_key, access, provider_keys
         threading.Thread(target=_announce_when_ready, args=(base_url, banner, stop_announcing), daemon=True,
                          name="gateway-dev-banner").start()
         del banner

@@ -34,7 +34,7 @@ CALL_TYPES = {"chat": "acompletion", "completion": "atext_completion", "embeddin
               "responses": "aresponses"}
 
 # The deployment parameters the router merges into every call from the policy's model list (boot's build_config).
-DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key"})
+DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key", "api_version"})
 
 # LiteLLM's own arguments, added by its proxy and router to every call on the gateway's three routes (1.106.12, read
 # from its source and seen in tests/functional/test_approval.py), each with the only values it may carry. None of them
@@ -128,12 +128,13 @@ def credential_digest(value: str) -> bytes:
 class Deployment:
     """What the router must call for one policy model: built at boot from the policy and Vault."""
 
-    litellm_model: str  # e.g. "openai/gpt-4o-mini"
+    litellm_model: str  # e.g. "openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "azure/<deployment>"
     api_base: str
     credential: bytes  # credential_digest() of the provider key
-    provider: str  # LiteLLM's provider name ("openai")
+    provider: str  # LiteLLM's provider name, the policy's kind ("openai", "anthropic", "azure")
     timeout: float  # the policy's upstream timeout: the longest a call may be given
     fields: frozenset[str]  # the body fields LiteLLM forwards to this deployment (others it would drop silently)
+    api_version: str | None = None  # Azure's API version from the policy; None for the other kinds
 
 
 class HandoffMismatch(Exception):
@@ -208,6 +209,8 @@ def _verify(approval: Approval, kwargs: Mapping[str, Any], call_type: str | None
         raise HandoffMismatch("model")
     if kwargs.get("api_base") != deployment.api_base:
         raise HandoffMismatch("api_base")
+    if kwargs.get("api_version") != deployment.api_version:
+        raise HandoffMismatch("api_version")
     key = kwargs.get("api_key")
     if not isinstance(key, str) or not hmac.compare_digest(credential_digest(key), deployment.credential):
         raise HandoffMismatch("api_key")

@@ -9,7 +9,8 @@ pipeline has no principal in its scope, because nothing on the wire can create a
 Denials raise ``HTTPException(401)``: returning None would make LiteLLM fall back to its own key checks.
 
 ``ApprovalCheck``: just before LiteLLM calls the provider, compare its call with the request's approval
-(:mod:`gateway.pipeline.approval`).
+(:mod:`gateway.pipeline.approval`), and give the call the gateway's own HTTP client when LiteLLM would otherwise use
+one of its own (see :class:`ApprovalCheck`).
 """
 
 from __future__ import annotations
@@ -36,12 +37,22 @@ async def custom_auth(request: Any, api_key: str | None) -> UserAPIKeyAuth:
 
 class ApprovalCheck(CustomLogger):
     """LiteLLM's last hook before the provider call: its arguments must be exactly what the pre-flight approved
-    (:mod:`gateway.pipeline.approval`). Installed last in ``litellm.callbacks`` by boot, so it sees the final call."""
+    (:mod:`gateway.pipeline.approval`). Installed last in ``litellm.callbacks`` by boot, so it sees the final call.
 
-    def __init__(self, deployments: Mapping[str, Deployment]) -> None:
+    LiteLLM's Anthropic handler does not use the SDK client boot installs (``litellm.aclient_session``): without a
+    ``client`` argument it takes a cached handler of its own that follows redirects, so a redirecting endpoint would
+    receive the ``x-api-key`` header. For deployments of the kinds in ``http_handlers`` the call gets the gateway's
+    handler instead (no redirects, no cookies, nothing from the environment), passed as LiteLLM's ``client``.
+    """
+
+    def __init__(self, deployments: Mapping[str, Deployment], http_handlers: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self._deployments = dict(deployments)
+        self._http_handlers = dict(http_handlers or {})
 
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any] | None:
-        verify(kwargs, getattr(call_type, "value", call_type), self._deployments)
-        return None
+        approval = verify(kwargs, getattr(call_type, "value", call_type), self._deployments)
+        handler = self._http_handlers.get(self._deployments[approval.model].provider)
+        if handler is None:
+            return None
+        return {**kwargs, "client": handler}

@@ -109,7 +109,9 @@ class CustomerPipeline:
             # 5. Authorize the model against the policy and the key's allow-list; it must serve this route.
             model_name = check_model(body, principal, self._exposed, request_id)
             model = self._policy.model(model_name)
-            if model.mode != SERVED_BY[kind]:
+            # The Responses API is served natively by OpenAI-compatible providers only: LiteLLM would translate it
+            # for the other kinds into calls the approval check has not seen.
+            if model.mode != SERVED_BY[kind] or (kind == "responses" and self._policy.kind(model) != "openai"):
                 raise Denial(400, "invalid_request", "This model does not serve this endpoint.")
             if kind != "responses":  # LiteLLM sends every Responses API field on (approval.py)
                 check_forwarded(body, self._model_fields[model_name])

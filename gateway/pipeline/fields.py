@@ -59,6 +59,23 @@ STEERING_KEYS = {
     "user_config", "extra_headers", "headers", "extra_body", "metadata", "litellm_metadata", "model_list",
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "vertex_credentials", "mock_response",
     "callbacks", "success_callback", "failure_callback", "input_cost_per_token", "output_cost_per_token",
+    # Anthropic: the API version and beta headers LiteLLM sends, and its bearer-token alternative to the key.
+    "anthropic_version", "anthropic_beta", "auth_token",
+    # Azure OpenAI: the deployment, and every credential LiteLLM accepts besides the key (Entra ID logins, tokens).
+    "deployment_id", "azure_ad_token_provider", "azure_username", "azure_password", "azure_scope", "tenant_id",
+    "client_id", "client_secret", "azure_authority_host",
+    # Any kind: which model or region the provider call goes to.
+    "model_id", "aws_region_name", "vertex_project", "vertex_location",
+}
+# Fields of the provider kinds the gateway serves that would select a provider, deployment, API version or
+# credential if LiteLLM took them from a request body. None of them is on the allow-lists above, so each is refused
+# with unsupported_parameter wherever it appears (tests/functional/test_provider_kinds.py sends each to every kind).
+KIND_STEERING_FIELDS = {
+    "anthropic": ("anthropic_version", "anthropic_beta", "auth_token", "api_key", "api_base", "base_url",
+                  "extra_headers", "custom_llm_provider"),
+    "azure": ("api_version", "deployment_id", "azure_ad_token", "azure_ad_token_provider", "azure_username",
+              "azure_password", "azure_scope", "tenant_id", "client_id", "client_secret", "api_key", "api_base",
+              "base_url", "extra_headers", "custom_llm_provider"),
 }
 # Matched whole (fullmatch): "$" alone would also match before a final newline.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")

@@ -20,9 +20,10 @@ from gateway.policy import Policy
 log = logging.getLogger("gateway.app")
 
 
-def model_view(model: PolicyModel) -> dict[str, object]:
-    """A policy model as OpenAI's Model object."""
-    return {"id": model.name, "object": "model", "created": 0, "owned_by": model.provider}
+def model_view(model: PolicyModel, policy: Policy) -> dict[str, object]:
+    """A policy model as OpenAI's Model object; ``owned_by`` names the protocol of the provider serving it (its
+    ``kind``: openai, anthropic, azure), never the provider's host."""
+    return {"id": model.name, "object": "model", "created": 0, "owned_by": policy.kind(model)}
 
 
 class ModelList:
@@ -53,9 +54,9 @@ class ModelList:
                                                "The model does not exist or this key may not use it.",
                                                param="model"), request_id)
                 return
-            await send_json(send, 200, json.dumps(model_view(found)).encode(), request_id)
+            await send_json(send, 200, json.dumps(model_view(found, self._policy)).encode(), request_id)
             return
-        data = [model_view(m) for m in allowed]
+        data = [model_view(m, self._policy) for m in allowed]
         await send_json(send, 200, json.dumps({"object": "list", "data": data}).encode(), request_id)
 
 

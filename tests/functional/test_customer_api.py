@@ -85,7 +85,7 @@ def test_the_sdk_retrieves_only_the_keys_models(gateway: RunningGateway) -> None
     key, _ = gateway.keys.customer(models=["embed-model"])
     client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0)
     model = client.models.retrieve("embed-model")
-    assert (model.id, model.object, model.owned_by) == ("embed-model", "model", "standin")
+    assert (model.id, model.object, model.owned_by) == ("embed-model", "model", "openai")  # the kind
     for other in ("chat-model", "no-such-model"):  # another key's model and an unknown one look the same
         with pytest.raises(openai.NotFoundError) as caught:
             client.models.retrieve(other)

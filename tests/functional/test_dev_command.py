@@ -161,6 +161,21 @@ def test_the_stack_serves_and_the_first_screen_is_quiet(dev: DevStack) -> None:
         assert noise not in screen, noise
 
 
+def test_the_dev_stack_serves_one_model_per_provider_kind(dev: DevStack) -> None:
+    keys = json.loads((dev.folder / "keys.json").read_text())
+    client = openai.OpenAI(base_url=dev.base_url + "/v1", api_key=keys["customer_key"], max_retries=0)
+    owned = {model.id: model.owned_by for model in client.models.list()}
+    assert owned == {"gpt-4o-mini": "openai", "gpt-3.5-turbo-instruct": "openai", "text-embedding-3-small": "openai",
+                     "claude-sonnet-4-5": "anthropic", "azure-gpt-4o-mini": "azure"}
+    # Each on the stand-in's protocol for its kind, which checks the dev key it was given as the real service would.
+    for model in ("claude-sonnet-4-5", "azure-gpt-4o-mini"):
+        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
+        assert reply.choices[0].message.content == "Hello from the provider stand-in."
+        stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
+                                                stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == reply.choices[0].message.content
+
+
 def test_the_cli_works_against_the_dev_stack_with_its_env_file(dev: DevStack) -> None:
     env_file = dev.folder / "var" / "dev.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600

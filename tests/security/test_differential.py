@@ -7,7 +7,11 @@ gateway's own ``max_tokens`` and ``stream_options``) with the values the client 
 bound and number of choices. Bodies come from the fuzz corpus, sent as JSON and as form, multipart and other
 content types and charsets, plus the hand-made cases an attack review found.
 
-threat-model: TM-E1, TM-E5
+The same property holds for each provider kind (Anthropic, Azure OpenAI): one call on the kind's own path, with the
+policy's key in the kind's own header and no other credential, the policy's deployment and API version, only fields
+LiteLLM's translation writes, and the output bound.
+
+threat-model: TM-E1, TM-E5, TM-E6
 """
 
 from __future__ import annotations
@@ -21,7 +25,17 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.support import BODIES, FUZZ_SETTINGS, SCALE, RunningGateway, Stack, StandIn
+from tests.support import (
+    AZURE_API_VERSION,
+    BODIES,
+    FUZZ_SETTINGS,
+    KINDS,
+    SCALE,
+    KindsStack,
+    RunningGateway,
+    Stack,
+    StandIn,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -187,3 +201,87 @@ def test_what_reaches_the_provider_is_what_was_approved(gateway: RunningGateway,
     print(f"differential cases: {counter}")
     assert counter["ok"] >= 40, counter
     assert all(counter[f"ok {path}"] >= 10 for path in ROUTES), counter  # each route's property is exercised
+
+
+# --- the same property for each provider kind ------------------------------------------------------------------------
+
+# What each kind's stand-in protocol receives for a chat request: the path (Azure's names the policy's deployment),
+# the query, the one header that carries the credential, and the body fields LiteLLM's translation may write.
+KIND_ROUTES = {"anthropic": ("/v1/messages", "", "x-api-key"),
+               "azure": ("/openai/deployments/standin-chat/chat/completions", f"api-version={AZURE_API_VERSION}",
+                         "api-key")}
+ANTHROPIC_FIELDS = {"model", "messages", "system", "max_tokens", "temperature", "top_p", "stop_sequences", "stream",
+                    "tools", "tool_choice", "metadata", "output_format", "output_config"}
+ANTHROPIC_REFUSED = {"n", "logprobs", "top_logprobs", "seed", "presence_penalty", "frequency_penalty", "logit_bias"}
+CREDENTIAL_HEADERS = {"authorization", "api-key", "x-api-key", "x-goog-api-key", "x-litellm-api-key",
+                      "ocp-apim-subscription-key"}
+
+
+def _check_kind_upstream(kind: str, sent: dict[str, Any], kinds: KindsStack) -> None:
+    calls = [c for c in kinds.calls() if c["method"] == "POST"]
+    assert len(calls) == 1, calls
+    (call,) = calls
+    path, query, credential = KIND_ROUTES[kind]
+    assert (call["path"], call["query"]) == (path, query)
+    headers = call["headers"]
+    # The policy's key for this provider, in the kind's own header, and no other credential a client could send.
+    assert headers.get(credential) == kinds.keys[kind]
+    assert not (CREDENTIAL_HEADERS - {credential}) & set(headers), headers
+    received = call["body"]
+    assert isinstance(received, dict) and received["model"] == "standin-chat"
+    if kind == "anthropic":
+        assert set(received) <= ANTHROPIC_FIELDS, set(received) - ANTHROPIC_FIELDS
+        assert set(received.get("metadata") or {}) <= {"user_id"}
+        assert 1 <= received["max_tokens"] <= 1000
+        return
+    # The OpenAI SDK under LiteLLM's Azure handler writes stream: false when the client left it out (the default).
+    assert set(received) <= set(sent) | GATEWAY_ADDED | {"stream"}, set(received) - set(sent)
+    assert "stream" in sent or received.get("stream") in (None, False)
+    for name, value in sent.items():
+        if name in ("model", "stream_options", "max_tokens") or (name not in received and value is None):
+            continue
+        if name not in received and any((name, value) == default for default in DEFAULTS):
+            continue
+        assert received.get(name) == value, (name, received.get(name), value)
+    bounds = [received.get(name) for name in ("max_tokens", "max_completion_tokens")]
+    assert any(b is not None for b in bounds) and all(b is None or 1 <= b <= 1000 for b in bounds), bounds
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_provider_kind_receives_only_what_was_approved(kinds: KindsStack, kind: str) -> None:
+    counter = {"sent": 0, "ok": 0}
+    model = f"{kind}-chat"
+    # Valid bodies without the fields the kind's translation would drop (refused for it, docs/fields.md), so that
+    # enough of them are accepted to check the property on.
+    dropped = ANTHROPIC_REFUSED if kind == "anthropic" else set()
+    valid = VALID["/v1/chat/completions"].map(
+        lambda body: {**{k: v for k, v in body.items() if k not in dropped}, "model": model})
+    hostile = BODIES.map(lambda body: {**body, "model": model} if "model" in body else body)
+    with httpx.Client(base_url=kinds.gateway.base_url, timeout=30) as client:
+
+        @settings(max_examples=100 * SCALE, **FUZZ_SETTINGS)
+        @given(body=st.one_of(hostile, valid, valid), content_types=CONTENT_TYPES, encoding=ENCODINGS)
+        @example(body={"model": model, "messages": [{"role": "user", "content": SMUGGLED_PROMPT}]},
+                 content_types=["application/x-www-form-urlencoded", "application/json"], encoding="json")
+        @example(body={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3,
+                       "stream": True, "stream_options": {"include_usage": False}},
+                 content_types=["application/json"], encoding="json")
+        def run(body: dict[str, Any], content_types: list[str], encoding: str) -> None:
+            if isinstance(body.get("extra"), dict):
+                body = {**body, **body.pop("extra")}
+            kinds.standin.recorder.clear()
+            headers = [("Authorization", f"Bearer {kinds.key}")]
+            headers += [("Content-Type", value) for value in content_types]
+            response = client.post("/v1/chat/completions", content=_encode(body, encoding), headers=headers)
+            counter["sent"] += 1
+            assert response.status_code < 500, (response.status_code, response.text[:300])
+            if response.status_code >= 300:
+                assert not [c for c in kinds.calls() if c["method"] == "POST"]
+                return
+            response.read()
+            counter["ok"] += 1
+            _check_kind_upstream(kind, body, kinds)
+
+        run()
+    print(f"differential cases ({kind}): {counter}")
+    assert counter["ok"] >= 10, counter  # as each route of the property above

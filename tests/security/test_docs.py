@@ -291,7 +291,7 @@ def test_an_unknown_gateway_command_or_option_is_reported() -> None:
 
 def test_an_undefined_or_stale_threat_model_id_is_reported() -> None:
     defined = {("T", 1), ("T", 2), ("T", 3), ("S", 1)}
-    text = "TM-T1, TM-S1, TM-E9; the trade-offs TM-T1 to TM-T2.\n"
+    text = "TM-T1, TM-S1, TM-E6; the trade-offs TM-T1 to TM-T2.\n"
     assert tm_problems(Path("page.md"), text, defined) == [
-        "page.md: TM-E9 is not defined in the threat model",
+        "page.md: TM-E6 is not defined in the threat model",
         "page.md: the range ending TM-T2 leaves out TM-T3"]

@@ -135,3 +135,61 @@ def test_deep_nesting_is_a_policy_error_naming_the_file(tmp_path: Path, text: st
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert str(path) in str(caught.value) and "nested deeper than" in str(caught.value)
+
+
+# --- provider kinds ---------------------------------------------------------------------------------------------------
+
+KIND_MODEL = "models: [{name: m, provider: p, upstream_model: my-deployment}]\n"
+
+
+@pytest.mark.parametrize(("provider", "words"), [
+    ("{kind: azure, api_base: 'https://r.openai.azure.com'}", "api_version is required for kind azure"),
+    ("{kind: azure, api_base: 'https://r.openai.azure.com', api_version: 'latest'}", "dated Azure OpenAI API version"),
+    ("{kind: azure, api_base: 'https://r.openai.azure.com', api_version: '2024-10-21&x=1'}", "dated Azure"),
+    ("{kind: anthropic, api_base: 'https://api.anthropic.com', api_version: '2024-10-21'}",
+     "api_version belongs to kind azure only"),
+    ("{api_base: 'https://api.openai.com/v1', api_version: '2024-10-21'}", "api_version belongs to kind azure only"),
+    ("{kind: anthropic, api_base: 'https://api.anthropic.com/v1'}", "without /v1"),
+    ("{kind: anthropic}", "api_base"),
+    ("{kind: bedrock, api_base: 'https://bedrock.example'}", "providers.p.kind"),
+    ("{kind: gemini, api_base: 'https://gemini.example'}", "providers.p.kind"),
+    ("{kind: anthropic, api_base: 'https://api.anthropic.com', aws_region_name: 'us-east-1'}",
+     "providers.p.aws_region_name"),
+    ("{kind: azure, api_base: 'http://r.openai.azure.com', api_version: '2024-10-21'}", "plain http"),
+])
+def test_provider_kind_settings_are_checked(tmp_path: Path, provider: str, words: str) -> None:
+    path = _policy_with(tmp_path, f"version: 1\nproviders: {{p: {provider}}}\n{KIND_MODEL}")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert words in str(caught.value) and str(path) in str(caught.value), str(caught.value)
+    assert "providers.p" in str(caught.value)
+
+
+@pytest.mark.parametrize(("provider", "model", "words"), [
+    ("{kind: azure, api_base: 'https://r.openai.azure.com', api_version: '2024-10-21'}",
+     "{name: m, provider: p, upstream_model: 'dep/../other'}", "Azure deployment name"),
+    ("{kind: anthropic, api_base: 'https://api.anthropic.com'}",
+     "{name: m, provider: p, upstream_model: claude, mode: embedding}", "serves chat here, not embedding"),
+    ("{kind: azure, api_base: 'https://r.openai.azure.com', api_version: '2024-10-21'}",
+     "{name: m, provider: p, upstream_model: dep, mode: completion}", "serves chat here, not completion"),
+])
+def test_models_fit_their_providers_kind(tmp_path: Path, provider: str, model: str, words: str) -> None:
+    path = _policy_with(tmp_path, f"version: 1\nproviders: {{p: {provider}}}\nmodels: [{model}]\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert words in str(caught.value) and str(path) in str(caught.value), str(caught.value)
+
+
+def test_kinds_load_and_default_to_openai(tmp_path: Path) -> None:
+    path = _policy_with(tmp_path, "version: 1\nproviders:\n"
+                                  "  o: {api_base: 'https://api.openai.com/v1'}\n"
+                                  "  a: {kind: anthropic, api_base: 'https://api.anthropic.com/'}\n"
+                                  "  z: {kind: azure, api_base: 'https://r.openai.azure.com', "
+                                  "api_version: '2025-01-01-preview'}\n"
+                                  "models: [{name: o, provider: o, upstream_model: gpt-4o-mini},"
+                                  " {name: a, provider: a, upstream_model: claude-sonnet-4-5},"
+                                  " {name: z, provider: z, upstream_model: my-gpt-4o}]\n")
+    policy = load_policy(path)
+    assert [policy.kind(m) for m in policy.models] == ["openai", "anthropic", "azure"]
+    assert policy.providers["a"].api_base == "https://api.anthropic.com"
+    assert policy.providers["z"].api_version == "2025-01-01-preview" and policy.providers["o"].api_version is None

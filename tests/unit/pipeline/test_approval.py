@@ -153,3 +153,39 @@ def test_the_approval_is_per_context() -> None:
             inner.run(verify, _call(), "acompletion", DEPLOYMENTS)
     finally:
         CURRENT.reset(token)
+
+
+AZURE = {"azure-model": Deployment("azure/prod-chat", "https://r.openai.azure.com", credential_digest(PROVIDER_KEY),
+                                   "azure", 600, FIELDS, api_version="2024-10-21")}
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({}, None),
+    ({"api_version": "2023-05-15"}, "api_version"),  # another API version than the policy's
+    ({"api_version": None}, "api_version"),
+    ({"model": "azure/other-deployment"}, "model"),
+    ({"model": "openai/prod-chat"}, "model"),
+    ({"api_base": "https://attacker.openai.azure.com"}, "api_base"),
+])
+def test_an_azure_call_must_carry_the_policys_deployment_and_api_version(overrides: dict[str, Any],
+                                                                        reason: str | None) -> None:
+    """threat-model: TM-E6"""
+    approval = _approval(model="azure-model", body={**BODY, "model": "azure-model"})
+    kwargs = _call(model="azure/prod-chat", api_base="https://r.openai.azure.com", api_version="2024-10-21")
+    kwargs.update(overrides)
+    token = CURRENT.set(approval)
+    try:
+        if reason is None:
+            assert verify(kwargs, "acompletion", AZURE) is approval
+        else:
+            with pytest.raises(HandoffMismatch) as caught:
+                verify(kwargs, "acompletion", AZURE)
+            assert caught.value.reason == reason
+    finally:
+        CURRENT.reset(token)
+
+
+def test_an_api_version_on_a_kind_without_one_is_refused() -> None:
+    with pytest.raises(HandoffMismatch) as caught:
+        _verify(_approval(), _call(api_version="2024-10-21"))
+    assert caught.value.reason == "api_version"

@@ -238,7 +238,7 @@ def test_a_model_is_retrieved_only_for_the_keys_models(world: World) -> None:
         return sent[0]["status"], json.loads(sent[1]["body"])
 
     assert get("/v1/models/chat-model") == (200, {"id": "chat-model", "object": "model", "created": 0,
-                                                  "owned_by": "standin"})
+                                                  "owned_by": "openai"})
     # Exposed but not this key's, and unknown: the same 404.
     assert get("/v1/models/embed-model")[0] == get("/v1/models/no-such-model")[0] == 404
     assert get("/v1/models/embed-model")[1]["error"] == get("/v1/models/no-such-model")[1]["error"] == {

@@ -1,0 +1,340 @@
+"""Provider kinds end to end: Anthropic and Azure OpenAI behind the same control point, driven with the official
+``openai`` SDK against the stand-in's Anthropic Messages and Azure OpenAI protocols (each checks its credential as the
+real service does).
+
+For each kind: chat, streaming (usage settles), tools (Anthropic ``tool_use`` <-> OpenAI ``tool_calls``), an upstream
+error, a wrong credential, a timeout, ledger parity afterwards; steering fields of each kind refused before the
+provider is called; the provider keys appear in no response and no log line; a redirecting provider endpoint is never
+followed with the key.
+
+threat-model: TM-E6
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway.pipeline.fields import KIND_STEERING_FIELDS
+from tests.support import (
+    AZURE_API_VERSION,
+    HI,
+    KINDS,
+    PRICE,
+    KindsStack,
+    Stack,
+    account_state,
+    any_listed,
+    boot_check,
+    boot_refusal_line,
+)
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                  "parameters": {"type": "object",
+                                                                 "properties": {"city": {"type": "string"}}}}}
+
+
+def _model(name: str, provider: str, upstream: str) -> str:
+    return f"  - name: {name}\n    provider: {provider}\n    upstream_model: {upstream}\n    mode: chat\n" \
+           f"    price: {json.dumps(PRICE)}\n"
+
+
+def _settled(kinds: KindsStack, before: int) -> int:
+    state = account_state(kinds.gateway, kinds.account)
+    assert state["reserved_micro_usd"] == 0
+    return before - int(state["balance_micro_usd"])
+
+
+def _balance(kinds: KindsStack) -> int:
+    return int(account_state(kinds.gateway, kinds.account)["balance_micro_usd"])
+
+
+def _anthropic_input(messages: list[dict[str, object]]) -> int:
+    return 9 + len(json.dumps(messages)) // 8
+
+
+# --- the model list -------------------------------------------------------------------------------------------------
+
+
+def test_the_model_list_names_each_models_provider_kind(kinds: KindsStack) -> None:
+    owned = {m.id: m.owned_by for m in kinds.client().models.list()}
+    assert owned["openai-chat"] == "openai"
+    assert owned["anthropic-chat"] == owned["claude-mapped"] == "anthropic"
+    assert owned["azure-chat"] == owned["azure-mapped"] == "azure"
+
+
+# --- chat, per kind ----------------------------------------------------------------------------------------------------
+
+
+def test_anthropic_chat_speaks_the_messages_api_and_settles_its_usage(kinds: KindsStack) -> None:
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    reply = kinds.client().chat.completions.create(model="anthropic-chat", messages=HI, max_tokens=50)
+    assert reply.choices[0].message.content == "Hello from the provider stand-in."
+    assert reply.choices[0].finish_reason == "stop"
+    (call,) = kinds.calls()
+    assert (call["method"], call["path"]) == ("POST", "/v1/messages")
+    headers = call["headers"]
+    assert isinstance(headers, dict) and headers["x-api-key"] == kinds.keys["anthropic"]
+    assert headers.get("anthropic-version") and "authorization" not in headers
+    body = call["body"]
+    assert isinstance(body, dict)
+    assert body["model"] == "standin-chat" and body["max_tokens"] == 50
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    prompt = _anthropic_input(body["messages"])
+    assert reply.usage is not None and (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (prompt, 7)
+    assert _settled(kinds, before) == prompt * 1 + 7 * 2
+
+
+def test_azure_chat_calls_the_deployment_with_the_policys_api_version(kinds: KindsStack) -> None:
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    reply = kinds.client().chat.completions.create(model="azure-chat", messages=HI, max_tokens=50)
+    assert reply.choices[0].message.content == "Hello from the provider stand-in."
+    (call,) = kinds.calls()
+    assert (call["method"], call["path"]) == ("POST", "/openai/deployments/standin-chat/chat/completions")
+    assert call["query"] == f"api-version={AZURE_API_VERSION}"
+    headers = call["headers"]
+    assert isinstance(headers, dict) and headers["api-key"] == kinds.keys["azure"]
+    assert "authorization" not in headers
+    assert _settled(kinds, before) == 9 * 1 + 7 * 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_streaming_settles_the_providers_usage(kinds: KindsStack, kind: str) -> None:
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    stream = kinds.client().chat.completions.create(model=f"{kind}-chat", messages=HI, max_tokens=50, stream=True,
+                                                    stream_options={"include_usage": True})
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert text == "Hello from the provider stand-in."
+    (call,) = kinds.calls()
+    body = call["body"]
+    assert isinstance(body, dict) and body["stream"] is True
+    prompt = _anthropic_input(body["messages"]) if kind == "anthropic" else 9
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (prompt, 5)
+    assert _settled(kinds, before) == prompt * 1 + 5 * 2
+
+
+def test_anthropic_prompt_cache_tokens_are_charged_as_input(kinds: KindsStack) -> None:
+    # The stand-in reports 3 cache-creation and 5 cache-read tokens for this system prompt; Anthropic bills them as
+    # input, and LiteLLM counts them into prompt_tokens, which the gateway settles at the input price.
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    messages = [{"role": "system", "content": "standin-cache"}, *HI]
+    reply = kinds.client().chat.completions.create(model="anthropic-chat", messages=messages,  # type: ignore[arg-type]
+                                                   max_tokens=50)
+    (call,) = kinds.calls()
+    body = call["body"]
+    assert isinstance(body, dict)
+    prompt = _anthropic_input(body["messages"]) + 3 + 5
+    assert reply.usage is not None and reply.usage.prompt_tokens == prompt
+    assert _settled(kinds, before) == prompt * 1 + 7 * 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tools_round_trip_as_openai_tool_calls(kinds: KindsStack, kind: str) -> None:
+    kinds.standin.recorder.clear()
+    reply = kinds.client().chat.completions.create(model=f"{kind}-chat", messages=HI, max_tokens=50,
+                                                   tools=[WEATHER_TOOL])  # type: ignore[list-item]
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    (called,) = choice.message.tool_calls
+    assert called.function.name == "get_weather" and json.loads(called.function.arguments) == {}
+    (call,) = kinds.calls()
+    body = call["body"]
+    assert isinstance(body, dict)
+    if kind == "anthropic":
+        # OpenAI's function tool became Anthropic's flat (custom) tool with an input_schema.
+        assert body["tools"] == [{"type": "custom", "name": "get_weather", "description": "Weather in a city",
+                                  "input_schema": WEATHER_TOOL["function"]["parameters"]}]  # type: ignore[index]
+    else:
+        assert body["tools"] == [WEATHER_TOOL]
+    # The tool's answer goes back as a tool message; Anthropic receives it as a tool_result block.
+    assistant = {"role": "assistant", "tool_calls": [{"id": called.id, "type": "function", "function": {
+        "name": called.function.name, "arguments": called.function.arguments}}]}
+    follow_up = [*HI, assistant, {"role": "tool", "tool_call_id": called.id, "content": "sunny"}]
+    kinds.standin.recorder.clear()
+    answer = kinds.client().chat.completions.create(model=f"{kind}-chat", messages=follow_up,  # type: ignore[arg-type]
+                                                    max_tokens=50)
+    assert answer.choices[0].message.content == "Hello from the provider stand-in."
+    if kind == "anthropic":
+        (call,) = kinds.calls()
+        sent = call["body"]
+        assert isinstance(sent, dict)
+        blocks = [block for message in sent["messages"] for block in message["content"]]
+        assert {"type": "tool_result", "tool_use_id": called.id, "content": "sunny"}.items() <= next(
+            b for b in blocks if b.get("type") == "tool_result").items()
+
+
+def test_anthropic_streamed_tool_use_arrives_as_tool_call_deltas(kinds: KindsStack) -> None:
+    stream = kinds.client().chat.completions.create(model="anthropic-chat", messages=HI, max_tokens=50, stream=True,
+                                                    tools=[WEATHER_TOOL])  # type: ignore[list-item]
+    names, arguments, finish = [], "", None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or []:
+                if delta.function and delta.function.name:
+                    names.append(delta.function.name)
+                if delta.function and delta.function.arguments:
+                    arguments += delta.function.arguments
+            finish = choice.finish_reason or finish
+    assert names == ["get_weather"] and json.loads(arguments) == {} and finish == "tool_calls"
+
+
+# --- failures, per kind ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", ["failing", "echo"])
+def test_an_upstream_error_is_the_gateways_stable_error(kinds: KindsStack, kind: str, case: str) -> None:
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    with pytest.raises(openai.APIStatusError) as caught:
+        kinds.client().chat.completions.create(model=f"{kind}-{case}", messages=HI, max_tokens=5)
+    # A provider's 5xx is the gateway's 502 upstream_error; its 400 (a request it refused) the gateway's own
+    # invalid_request, with the gateway's words.
+    expected = (502, "upstream_error") if case == "failing" else (400, "invalid_request")
+    assert (caught.value.status_code, caught.value.body["code"]) == expected  # type: ignore[index]
+    text = caught.value.response.text
+    # Never the provider's text (the echo error holds the key and the stand-in's URL).
+    for leaked in ("Internal server error", "bad request from", str(kinds.standin.port), *kinds.keys.values()):
+        assert leaked not in text
+    assert len(kinds.calls()) == 1  # one provider call, no retry
+    assert _settled(kinds, before) == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_wrong_credential_is_the_gateways_stable_error(kinds: KindsStack, kind: str) -> None:
+    kinds.standin.recorder.clear()
+    with pytest.raises(openai.APIStatusError) as caught:
+        kinds.client().chat.completions.create(model=f"{kind}-wrong-key", messages=HI, max_tokens=5)
+    (call,) = kinds.calls()
+    header = "x-api-key" if kind == "anthropic" else "api-key"
+    headers = call["headers"]
+    assert isinstance(headers, dict) and headers[header] == kinds.keys[f"{kind}_wrong"]
+    assert caught.value.status_code == 502
+    assert caught.value.body["code"] == "upstream_error"  # type: ignore[index]
+    text = caught.value.response.text
+    for leaked in ("authentication_error", "invalid x-api-key", "Access denied", *kinds.keys.values()):
+        assert leaked not in text
+    # The model still serves with the right key (no cooldown from another tenant's failure).
+    assert kinds.client().chat.completions.create(model=f"{kind}-chat", messages=HI, max_tokens=5).choices
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_slow_provider_times_out_as_504_and_releases(kinds: KindsStack, kind: str) -> None:
+    before = _balance(kinds)
+    with pytest.raises(openai.APIStatusError) as caught:
+        kinds.client().chat.completions.create(model=f"{kind}-slow", messages=HI, max_tokens=5)
+    assert caught.value.status_code == 504
+    assert caught.value.body["code"] == "upstream_timeout"  # type: ignore[index]
+    assert _settled(kinds, before) == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_redirecting_provider_is_not_followed_with_the_key(kinds: KindsStack, kind: str) -> None:
+    kinds.standin.recorder.clear()
+    with pytest.raises(openai.APIStatusError) as caught:
+        kinds.client().chat.completions.create(model=f"{kind}-redirected", messages=HI, max_tokens=5)
+    assert caught.value.status_code == 502
+    # The redirect was answered, and nothing followed it to where it pointed.
+    paths = [call["path"] for call in kinds.calls()]
+    assert paths and all(str(path).startswith("/standin-redirect/") for path in paths), paths
+
+
+# --- steering ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "field"), [(kind, field) for kind in KINDS for field in KIND_STEERING_FIELDS[kind]])
+def test_steering_fields_of_each_kind_are_refused(kinds: KindsStack, kind: str, field: str) -> None:
+    kinds.standin.recorder.clear()
+    value: object = {"x-api-key": "attacker"} if field == "extra_headers" else "2023-01-01"
+    for body in ({"model": f"{kind}-chat", "messages": HI, field: value},
+                 {"model": f"{kind}-chat", "messages": HI, "user": json.dumps({field: value})}):
+        response = httpx.post(kinds.gateway.base_url + "/v1/chat/completions", json=body, timeout=30,
+                              headers={"Authorization": f"Bearer {kinds.key}"})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "unsupported_parameter"
+    assert kinds.calls() == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_responses_api_is_not_served_for_translated_kinds(kinds: KindsStack, kind: str) -> None:
+    kinds.standin.recorder.clear()
+    with pytest.raises(openai.BadRequestError):
+        kinds.client().responses.create(model=f"{kind}-chat", input="Hi")
+    assert kinds.calls() == []
+
+
+@pytest.mark.parametrize("field", ["n", "logprobs", "seed"])
+def test_fields_anthropic_would_drop_are_refused(kinds: KindsStack, field: str) -> None:
+    kinds.standin.recorder.clear()
+    value: object = 2 if field == "n" else (True if field == "logprobs" else 7)
+    response = httpx.post(kinds.gateway.base_url + "/v1/chat/completions", timeout=30,
+                          json={"model": "anthropic-chat", "messages": HI, field: value},
+                          headers={"Authorization": f"Bearer {kinds.key}"})
+    assert response.status_code == 400, response.text
+    assert kinds.calls() == []
+
+
+# --- prices from the cost map, parity and canaries ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "input_per_million", "output_per_million"),
+                         [("claude-mapped", 3_000_000, 15_000_000), ("azure-mapped", 150_000, 600_000)])
+def test_cost_map_prices_under_the_providers_own_name(kinds: KindsStack, model: str, input_per_million: int,
+                                                      output_per_million: int) -> None:
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    reply = kinds.client().chat.completions.create(model=model, messages=HI, max_tokens=5)
+    assert reply.usage is not None
+    expected = reply.usage.prompt_tokens * input_per_million + reply.usage.completion_tokens * output_per_million
+    assert _settled(kinds, before) == -(-expected // 1_000_000)
+
+
+def test_ledger_parity_and_no_key_in_the_log(kinds: KindsStack, stack: Stack) -> None:
+    assert kinds.gateway.keys.ledger.check() == []
+    assert any_listed(kinds.gateway.process.output(), list(kinds.keys.values())) == []
+    environ = Path(f"/proc/{kinds.gateway.process.process.pid}/environ").read_bytes()  # type: ignore[union-attr]
+    assert any_listed(environ.decode("utf-8", "replace"), list(kinds.keys.values())) == []
+
+
+# --- boot --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "AZURE_API_KEY", "AZURE_AD_TOKEN",
+                                      "AZURE_API_VERSION", "AZURE_CLIENT_SECRET", "azure_api_base"])
+def test_boot_refuses_provider_variables_litellm_would_read(stack: Stack, tmp_path: Path, variable: str) -> None:
+    result = boot_check(stack, tmp_path, **{variable: "from-the-environment"})
+    line = boot_refusal_line(result)
+    assert variable in line and "from-the-environment" not in result.stderr
+
+
+def test_boot_refuses_a_model_without_its_providers_credential(stack: Stack, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nproviders:\n  never_bootstrapped:\n    kind: anthropic\n"
+                      "    api_base: http://127.0.0.1:9\nmodels:\n"
+                      + _model("m", "never_bootstrapped", "standin-chat"), encoding="utf-8")
+    line = boot_refusal_line(boot_check(stack, tmp_path, GATEWAY_POLICY_FILE=str(policy)))
+    assert "never_bootstrapped" in line
+
+
+def test_boot_refuses_a_model_with_no_price_anywhere(stack: Stack, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nproviders:\n  anthropic:\n    kind: anthropic\n"
+                      "    api_base: http://127.0.0.1:9\nmodels:\n"
+                      + "  - name: unpriced\n    provider: anthropic\n    upstream_model: no-such-claude\n",
+                      encoding="utf-8")
+    line = boot_refusal_line(boot_check(stack, tmp_path, GATEWAY_POLICY_FILE=str(policy)))
+    assert "unpriced" in line and "price" in line

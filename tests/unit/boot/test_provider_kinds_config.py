@@ -1,0 +1,104 @@
+"""LiteLLM's configuration per provider kind: ``<kind>/<upstream_model>``, the policy's host and API version, the key
+from Vault; the approval check's deployments mirror it; prices come from the cost map under the provider's own name
+only; provider variables LiteLLM would read from the environment are refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.boot import litellm_mount
+from gateway.boot.errors import BootError
+from gateway.boot.secret import Secret
+from gateway.pipeline.approval import credential_digest
+from gateway.policy import Policy, load_policy
+
+POLICY = """version: 1
+providers:
+  o: {api_base: 'https://api.openai.com/v1'}
+  a: {kind: anthropic, api_base: 'https://api.anthropic.com'}
+  z: {kind: azure, api_base: 'https://r.openai.azure.com', api_version: '2024-10-21'}
+models:
+  - {name: o, provider: o, upstream_model: gpt-4o-mini}
+  - {name: a, provider: a, upstream_model: claude-sonnet-4-5}
+  - {name: z, provider: z, upstream_model: gpt-4o-mini}
+  - {name: z-own-name, provider: z, upstream_model: prod-chat, price: {input_usd_per_million_tokens: '1'}}
+"""
+KEYS = {"o": Secret("key-o"), "a": Secret("key-a"), "z": Secret("key-z")}
+
+
+def _policy(tmp_path: Path, text: str = POLICY) -> Policy:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return load_policy(path)
+
+
+def test_each_kind_is_configured_for_its_own_protocol(tmp_path: Path) -> None:
+    config = litellm_mount.build_config(_policy(tmp_path), Secret("master"), KEYS)
+    params = {entry["model_name"]: entry["litellm_params"] for entry in config["model_list"]}
+    assert params["o"] == {"model": "openai/gpt-4o-mini", "api_base": "https://api.openai.com/v1", "api_key": "key-o"}
+    assert params["a"] == {"model": "anthropic/claude-sonnet-4-5", "api_base": "https://api.anthropic.com",
+                           "api_key": "key-a"}
+    assert params["z"] == {"model": "azure/gpt-4o-mini", "api_base": "https://r.openai.azure.com",
+                           "api_key": "key-z", "api_version": "2024-10-21"}
+    # Nothing LiteLLM would resolve from the environment.
+    assert not any(str(v).startswith("os.environ/") for p in params.values() for v in p.values())
+
+
+def test_deployments_mirror_the_config(tmp_path: Path) -> None:
+    deployments = litellm_mount.build_deployments(_policy(tmp_path), KEYS)
+    assert (deployments["a"].litellm_model, deployments["a"].provider, deployments["a"].api_version) == (
+        "anthropic/claude-sonnet-4-5", "anthropic", None)
+    assert (deployments["z"].litellm_model, deployments["z"].provider, deployments["z"].api_version) == (
+        "azure/gpt-4o-mini", "azure", "2024-10-21")
+    assert deployments["a"].credential == credential_digest("key-a")
+    # Anthropic's translation drops n, logprobs and seed: the pre-flight refuses them for that kind.
+    assert {"n", "logprobs", "seed"} <= deployments["o"].fields
+    assert not {"n", "logprobs", "seed"} & deployments["a"].fields
+    assert {"messages", "max_tokens", "tools", "stream_options"} <= deployments["a"].fields
+
+
+def test_prices_come_from_the_cost_map_under_the_providers_own_name(tmp_path: Path) -> None:
+    prices = litellm_mount.resolve_prices(_policy(tmp_path))
+    litellm = litellm_mount.import_litellm()
+    assert prices["a"].input_per_million == round(litellm.model_cost["claude-sonnet-4-5"]["input_cost_per_token"] * 1e12)
+    assert prices["z"].input_per_million == round(litellm.model_cost["azure/gpt-4o-mini"]["input_cost_per_token"] * 1e12)
+    assert prices["z-own-name"].input_per_million == 1_000_000
+
+
+@pytest.mark.parametrize(("kind", "upstream"), [("anthropic", "gpt-4o-mini"), ("azure", "claude-sonnet-4-5"),
+                                                ("azure", "prod-chat")])
+def test_another_providers_price_is_never_taken(tmp_path: Path, kind: str, upstream: str) -> None:
+    extra = ", api_version: '2024-10-21'" if kind == "azure" else ""
+    policy = _policy(tmp_path, f"version: 1\nproviders: {{p: {{kind: {kind}, api_base: 'https://h.example'{extra}}}}}\n"
+                               f"models: [{{name: m, provider: p, upstream_model: {upstream}}}]\n")
+    with pytest.raises(BootError, match="no price in the policy and none in LiteLLM's cost map"):
+        litellm_mount.resolve_prices(policy)
+
+
+@pytest.mark.parametrize("name", ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "AZURE_API_KEY",
+                                  "AZURE_OPENAI_API_KEY", "AZURE_AD_TOKEN", "AZURE_API_BASE", "AZURE_API_VERSION",
+                                  "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "azure_username",
+                                  "LITELLM_ANTHROPIC_DISABLE_URL_SUFFIX"])
+def test_provider_variables_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """threat-model: TM-E6"""
+    for existing in list(os.environ):
+        if existing.upper().startswith(litellm_mount.PROVIDER_ENV_PREFIXES):
+            monkeypatch.delenv(existing)
+    monkeypatch.setenv(name, "value-from-env")
+    with pytest.raises(BootError) as caught:
+        litellm_mount.check_environment()
+    assert name in str(caught.value) and "value-from-env" not in str(caught.value)
+
+
+def test_anthropic_beta_headers_are_never_fetched_from_the_internet(monkeypatch: pytest.MonkeyPatch) -> None:
+    litellm_mount.import_litellm()
+    from litellm import anthropic_beta_headers_manager as manager
+
+    fetched: list[str] = []
+    monkeypatch.setattr(manager.GetAnthropicBetaHeadersConfig, "fetch_remote_beta_headers_config",
+                        staticmethod(lambda url: fetched.append(url) or {}))
+    config = manager.get_beta_headers_config("https://example.invalid/beta-headers.json")
+    assert fetched == [] and config  # the bundled table, without a network call
