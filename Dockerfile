@@ -37,10 +37,12 @@ RUN /opt/tools/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/whe
 
 FROM python:3.11-slim-bookworm AS runtime
 # A fixed numeric user and group, so Kubernetes can check runAsNonRoot and give it the projected token's ownership.
-# The base image's own installer goes too: nothing installs anything at run time.
+# The base image's own installer goes too, and ensurepip with the pip wheel it bundles (`python -m ensurepip --user`
+# would otherwise put pip back under the writable HOME): nothing installs anything at run time.
 RUN groupadd --system --gid 10001 gateway \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin gateway \
+    && rm -rf "$(python -c 'import ensurepip, os; print(os.path.dirname(ensurepip.__file__))')" \
     && python -m pip uninstall --yes --no-input pip setuptools wheel
 COPY --from=build /opt/gateway /opt/gateway
 # The working directory holds nothing and is not writable: the manifests use Postgres, not the default SQLite under

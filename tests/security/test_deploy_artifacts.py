@@ -130,6 +130,8 @@ def test_image_installs_only_from_the_hash_locked_requirements() -> None:
     # No installer at run time: the gateway's virtualenv is made without pip, and the base image's pip is removed.
     assert any("venv --without-pip /opt/gateway" in run for run in runs)
     assert any("pip uninstall --yes --no-input pip" in rest for keyword, rest in _runtime_stage() if keyword == "RUN")
+    # ...and ensurepip, which would put pip back from the wheel it bundles.
+    assert any("import ensurepip" in rest and "rm -rf" in rest for keyword, rest in _runtime_stage() if keyword == "RUN")
 
 
 def test_image_carries_no_secret_and_no_build_context_at_run_time() -> None:
