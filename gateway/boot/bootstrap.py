@@ -263,6 +263,28 @@ class JwtBinding:
     claims: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
+def _pem_set(keys: object) -> set[str]:
+    return {"".join(str(key).split()) for key in keys} if isinstance(keys, list) else set()
+
+
+def _check_jwt_mount_free(client: hvac.Client, mount: str, binding: JwtBinding) -> None:
+    """Refuse to replace a jwt mount's configuration that trusts another issuer or other keys: writing the config
+    replaces it whole, so every other role of that mount (a CI's OIDC login, say) would stop working, or would start
+    accepting the gateway's platform tokens. Running jwt-setup again with the same binding passes."""
+    try:
+        current = client.auth.jwt.read_config(path=mount).get("data") or {}
+    except hvac.exceptions.InvalidPath:
+        return  # a new mount: nothing configured yet
+    configured = any(current.get(name) for name in ("jwt_validation_pubkeys", "jwks_url", "oidc_discovery_url"))
+    same = (not current.get("jwks_url") and not current.get("oidc_discovery_url")
+            and current.get("bound_issuer") == binding.issuer
+            and _pem_set(current.get("jwt_validation_pubkeys")) == _pem_set(list(binding.public_keys)))
+    if configured and not same:
+        raise BootError("jwt setup", f"auth/{mount} already trusts another issuer or other keys; give the gateway a "
+                                     "jwt mount of its own (GATEWAY_VAULT_JWT_MOUNT) rather than replace that "
+                                     "configuration")
+
+
 def configure_jwt(client: hvac.Client, settings: Settings, binding: JwtBinding) -> str:
     """Enable Vault's jwt auth method at ``GATEWAY_VAULT_JWT_MOUNT`` (if missing), trust ``binding``'s keys and issuer
     there, and write the gateway's role (``secrets/jwt-gateway.json`` plus the bound audience, subject and claims)
@@ -272,6 +294,7 @@ def configure_jwt(client: hvac.Client, settings: Settings, binding: JwtBinding) 
     definition = role_definition(name="jwt-gateway.json")
     with _vault_step("jwt setup", settings):
         _enable_auth_method(client, settings, "jwt", mount)
+        _check_jwt_mount_free(client, mount, binding)
         client.auth.jwt.configure(jwt_validation_pubkeys=list(binding.public_keys), bound_issuer=binding.issuer,
                                   path=mount)
         client.auth.jwt.create_role(name=role, allowed_redirect_uris=[], bound_audiences=[binding.audience],

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.boot.bootstrap import JwtBinding, configure_jwt, write_private_file
+from gateway.boot.errors import BootError
 from gateway.boot.settings import Settings
 from gateway.devstack.openbao import free_port
 from tests.support import Stack, boot_check, boot_refusal_line, run_gateway
@@ -186,3 +187,22 @@ def test_jwt_setup_refuses_an_issuer_key_others_could_swap(stack: Stack, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("gateway: boot failed at settings: --public-key-file: file ")
     assert words in lines[0], lines[0]
     assert "jwt-never/" not in stack.root().sys.list_auth_methods()["data"]
+
+
+def test_jwt_setup_never_replaces_another_issuers_configuration(stack: Stack) -> None:
+    # Vault replaces a jwt mount's config whole: writing the gateway's issuer over a CI's would break the CI's roles.
+    def public(key: ec.EllipticCurvePrivateKey) -> str:
+        return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    settings = Settings(vault_addr=stack.vault_addr, vault_jwt_mount="jwt-shared")
+    ci = JwtBinding(public_keys=(public(ec.generate_private_key(ec.SECP256R1())),), issuer="https://ci.example.test",
+                    audience="vault-ci", subject="repo:example/app:ref:refs/heads/main", claims={})
+    configure_jwt(stack.root(), settings, ci)
+    ours = JwtBinding(public_keys=(public(SIGNING_KEY),), issuer=ISSUER, audience=AUDIENCE, subject=SUBJECT,
+                      claims=CLAIMS)
+    with pytest.raises(BootError, match="auth/jwt-shared already trusts another issuer or other keys"):
+        configure_jwt(stack.root(), settings, ours)
+    assert stack.root().auth.jwt.read_config(path="jwt-shared")["data"]["bound_issuer"] == "https://ci.example.test"
+    # The same binding again is fine: jwt-setup can be re-run.
+    assert configure_jwt(stack.root(), settings, ci) == "gateway"
