@@ -79,3 +79,19 @@ def test_replicas_booting_at_once_chain_each_alarm_once(engine: sa.Engine, store
     assert _pending(engine) == 0
     for replica in replicas:
         replica.dispose()
+
+
+def test_a_planted_row_the_gateway_cannot_read_is_chained_not_refused(engine: sa.Engine) -> None:
+    # Whoever can write the database can plant a pending row; it must not stop every later boot, nor write markup
+    # or control characters into the chain.
+    audit = AuditLog(engine, KEY)
+    bad_time = "'infinity'" if engine.dialect.name == "postgresql" else "'not a time'"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO boot_alarms (at, kind, detail) VALUES ({bad_time}, :kind, :detail)"),
+                     {"kind": "<b>kind</b>\n", "detail": "x\x1b[31m <script>"})
+    assert chain_pending(engine, audit) == 1
+    (entry,) = audit.list(event=EVENT)
+    assert entry["subject"] == "unknown_kind"
+    assert entry["reason"] == "raised_at=unreadable kind=?b?kind?/b?? x??31m ?script?"
+    assert audit.verify() == []
+    assert _pending(engine) == 0
