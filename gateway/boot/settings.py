@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://")):
             raise ValueError("must be a redis:// or rediss:// URL")
+        # redis-py reads TLS options from the query: a rediss:// URL must keep the certificate and host name checks.
+        for name, option in parse_qsl(urlsplit(value or "").query, keep_blank_values=True):
+            if (name == "ssl_cert_reqs" and option.lower() != "required") or (
+                    name == "ssl_check_hostname" and option.lower() not in ("true", "1", "yes")):
+                raise ValueError(f"must not weaken TLS ({name}={option[:20]})")
         return value
 
     @field_validator("vault_addr")

@@ -264,6 +264,12 @@ def test_pod_needs_nothing_but_its_vault_login() -> None:
     database = env["GATEWAY_DATABASE_URL"]
     assert database.startswith("postgresql+psycopg://gateway@") and "sslmode=verify-full" in database
     assert not url_carries_credential(database)
+    # Redis over TLS, checked against a CA from the ConfigMap: the password never crosses the network in clear.
+    redis_url = env["GATEWAY_REDIS_URL"]
+    assert redis_url.startswith("rediss://") and not url_carries_credential(redis_url)
+    ca = redis_url.split("ssl_ca_certs=", 1)[1].split("&", 1)[0]
+    mount, volume = _mount_source(ca)
+    assert volume.get("configMap", {}).get("name") == "gateway-ca" and mount["readOnly"] is True
 
 
 def test_manifest_settings_pass_the_gateways_validation(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -125,11 +125,22 @@ def test_credentials_in_urls_are_refused(monkeypatch: pytest.MonkeyPatch, name: 
 @pytest.mark.parametrize("value", [
     "postgresql+psycopg://gw@db.internal:5432/gateway?sslmode=verify-full&sslkey=/etc/gw/client.key&passfile=/x",
     "redis://redis.internal:6379/0?socket_timeout=1", "sqlite:///var/gateway.db",
+    "rediss://redis.internal:6379/0?ssl_ca_certs=/etc/gateway/tls/redis-ca.crt&ssl_cert_reqs=required",
 ])
 def test_urls_without_credentials_are_accepted(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     name = "GATEWAY_REDIS_URL" if value.startswith("redis") else "GATEWAY_DATABASE_URL"
     monkeypatch.setenv(name, value)
     assert getattr(load_settings(), name.removeprefix("GATEWAY_").lower()) == value
+
+
+@pytest.mark.parametrize("query", ["ssl_cert_reqs=none", "ssl_cert_reqs=optional", "ssl_check_hostname=false",
+                                   "ssl_check_hostname=0"])
+def test_a_redis_url_that_weakens_tls_is_refused(monkeypatch: pytest.MonkeyPatch, query: str) -> None:
+    # redis-py takes these from the URL's query: they would turn off the certificate or host name check.
+    monkeypatch.setenv("GATEWAY_REDIS_URL", f"rediss://redis.internal:6379/0?ssl_ca_certs=/ca.crt&{query}")
+    with pytest.raises(BootError) as caught:
+        load_settings()
+    assert "GATEWAY_REDIS_URL" in caught.value.message and "must not weaken TLS" in caught.value.message
 
 
 def test_redacted_url_keeps_host_port_and_database_only() -> None:
