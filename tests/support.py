@@ -342,6 +342,18 @@ def boot_check(stack: Stack, folder: Path, *, drop: tuple[str, ...] = (), unseen
     return result
 
 
+def assert_runtime_token_only(client: hvac.Client) -> None:
+    """The token ``client`` just logged in with is the runtime one (secrets/*-gateway.json): the ``gateway-runtime``
+    policy alone, at most 5 minutes and 5 uses (boot needs at most 4). It is revoked after the look."""
+    try:
+        info = client.auth.token.lookup_self()["data"]
+        assert info["policies"] == ["gateway-runtime"]
+        assert 0 < info["ttl"] <= 300
+        assert 0 < info["num_uses"] <= 5
+    finally:
+        client.auth.token.revoke_self()
+
+
 def boot_refusal_line(result: subprocess.CompletedProcess[str]) -> str:
     """The one ``gateway: boot failed ...`` line of a boot that exited with code 2."""
     assert result.returncode == 2, result.stderr[-2000:]

@@ -26,6 +26,7 @@ from tests.support import (
     StandIn,
     TlsStack,
     any_listed,
+    assert_runtime_token_only,
     boot_check,
     boot_refusal_line,
     bootstrapped_tls_stack,
@@ -141,13 +142,7 @@ def test_the_cert_role_gives_the_runtime_policy_and_nothing_more(cert_stack: Cer
     client = hvac.Client(url=cert_stack.stack.vault_addr, verify=str(cert_stack.stack.ca_file),
                          cert=(str(cert), str(key)))
     client.auth.cert.login(name="gateway")
-    try:
-        info = client.auth.token.lookup_self()["data"]
-        assert info["policies"] == ["gateway-runtime"]
-        assert 0 < info["ttl"] <= 300
-        assert 0 < info["num_uses"] <= 5  # secrets/cert-gateway.json: 5 uses, boot needs at most 4
-    finally:
-        client.auth.token.revoke_self()
+    assert_runtime_token_only(client)
 
 
 def test_a_certificate_from_another_ca_is_refused(cert_stack: CertStack, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from gateway.boot.bootstrap import JwtBinding, configure_jwt, write_private_file
 from gateway.boot.errors import BootError
 from gateway.boot.settings import Settings
 from gateway.devstack.openbao import free_port
-from tests.support import Stack, boot_check, boot_refusal_line, run_gateway
+from tests.support import Stack, assert_runtime_token_only, boot_check, boot_refusal_line, run_gateway
 
 ISSUER = "https://issuer.example.test"
 AUDIENCE = "gateway-vault"
@@ -125,13 +125,7 @@ def test_the_jwt_role_gives_the_runtime_policy_and_nothing_more(jwt_stack: Stack
     """threat-model: TM-S6"""
     client = hvac.Client(url=jwt_stack.vault_addr)
     client.auth.jwt.jwt_login(role="gateway", jwt=_token(), path="jwt")
-    try:
-        info = client.auth.token.lookup_self()["data"]
-        assert info["policies"] == ["gateway-runtime"]
-        assert 0 < info["ttl"] <= 300
-        assert 0 < info["num_uses"] <= 5  # secrets/jwt-gateway.json: 5 uses, boot needs at most 4
-    finally:
-        client.auth.token.revoke_self()
+    assert_runtime_token_only(client)
 
 
 def test_jwt_setup_from_the_cli_then_boot(stack: Stack, tmp_path: Path) -> None:
