@@ -66,6 +66,8 @@ STEERING_KEYS = {
     "client_id", "client_secret", "azure_authority_host",
     # Any kind: which model or region the provider call goes to.
     "model_id", "aws_region_name", "vertex_project", "vertex_location",
+    # Gemini: LiteLLM's other names for the Vertex project, location and credentials, and its custom-endpoint switch.
+    "vertex_ai_project", "vertex_ai_location", "vertex_ai_credentials", "use_psc_endpoint_format",
 }
 # Fields of the provider kinds the gateway serves that would select a provider, deployment, API version or
 # credential if LiteLLM took them from a request body. None of them is on the allow-lists above, so each is refused
@@ -76,6 +78,9 @@ KIND_STEERING_FIELDS = {
     "azure": ("api_version", "deployment_id", "azure_ad_token", "azure_ad_token_provider", "azure_username",
               "azure_password", "azure_scope", "tenant_id", "client_id", "client_secret", "api_key", "api_base",
               "base_url", "extra_headers", "custom_llm_provider"),
+    "gemini": ("vertex_project", "vertex_location", "vertex_credentials", "vertex_ai_project", "vertex_ai_location",
+               "vertex_ai_credentials", "use_psc_endpoint_format", "api_key", "api_base", "base_url", "extra_headers",
+               "custom_llm_provider"),
 }
 # Matched whole (fullmatch): "$" alone would also match before a final newline.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
