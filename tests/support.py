@@ -639,6 +639,8 @@ def kinds_policy(root: str) -> str:
     models += _kinds_model("claude-mapped", "anthropic", "claude-sonnet-4-5", price=False)
     models += _kinds_model("azure-mapped", "azure", "gpt-4o-mini", price=False)
     models += _kinds_model("gemini-mapped", "gemini", "gemini-2.5-flash", price=False)
+    # Priced for images, so that an image reaches the kind's own checks.
+    models += _kinds_model("gemini-vision", "gemini", "standin-chat") + "    max_image_tokens: 300\n"
     return (f"version: 1\nproviders:\n  openai_p:\n    api_base: {root}/v1\n{providers}models:\n"
             + _kinds_model("openai-chat", "openai_p", "standin-chat") + models
             + "upstream:\n  timeout_seconds: 3\nrate_limits:\n  default_rpm: 1000000\n  default_tpm: 1000000000\n")

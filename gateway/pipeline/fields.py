@@ -391,6 +391,25 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
         check_integer(body, "dimensions", 1, 65536)
 
 
+# Kinds whose LiteLLM translation fetches an image URL in this process instead of passing it to the provider: gemini
+# (litellm/llms/vertex_ai/gemini/transformation.py downloads an https URL whose type it cannot tell from the name, and
+# looks up any URL holding "gs://" at storage.googleapis.com). Their image parts must be inline data (TM-I8).
+INLINE_IMAGES_ONLY = frozenset({"gemini"})
+
+
+def check_inline_images(body: dict[str, Any]) -> None:
+    """Refuse a chat image given by URL: for :data:`INLINE_IMAGES_ONLY` kinds only a base64 data URL passes."""
+    for i, message in enumerate(body.get("messages") or []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            image = part.get("image_url") if isinstance(part, dict) else None
+            url = image.get("url") if isinstance(image, dict) else None
+            if isinstance(part, dict) and "image_url" in part and not (
+                    isinstance(url, str) and IMAGE_DATA_URL.fullmatch(url)):
+                raise unsupported(f"messages[{i}].content[{j}].image_url.url",
+                                  "this model takes images as base64 data URLs only")
+
+
 def check_forwarded(body: dict[str, Any], forwarded: frozenset[str]) -> None:
     """Refuse a field this model's deployment would not receive: LiteLLM drops some OpenAI fields silently for some
     models (see ``gateway.boot.litellm_mount.forwarded_fields``); a client must not believe they were applied."""

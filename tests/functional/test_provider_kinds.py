@@ -13,6 +13,7 @@ threat-model: TM-E6
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -142,6 +143,30 @@ def test_gemini_chat_speaks_generate_content_with_the_key_in_a_header(kinds: Kin
     assert reply.usage is not None and (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (
         prompt, 7 + THOUGHTS)
     assert _settled(kinds, before) == prompt * 1 + (7 + THOUGHTS) * 2
+
+
+def test_gemini_images_go_inline_and_no_image_url_is_fetched_by_the_gateway(kinds: KindsStack) -> None:
+    """threat-model: TM-I8"""
+    # LiteLLM's Gemini translation downloads an image URL in this process when it cannot tell its type from the name,
+    # and looks up a "gs://" one at storage.googleapis.com: for Gemini models only inline images pass.
+    kinds.standin.recorder.clear()
+    for url in ("https://images.invalid/cat", "https://images.invalid/cat.png", "https://images.invalid/x?u=gs://b/o"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            kinds.client().chat.completions.create(model="gemini-vision", max_tokens=5, messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+        assert refused.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
+        assert refused.value.body["param"] == "messages[0].content[0].image_url.url"  # type: ignore[index]
+    assert kinds.calls() == []
+    data = base64.b64encode(b"\x89PNG\r\n\x1a\n standin image").decode()
+    reply = kinds.client().chat.completions.create(model="gemini-vision", max_tokens=5, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}]}])
+    assert reply.choices[0].message.content
+    (call,) = kinds.calls()
+    body = call["body"]
+    assert isinstance(body, dict)
+    (blob,) = [either(part, "inlineData") for part in body["contents"][0]["parts"] if either(part, "inlineData")]
+    assert (blob["data"], either(blob, "mimeType")) == (data, "image/png")
 
 
 @pytest.mark.parametrize("kind", KINDS)
