@@ -35,19 +35,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# The wire protocols a provider may speak (``kind``). ``openai``: any OpenAI-compatible API (the default). Bedrock and
-# Gemini are not served yet: their credentials, stand-ins and steering fields need their own review.
-ProviderKind = Literal["openai", "anthropic", "azure"]
+# The wire protocols a provider may speak (``kind``). ``openai``: any OpenAI-compatible API (the default); ``gemini``:
+# Google AI Studio's Gemini API. Bedrock and Vertex AI are not served yet: their credentials, stand-ins and steering
+# fields need their own review.
+ProviderKind = Literal["openai", "anthropic", "azure", "gemini"]
 # Azure OpenAI's dated API versions ("2024-10-21", "2025-01-01-preview"). The undated "v1"/"latest" API takes another
 # URL scheme and is not accepted until it is tested here.
 AZURE_API_VERSION = re.compile(r"20[0-9]{2}-[01][0-9]-[0-3][0-9](-preview)?")
 # An Azure deployment name becomes one segment of the request path: letters, digits, '.', '_' and '-' only.
 AZURE_DEPLOYMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# The modes each kind serves here; LiteLLM translates OpenAI's chat API to Anthropic's Messages API only.
+# A Gemini model name becomes one segment of the request path (".../models/<name>:generateContent"): the same
+# characters as an Azure deployment name, so nothing in it can reach another path, query or host.
+GEMINI_MODEL = AZURE_DEPLOYMENT
+# Gemini's api_base names the API version LiteLLM appends "/models/<model>:generateContent" to; without one LiteLLM
+# would build a path Google does not serve.
+GEMINI_API_BASE_VERSION = re.compile(r".*/v1(beta|alpha)?")
+# The modes each kind serves here; LiteLLM translates OpenAI's chat API to Anthropic's Messages API and to Gemini's
+# generateContent only.
 KIND_MODES: dict[str, frozenset[str]] = {
     "openai": frozenset({"chat", "completion", "embedding"}),
     "anthropic": frozenset({"chat"}),
     "azure": frozenset({"chat"}),
+    "gemini": frozenset({"chat"}),
 }
 
 
@@ -56,7 +65,8 @@ class Provider(_Strict):
     kind: ProviderKind = "openai"
     # Where this provider's API lives. Only the policy decides this, never a request. openai: the base URL of the
     # OpenAI-compatible API (".../v1"); anthropic: the host (LiteLLM appends /v1/messages); azure: the resource
-    # endpoint ("https://RESOURCE.openai.azure.com").
+    # endpoint ("https://RESOURCE.openai.azure.com"); gemini: the API with its version
+    # ("https://generativelanguage.googleapis.com/v1beta"; LiteLLM appends /models/<model>:generateContent).
     api_base: str
     # azure only, and required there: the API version sent as ?api-version= on every call.
     api_version: str | None = None
@@ -73,6 +83,9 @@ class Provider(_Strict):
             raise ValueError(f"api_version belongs to kind azure only, not to kind {self.kind}")
         if self.kind == "anthropic" and self.api_base.endswith(("/v1", "/v1/messages")):
             raise ValueError("for kind anthropic, api_base is the host without /v1 (LiteLLM appends /v1/messages)")
+        if self.kind == "gemini" and not GEMINI_API_BASE_VERSION.fullmatch(self.api_base):
+            raise ValueError("for kind gemini, api_base ends with the API version, for example "
+                             "'https://generativelanguage.googleapis.com/v1beta' (LiteLLM appends /models/<model>:...)")
         return self
 
     @field_validator("api_base")
@@ -238,6 +251,9 @@ class Policy(_Strict):
             if kind == "azure" and not AZURE_DEPLOYMENT.fullmatch(model.upstream_model):
                 raise ValueError(f"model {model.name!r}: upstream_model is the Azure deployment name and must match "
                                  + AZURE_DEPLOYMENT.pattern)
+            if kind == "gemini" and not GEMINI_MODEL.fullmatch(model.upstream_model):
+                raise ValueError(f"model {model.name!r}: upstream_model is the Gemini model name (without 'models/') "
+                                 "and must match " + GEMINI_MODEL.pattern)
             if model.name in seen:
                 raise ValueError(f"model {model.name!r} is listed twice")
             seen.add(model.name)

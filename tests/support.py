@@ -595,9 +595,9 @@ def spec_errors(schema_name: str, instance: Any) -> list[str]:
             for error in validator.iter_errors(instance)]
 
 
-# --- provider kinds: a gateway whose policy has Anthropic and Azure OpenAI providers on the stand-in ---------------
+# --- provider kinds: a gateway whose policy has Anthropic, Azure OpenAI and Gemini providers on the stand-in -------
 
-KINDS = ("anthropic", "azure")
+KINDS = ("anthropic", "azure", "gemini")
 AZURE_API_VERSION = "2024-10-21"
 # Prices of the kinds policy's models, in USD per million tokens (1 and 2 micro-USD per token).
 PRICE = {"input_usd_per_million_tokens": "1", "output_usd_per_million_tokens": "2"}
@@ -605,8 +605,8 @@ PRICE = {"input_usd_per_million_tokens": "1", "output_usd_per_million_tokens": "
 
 @dataclass
 class KindsStack:
-    """A gateway (its own policy) with OpenAI, Anthropic and Azure providers, all on one stand-in that accepts only
-    the real keys; each kind also has a ``<kind>_wrong`` provider (another key in Vault) and a ``<kind>_redirect``
+    """A gateway (its own policy) with OpenAI, Anthropic, Azure and Gemini providers, all on one stand-in that accepts
+    only the real keys; each kind also has a ``<kind>_wrong`` provider (another key in Vault) and a ``<kind>_redirect``
     one (an endpoint answering 307)."""
 
     gateway: RunningGateway
@@ -634,8 +634,10 @@ def kinds_policy(root: str) -> str:
     providers = ""
     for kind in KINDS:
         extra = f"    api_version: '{AZURE_API_VERSION}'\n" if kind == "azure" else ""
+        # Gemini's api_base carries the API version: LiteLLM appends /models/<model>:generateContent to it.
+        path = "/v1beta" if kind == "gemini" else ""
         for suffix, base in (("", root), ("_wrong", root), ("_redirect", root + "/standin-redirect")):
-            providers += f"  {kind}{suffix}:\n    kind: {kind}\n    api_base: {base}\n{extra}"
+            providers += f"  {kind}{suffix}:\n    kind: {kind}\n    api_base: {base}{path}\n{extra}"
     models = ""
     for kind in KINDS:
         models += _kinds_model(f"{kind}-chat", kind, "standin-chat")
@@ -644,9 +646,13 @@ def kinds_policy(root: str) -> str:
         models += _kinds_model(f"{kind}-slow", kind, "standin-slow-6000")
         models += _kinds_model(f"{kind}-wrong-key", f"{kind}_wrong", "standin-chat")
         models += _kinds_model(f"{kind}-redirected", f"{kind}_redirect", "standin-chat")
-    # Priced from LiteLLM's cost map under the provider's own name (anthropic's claude-sonnet-4-5, azure/gpt-4o-mini).
+    # Priced from LiteLLM's cost map under the provider's own name (anthropic's claude-sonnet-4-5, azure/gpt-4o-mini,
+    # gemini/gemini-2.5-flash).
     models += _kinds_model("claude-mapped", "anthropic", "claude-sonnet-4-5", price=False)
     models += _kinds_model("azure-mapped", "azure", "gpt-4o-mini", price=False)
+    models += _kinds_model("gemini-mapped", "gemini", "gemini-2.5-flash", price=False)
+    # Priced for images, so that an image reaches the kind's own checks.
+    models += _kinds_model("gemini-vision", "gemini", "standin-chat") + "    max_image_tokens: 300\n"
     return (f"version: 1\nproviders:\n  openai_p:\n    api_base: {root}/v1\n{providers}models:\n"
             + _kinds_model("openai-chat", "openai_p", "standin-chat") + models
             + "upstream:\n  timeout_seconds: 3\nrate_limits:\n  default_rpm: 1000000\n  default_tpm: 1000000000\n")

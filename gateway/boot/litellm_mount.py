@@ -64,7 +64,11 @@ FORBIDDEN_ENV = (
 # (AZURE_TENANT_ID with AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or AZURE_USERNAME/AZURE_PASSWORD, which LiteLLM reads
 # even when an API key is set, and then sends a token as well). Any variable with these prefixes is refused, so a
 # credential or host reaches a provider from the policy and Vault only (threat-model TM-E6).
-PROVIDER_ENV_PREFIXES = ("ANTHROPIC_", "AZURE_", "LITELLM_ANTHROPIC_")
+# Its Gemini path reads GEMINI_API_KEY, GOOGLE_API_KEY and PALM_API_KEY for the key, GEMINI_API_BASE for the host, and
+# VERTEXAI_*/VERTEX_* (project, location, credentials, host), DEFAULT_VERTEXAI_* and GOOGLE_APPLICATION_CREDENTIALS
+# (through Google's auth library) for Vertex AI; those prefixes are refused as well.
+PROVIDER_ENV_PREFIXES = ("ANTHROPIC_", "AZURE_", "LITELLM_ANTHROPIC_", "GEMINI_", "GOOGLE_", "PALM_", "VERTEXAI_",
+                         "VERTEX_", "DEFAULT_VERTEXAI_", "DEFAULT_GOOGLE_", "LITELLM_GEMINI_")
 # Environment variables that change where secrets travel or how TLS is checked, for hvac (requests), httpx, aiohttp
 # or LiteLLM: turning verification off (SSL_VERIFY), weakening it (ciphers, curves), presenting a client certificate,
 # writing the TLS session keys to a file (SSLKEYLOGFILE, which urllib3 and Python's ssl honour), rerouting LiteLLM to
@@ -192,7 +196,9 @@ def litellm_params(policy: Policy, model: PolicyModel, provider_keys: Mapping[st
     provider = policy.providers[model.provider]
     params: dict[str, Any] = {
         # "openai/" speaks chat, text completions and embeddings to any OpenAI-compatible API; "anthropic/" translates
-        # chat to Anthropic's Messages API; "azure/<deployment>" calls that Azure OpenAI deployment.
+        # chat to Anthropic's Messages API; "azure/<deployment>" calls that Azure OpenAI deployment; "gemini/<model>"
+        # translates chat to Google AI Studio's generateContent, with the key in the x-goog-api-key header (never in
+        # the URL).
         "model": f"{provider.kind}/{model.upstream_model}",
         "api_base": provider.api_base,
         "api_key": provider_keys[model.provider].reveal(),
@@ -262,13 +268,14 @@ def forwarded_fields(mode: ModelMode, upstream_model: str, kind: ProviderKind = 
     refuses those instead, so what reaches the provider is what was approved (tests/security/test_differential.py).
 
     For the translated kinds the list is what LiteLLM maps to the provider's own API (for anthropic: no ``n``,
-    ``logprobs``, ``seed``, penalties or ``logit_bias``), plus ``stream_options``: Anthropic always streams its usage,
-    and LiteLLM's stream wrapper reads ``include_usage`` itself to pass the usage chunk on."""
+    ``logprobs``, ``seed``, penalties or ``logit_bias``; for gemini: no ``user``, ``logit_bias`` or ``top_logprobs``),
+    plus ``stream_options``: Anthropic and Gemini always stream their usage, and LiteLLM's stream wrapper reads
+    ``include_usage`` itself to pass the usage chunk on."""
     allowed = set(ALLOWED_TOP[mode])
     if mode == "chat":
         litellm = import_litellm()
         supported = set(litellm.get_supported_openai_params(model=upstream_model, custom_llm_provider=kind) or ())
-        kept = {"model", "messages"} | ({"stream_options"} if kind == "anthropic" else set())
+        kept = {"model", "messages"} | ({"stream_options"} if kind in ("anthropic", "gemini") else set())
         return frozenset(allowed & (supported | kept))
     if mode == "embedding" and "text-embedding-3" not in upstream_model:
         allowed.discard("dimensions")
@@ -357,8 +364,10 @@ def install_approval_check(deployments: dict[str, Deployment], http_handler: Any
 
 # Kinds whose LiteLLM 1.106.12 handler calls the provider through LiteLLM's own AsyncHTTPHandler (cached per provider,
 # following redirects) rather than the OpenAI SDK client in litellm.aclient_session: anthropic
-# (litellm/llms/anthropic/chat/handler.py). openai and azure go through the OpenAI SDK with the gateway's client.
-OWN_CLIENT_KINDS = ("anthropic",)
+# (litellm/llms/anthropic/chat/handler.py) and gemini (litellm/llms/vertex_ai/gemini/, whose cached handler would
+# follow a redirect with x-goog-api-key). openai and azure go through the OpenAI SDK with
+# the gateway's client.
+OWN_CLIENT_KINDS = ("anthropic", "gemini")
 
 
 @contextlib.asynccontextmanager
@@ -390,7 +399,8 @@ async def litellm_lifespan(
     quiet_custom_auth_warning()
     try:
         async with contextlib.AsyncExitStack() as entered:
-            http_handler = await entered.enter_async_context(provider_http_client())
+            http_handler = await entered.enter_async_context(
+                provider_http_client(config["litellm_settings"]["request_timeout"]))
             with startup_prints_to_log():
                 llm_state = await entered.enter_async_context(llm_app.router.lifespan_context(llm_app))
             _forget(proxy_config, config)
@@ -406,9 +416,11 @@ async def litellm_lifespan(
 
 
 @contextlib.asynccontextmanager
-async def provider_http_client() -> AsyncIterator[Any]:
+async def provider_http_client(timeout: float | None = None) -> AsyncIterator[Any]:
     """One HTTP client for every call LiteLLM makes to a provider, owned and closed by the gateway; yields it wrapped
-    as LiteLLM's ``AsyncHTTPHandler``, for the handlers that take one (:data:`OWN_CLIENT_KINDS`).
+    as LiteLLM's ``AsyncHTTPHandler``, for the handlers that take one (:data:`OWN_CLIENT_KINDS`). ``timeout`` (the
+    policy's upstream timeout) is the handler's own: LiteLLM's Gemini handler passes no timeout with a call on a
+    client it was given, so without it a Gemini call would wait the client's 600 seconds.
 
     Without it LiteLLM's text-completion handler builds a new SDK client, with a new aiohttp session, for every request
     and never closes it: one connection and one session per request until the garbage collector finds them. This
@@ -432,6 +444,8 @@ async def provider_http_client() -> AsyncIterator[Any]:
     # gateway's client; the handler does not close a client it was given.
     handler = AsyncHTTPHandler(transport=httpx.AsyncHTTPTransport(), follow_redirects=False)
     handler.client = client
+    if timeout is not None:
+        handler.timeout = httpx.Timeout(timeout)
     try:
         yield handler
     finally:

@@ -9,7 +9,10 @@ Two more wire protocols, each checking its credential as the real service does: 
 (``POST /v1/messages``: ``x-api-key`` and ``anthropic-version`` headers, text or ``tool_use`` content blocks, usage
 with the prompt-cache fields, and its SSE event sequence; a wrong key gets Anthropic's 401 ``authentication_error``
 body) and Azure OpenAI (``POST /openai/deployments/{deployment}/chat/completions?api-version=...`` with an ``api-key``
-header, answered in OpenAI's chat shapes; a wrong key gets Azure's 401). ``POST /standin-redirect/<path>`` answers
+header, answered in OpenAI's chat shapes; a wrong key gets Azure's 401) and Google AI Studio's Gemini API
+(``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse`` with an ``x-goog-api-key``
+header: text or ``functionCall`` parts, ``usageMetadata`` with thinking tokens; a wrong key gets Google's 400
+``API_KEY_INVALID``, a key in the URL's query Google's 403). ``POST /standin-redirect/<path>`` answers
 307 to ``/<path>``: a provider endpoint that redirects.
 
 Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``DELETE /_standin/requests``.
@@ -39,6 +42,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.devstack.standin_anthropic import REPLY, anthropic_error, anthropic_events, anthropic_message
+from gateway.devstack.standin_gemini import BAD_KEY_MESSAGE, gemini_answer, gemini_chunks, gemini_error
 
 
 class Recorder:
@@ -211,8 +215,8 @@ def _accepted(presented: str | None, credentials: Collection[str] | None) -> boo
 
 
 def build_app(recorder: Recorder | None = None, credentials: Collection[str] | None = None) -> Starlette:
-    """``credentials``: the keys the Anthropic and Azure protocols accept (as the real services check theirs); None
-    accepts any non-empty key. The OpenAI-compatible protocol accepts any key, and records it."""
+    """``credentials``: the keys the Anthropic, Azure and Gemini protocols accept (as the real services check theirs);
+    None accepts any non-empty key. The OpenAI-compatible protocol accepts any key, and records it."""
     recorder = recorder or Recorder()
 
     async def record(request: Request) -> dict[str, Any]:
@@ -270,6 +274,37 @@ def build_app(recorder: Recorder | None = None, credentials: Collection[str] | N
         if delay:
             await asyncio.sleep(delay)
         return JSONResponse(anthropic_message(body))
+
+    async def gemini_generate(request: Request) -> Response:
+        # Google AI Studio: the model and the method in the path ("standin-chat:generateContent"), the key in the
+        # x-goog-api-key header. The gateway must never send the key in the URL, where logs and error texts carry it:
+        # this stand-in refuses a key= query parameter outright.
+        entry = await record(request)
+        model, _, method = str(request.path_params["target"]).partition(":")
+        if "key" in request.query_params:
+            return JSONResponse(gemini_error(403, "PERMISSION_DENIED", "API keys are not accepted in the URL here."),
+                                status_code=403)
+        if not _accepted(request.headers.get("x-goog-api-key"), credentials):
+            return JSONResponse(gemini_error(400, "INVALID_ARGUMENT", BAD_KEY_MESSAGE, "API_KEY_INVALID"),
+                                status_code=400)
+        if method not in ("generateContent", "streamGenerateContent"):
+            return JSONResponse(gemini_error(404, "NOT_FOUND", f"Method {method} not found."), status_code=404)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        if model == "standin-error-500":
+            return JSONResponse(gemini_error(500, "INTERNAL", "Internal server error"), status_code=500)
+        if model == "standin-echo-error":
+            echoed = f"bad request from {request.headers.get('x-goog-api-key')} at {request.url}"
+            return JSONResponse(gemini_error(400, "INVALID_ARGUMENT", echoed), status_code=400)
+        slow = re.fullmatch(r"standin-slow-(\d+)", model)
+        delay = int(slow.group(1)) / 1000 if slow else 0.0
+        if method == "streamGenerateContent":
+            if request.query_params.get("alt") != "sse":
+                return JSONResponse(gemini_error(400, "INVALID_ARGUMENT", "the stand-in streams SSE only (alt=sse)"),
+                                    status_code=400)
+            return StreamingResponse(gemini_chunks(body, model, delay), media_type="text/event-stream")
+        if delay:
+            await asyncio.sleep(delay)
+        return JSONResponse(gemini_answer(body, model))
 
     async def redirect(request: Request) -> Response:
         # A provider endpoint that redirects elsewhere (here: to the stand-in's own real path). A client that
@@ -428,6 +463,7 @@ def build_app(recorder: Recorder | None = None, credentials: Collection[str] | N
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
             Route("/openai/deployments/{deployment}/chat/completions", azure_chat, methods=["POST"]),
+            Route("/v1beta/models/{target}", gemini_generate, methods=["POST"]),
             Route("/standin-redirect/{rest:path}", redirect, methods=["POST"]),
             Route("/_standin/requests", recorded, methods=["GET", "DELETE"]),
         ]
@@ -448,7 +484,7 @@ def main() -> None:
                         help="record only the last N requests (benchmarks: a list growing by millions of entries "
                              "makes the stand-in's own garbage collection a latency spike of every configuration)")
     parser.add_argument("--credentials-from-stdin", action="store_true",
-                        help="read the keys the Anthropic and Azure protocols accept as one JSON list on stdin")
+                        help="read the keys the Anthropic, Azure and Gemini protocols accept as one JSON list on stdin")
     args = parser.parse_args()
     credentials = None
     if args.credentials_from_stdin:

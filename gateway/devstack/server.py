@@ -65,6 +65,8 @@ DEV_MODELS = [
     ("claude-sonnet-4-5", "chat", "standin_anthropic", "claude-sonnet-4-5"),
     # An Azure deployment named after its model, so LiteLLM's cost map prices it (azure/gpt-4o-mini).
     ("azure-gpt-4o-mini", "chat", "standin_azure", "gpt-4o-mini"),
+    # Priced from the cost map under Google AI Studio's name (gemini/gemini-2.5-flash).
+    ("gemini-2.5-flash", "chat", "standin_gemini", "gemini-2.5-flash"),
 ]
 DEV_AZURE_API_VERSION = "2024-10-21"
 # What var/dev/ holds besides the lock. The Vault side is removed on exit: the dev server, and with it every key and
@@ -76,12 +78,13 @@ MARKER = ".gateway-dev"
 
 def dev_policy(standin_root: str) -> str:
     """The dev policy: the stand-in at ``standin_root`` (``http://127.0.0.1:PORT``) as an OpenAI-compatible provider,
-    as Anthropic and as Azure OpenAI."""
+    as Anthropic, as Azure OpenAI and as Google AI Studio's Gemini API."""
     lines = ["version: 1", "providers:",
              "  standin:", f"    api_base: {standin_root}/v1",
              "  standin_anthropic:", "    kind: anthropic", f"    api_base: {standin_root}",
              "  standin_azure:", "    kind: azure", f"    api_base: {standin_root}",
              f"    api_version: '{DEV_AZURE_API_VERSION}'",
+             "  standin_gemini:", "    kind: gemini", f"    api_base: {standin_root}/v1beta",
              "models:"]
     for name, mode, provider, upstream in DEV_MODELS:
         lines += [f"  - name: {name}", f"    provider: {provider}", f"    upstream_model: {upstream}",
@@ -233,7 +236,7 @@ def run_dev(*, port: int, keys_file: Path | None, env_file: Path | None = None) 
         # One dev key per provider; the stand-in learns them on its stdin (never argv or environment), so its
         # Anthropic and Azure protocols refuse any other key, as the real services do.
         provider_keys = {name: "standin-" + secrets.token_urlsafe(24)
-                         for name in ("standin", "standin_anthropic", "standin_azure")}
+                         for name in ("standin", "standin_anthropic", "standin_azure", "standin_gemini")}
         standin = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "gateway.devstack.fake_provider", "--port", str(standin_port),
              "--credentials-from-stdin"],

@@ -22,7 +22,13 @@ from gateway.pipeline.authz import check_model
 from gateway.pipeline.body import ClientGone, canonical_json, check_content_type, parse_json_object, read_body
 from gateway.pipeline.credits import CreditStep
 from gateway.pipeline.errors import Denial, internal_error, send_denial
-from gateway.pipeline.fields import RouteKind, check_fields, check_forwarded
+from gateway.pipeline.fields import (
+    INLINE_IMAGES_ONLY,
+    RouteKind,
+    check_fields,
+    check_forwarded,
+    check_inline_images,
+)
 from gateway.pipeline.guardrails import Guardrails
 from gateway.pipeline.handoff import LiteLLM, hand_off
 from gateway.pipeline.ratelimit import RateLimitStep
@@ -115,6 +121,8 @@ class CustomerPipeline:
                 raise Denial(400, "invalid_request", "This model does not serve this endpoint.")
             if kind != "responses":  # LiteLLM sends every Responses API field on (approval.py)
                 check_forwarded(body, self._model_fields[model_name])
+            if self._policy.kind(model) in INLINE_IMAGES_ONLY:  # LiteLLM would fetch an image URL itself (TM-I8)
+                check_inline_images(body)
             # 6. Guardrails: no credentials or operator-denied content sent to a provider.
             if len(raw) > GUARDRAILS_INLINE_BYTES:
                 # RE2 scans in linear time but a crafted megabyte still costs tenths of a second; it releases the

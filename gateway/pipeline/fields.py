@@ -66,6 +66,8 @@ STEERING_KEYS = {
     "client_id", "client_secret", "azure_authority_host",
     # Any kind: which model or region the provider call goes to.
     "model_id", "aws_region_name", "vertex_project", "vertex_location",
+    # Gemini: LiteLLM's other names for the Vertex project, location and credentials, and its custom-endpoint switch.
+    "vertex_ai_project", "vertex_ai_location", "vertex_ai_credentials", "use_psc_endpoint_format",
 }
 # Fields of the provider kinds the gateway serves that would select a provider, deployment, API version or
 # credential if LiteLLM took them from a request body. None of them is on the allow-lists above, so each is refused
@@ -76,6 +78,9 @@ KIND_STEERING_FIELDS = {
     "azure": ("api_version", "deployment_id", "azure_ad_token", "azure_ad_token_provider", "azure_username",
               "azure_password", "azure_scope", "tenant_id", "client_id", "client_secret", "api_key", "api_base",
               "base_url", "extra_headers", "custom_llm_provider"),
+    "gemini": ("vertex_project", "vertex_location", "vertex_credentials", "vertex_ai_project", "vertex_ai_location",
+               "vertex_ai_credentials", "use_psc_endpoint_format", "api_key", "api_base", "base_url", "extra_headers",
+               "custom_llm_provider"),
 }
 # Matched whole (fullmatch): "$" alone would also match before a final newline.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
@@ -384,6 +389,25 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
             raise invalid("encoding_format", "must be float or base64")
         _text_or_tokens(body, "input", required=True)
         check_integer(body, "dimensions", 1, 65536)
+
+
+# Kinds whose LiteLLM translation fetches an image URL in this process instead of passing it to the provider: gemini
+# (litellm/llms/vertex_ai/gemini/transformation.py downloads an https URL whose type it cannot tell from the name, and
+# looks up any URL holding "gs://" at storage.googleapis.com). Their image parts must be inline data (TM-I8).
+INLINE_IMAGES_ONLY = frozenset({"gemini"})
+
+
+def check_inline_images(body: dict[str, Any]) -> None:
+    """Refuse a chat image given by URL: for :data:`INLINE_IMAGES_ONLY` kinds only a base64 data URL passes."""
+    for i, message in enumerate(body.get("messages") or []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            image = part.get("image_url") if isinstance(part, dict) else None
+            url = image.get("url") if isinstance(image, dict) else None
+            if isinstance(part, dict) and "image_url" in part and not (
+                    isinstance(url, str) and IMAGE_DATA_URL.fullmatch(url)):
+                raise unsupported(f"messages[{i}].content[{j}].image_url.url",
+                                  "this model takes images as base64 data URLs only")
 
 
 def check_forwarded(body: dict[str, Any], forwarded: frozenset[str]) -> None:

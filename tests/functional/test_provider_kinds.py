@@ -1,8 +1,9 @@
-"""Provider kinds end to end: Anthropic and Azure OpenAI behind the same control point, driven with the official
-``openai`` SDK against the stand-in's Anthropic Messages and Azure OpenAI protocols (each checks its credential as the
-real service does).
+"""Provider kinds end to end: Anthropic, Azure OpenAI and Gemini behind the same control point, driven with the
+official ``openai`` SDK against the stand-in's Anthropic Messages, Azure OpenAI and Gemini generateContent protocols
+(each checks its credential as the real service does).
 
-For each kind: chat, streaming (usage settles), tools (Anthropic ``tool_use`` <-> OpenAI ``tool_calls``), an upstream
+For each kind: chat, streaming (usage settles), tools (Anthropic ``tool_use`` and Gemini ``functionCall`` <-> OpenAI
+``tool_calls``), an upstream
 error, a wrong credential, a timeout, ledger parity afterwards; steering fields of each kind refused before the
 provider is called; the provider keys appear in no response and no log line; a redirecting provider endpoint is never
 followed with the key.
@@ -12,6 +13,7 @@ threat-model: TM-E6
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import httpx
 import openai
 import pytest
 
+from gateway.devstack.standin_gemini import THOUGHTS, either, gemini_prompt_tokens
 from gateway.pipeline.fields import KIND_STEERING_FIELDS
 from tests.support import (
     AZURE_API_VERSION,
@@ -57,6 +60,19 @@ def _anthropic_input(messages: list[dict[str, object]]) -> int:
     return 9 + len(json.dumps(messages)) // 8
 
 
+def _prompt_tokens(kind: str, body: dict[str, object]) -> int:
+    """The input tokens the stand-in reports for the request it received, per protocol."""
+    if kind == "anthropic":
+        return _anthropic_input(body["messages"])  # type: ignore[arg-type]
+    if kind == "gemini":
+        return gemini_prompt_tokens(body)
+    return 9
+
+
+# The header each kind's key travels in.
+KEY_HEADER = {"anthropic": "x-api-key", "azure": "api-key", "gemini": "x-goog-api-key"}
+
+
 # --- the model list -------------------------------------------------------------------------------------------------
 
 
@@ -65,6 +81,7 @@ def test_the_model_list_names_each_models_provider_kind(kinds: KindsStack) -> No
     assert owned["openai-chat"] == "openai"
     assert owned["anthropic-chat"] == owned["claude-mapped"] == "anthropic"
     assert owned["azure-chat"] == owned["azure-mapped"] == "azure"
+    assert owned["gemini-chat"] == owned["gemini-mapped"] == "gemini"
 
 
 # --- chat, per kind ----------------------------------------------------------------------------------------------------
@@ -104,6 +121,54 @@ def test_azure_chat_calls_the_deployment_with_the_policys_api_version(kinds: Kin
     assert _settled(kinds, before) == 9 * 1 + 7 * 2
 
 
+def test_gemini_chat_speaks_generate_content_with_the_key_in_a_header(kinds: KindsStack) -> None:
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    reply = kinds.client().chat.completions.create(model="gemini-chat", messages=HI, max_tokens=50)
+    assert reply.choices[0].message.content == "Hello from the provider stand-in."
+    assert reply.choices[0].finish_reason == "stop"
+    (call,) = kinds.calls()
+    assert (call["method"], call["path"]) == ("POST", "/v1beta/models/standin-chat:generateContent")
+    # The key travels in x-goog-api-key, never in the URL (where logs and error texts would carry it).
+    assert call["query"] == ""
+    headers = call["headers"]
+    assert isinstance(headers, dict) and headers["x-goog-api-key"] == kinds.keys["gemini"]
+    assert "authorization" not in headers
+    body = call["body"]
+    assert isinstance(body, dict)
+    assert body["contents"] == [{"role": "user", "parts": [{"text": "Hi"}]}]
+    assert either(body["generationConfig"], "maxOutputTokens") == 50
+    # usageMetadata's thinking tokens are output: LiteLLM adds thoughtsTokenCount to candidatesTokenCount.
+    prompt = gemini_prompt_tokens(body)
+    assert reply.usage is not None and (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (
+        prompt, 7 + THOUGHTS)
+    assert _settled(kinds, before) == prompt * 1 + (7 + THOUGHTS) * 2
+
+
+def test_gemini_images_go_inline_and_no_image_url_is_fetched_by_the_gateway(kinds: KindsStack) -> None:
+    """threat-model: TM-I8"""
+    # LiteLLM's Gemini translation downloads an image URL in this process when it cannot tell its type from the name,
+    # and looks up a "gs://" one at storage.googleapis.com: for Gemini models only inline images pass.
+    kinds.standin.recorder.clear()
+    for url in ("https://images.invalid/cat", "https://images.invalid/cat.png", "https://images.invalid/x?u=gs://b/o"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            kinds.client().chat.completions.create(model="gemini-vision", max_tokens=5, messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+        assert refused.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
+        assert refused.value.body["param"] == "messages[0].content[0].image_url.url"  # type: ignore[index]
+    assert kinds.calls() == []
+    data = base64.b64encode(b"\x89PNG\r\n\x1a\n standin image").decode()
+    reply = kinds.client().chat.completions.create(model="gemini-vision", max_tokens=5, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}]}])
+    assert reply.choices[0].message.content
+    (call,) = kinds.calls()
+    body = call["body"]
+    assert isinstance(body, dict)
+    (blob,) = [either(part, "inlineData") for part in body["contents"][0]["parts"] if either(part, "inlineData")]
+    assert (blob["data"], either(blob, "mimeType")) == (data, "image/png")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_streaming_settles_the_providers_usage(kinds: KindsStack, kind: str) -> None:
     kinds.standin.recorder.clear()
@@ -119,10 +184,16 @@ def test_streaming_settles_the_providers_usage(kinds: KindsStack, kind: str) -> 
     assert text == "Hello from the provider stand-in."
     (call,) = kinds.calls()
     body = call["body"]
-    assert isinstance(body, dict) and body["stream"] is True
-    prompt = _anthropic_input(body["messages"]) if kind == "anthropic" else 9
-    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (prompt, 5)
-    assert _settled(kinds, before) == prompt * 1 + 5 * 2
+    assert isinstance(body, dict)
+    if kind == "gemini":
+        # Gemini streams from its own method, as server-sent events.
+        assert (call["path"], call["query"]) == ("/v1beta/models/standin-chat:streamGenerateContent", "alt=sse")
+    else:
+        assert body["stream"] is True
+    prompt = _prompt_tokens(kind, body)
+    output = 5 + (THOUGHTS if kind == "gemini" else 0)
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (prompt, output)
+    assert _settled(kinds, before) == prompt * 1 + output * 2
 
 
 def test_anthropic_prompt_cache_tokens_are_charged_as_input(kinds: KindsStack) -> None:
@@ -158,6 +229,12 @@ def test_tools_round_trip_as_openai_tool_calls(kinds: KindsStack, kind: str) -> 
         # OpenAI's function tool became Anthropic's flat (custom) tool with an input_schema.
         assert body["tools"] == [{"type": "custom", "name": "get_weather", "description": "Weather in a city",
                                   "input_schema": WEATHER_TOOL["function"]["parameters"]}]  # type: ignore[index]
+    elif kind == "gemini":
+        # OpenAI's function tool became one of Gemini's functionDeclarations.
+        (tool,) = body["tools"]
+        (declared,) = either(tool, "functionDeclarations")
+        assert (declared["name"], declared["description"]) == ("get_weather", "Weather in a city")
+        assert declared["parameters"]["properties"]["city"]["type"].lower() == "string"
     else:
         assert body["tools"] == [WEATHER_TOOL]
     # The tool's answer goes back as a tool message; Anthropic receives it as a tool_result block.
@@ -175,6 +252,15 @@ def test_tools_round_trip_as_openai_tool_calls(kinds: KindsStack, kind: str) -> 
         blocks = [block for message in sent["messages"] for block in message["content"]]
         assert {"type": "tool_result", "tool_use_id": called.id, "content": "sunny"}.items() <= next(
             b for b in blocks if b.get("type") == "tool_result").items()
+    if kind == "gemini":
+        # Gemini receives the function's answer as a functionResponse part, after the model's functionCall.
+        (call,) = kinds.calls()
+        sent = call["body"]
+        assert isinstance(sent, dict)
+        parts = [part for content in sent["contents"] for part in content["parts"]]
+        assert any((either(part, "functionCall") or {}).get("name") == "get_weather" for part in parts)
+        (answered,) = [either(part, "functionResponse") for part in parts if either(part, "functionResponse")]
+        assert answered["name"] == "get_weather" and "sunny" in json.dumps(answered["response"])
 
 
 def test_anthropic_streamed_tool_use_arrives_as_tool_call_deltas(kinds: KindsStack) -> None:
@@ -220,13 +306,13 @@ def test_a_wrong_credential_is_the_gateways_stable_error(kinds: KindsStack, kind
     with pytest.raises(openai.APIStatusError) as caught:
         kinds.client().chat.completions.create(model=f"{kind}-wrong-key", messages=HI, max_tokens=5)
     (call,) = kinds.calls()
-    header = "x-api-key" if kind == "anthropic" else "api-key"
     headers = call["headers"]
-    assert isinstance(headers, dict) and headers[header] == kinds.keys[f"{kind}_wrong"]
+    assert isinstance(headers, dict) and headers[KEY_HEADER[kind]] == kinds.keys[f"{kind}_wrong"]
     assert caught.value.status_code == 502
     assert caught.value.body["code"] == "upstream_error"  # type: ignore[index]
     text = caught.value.response.text
-    for leaked in ("authentication_error", "invalid x-api-key", "Access denied", *kinds.keys.values()):
+    for leaked in ("authentication_error", "invalid x-api-key", "Access denied", "API key not valid", "API_KEY_INVALID",
+                   *kinds.keys.values()):
         assert leaked not in text
     # The model still serves with the right key (no cooldown from another tenant's failure).
     assert kinds.client().chat.completions.create(model=f"{kind}-chat", messages=HI, max_tokens=5).choices
@@ -277,12 +363,15 @@ def test_the_responses_api_is_not_served_for_translated_kinds(kinds: KindsStack,
     assert kinds.calls() == []
 
 
-@pytest.mark.parametrize("field", ["n", "logprobs", "seed"])
-def test_fields_anthropic_would_drop_are_refused(kinds: KindsStack, field: str) -> None:
+@pytest.mark.parametrize(("kind", "field"), [("anthropic", "n"), ("anthropic", "logprobs"), ("anthropic", "seed"),
+                                             ("gemini", "user"), ("gemini", "logit_bias"), ("gemini", "top_logprobs")])
+def test_fields_a_kind_would_drop_are_refused(kinds: KindsStack, kind: str, field: str) -> None:
+    # LiteLLM drops these for the kind without an error (it does not map them to the provider's API).
     kinds.standin.recorder.clear()
-    value: object = 2 if field == "n" else (True if field == "logprobs" else 7)
+    value: object = {"n": 2, "logprobs": True, "seed": 7, "user": "someone", "logit_bias": {"50256": -100},
+                     "top_logprobs": 2}[field]
     response = httpx.post(kinds.gateway.base_url + "/v1/chat/completions", timeout=30,
-                          json={"model": "anthropic-chat", "messages": HI, field: value},
+                          json={"model": f"{kind}-chat", "messages": HI, field: value},
                           headers={"Authorization": f"Bearer {kinds.key}"})
     assert response.status_code == 400, response.text
     assert kinds.calls() == []
@@ -292,7 +381,8 @@ def test_fields_anthropic_would_drop_are_refused(kinds: KindsStack, field: str) 
 
 
 @pytest.mark.parametrize(("model", "input_per_million", "output_per_million"),
-                         [("claude-mapped", 3_000_000, 15_000_000), ("azure-mapped", 150_000, 600_000)])
+                         [("claude-mapped", 3_000_000, 15_000_000), ("azure-mapped", 150_000, 600_000),
+                          ("gemini-mapped", 300_000, 2_500_000)])
 def test_cost_map_prices_under_the_providers_own_name(kinds: KindsStack, model: str, input_per_million: int,
                                                       output_per_million: int) -> None:
     kinds.standin.recorder.clear()
@@ -305,6 +395,9 @@ def test_cost_map_prices_under_the_providers_own_name(kinds: KindsStack, model: 
 
 def test_ledger_parity_and_no_key_in_the_log(kinds: KindsStack, stack: Stack) -> None:
     assert kinds.gateway.keys.ledger.check() == []
+    # No provider call of the run carried a key in its URL: Gemini's went in x-goog-api-key.
+    for call in kinds.calls():
+        assert any_listed(f"{call['path']}?{call['query']}", list(kinds.keys.values())) == [], call["path"]
     assert any_listed(kinds.gateway.process.output(), list(kinds.keys.values())) == []
     environ = Path(f"/proc/{kinds.gateway.process.process.pid}/environ").read_bytes()  # type: ignore[union-attr]
     assert any_listed(environ.decode("utf-8", "replace"), list(kinds.keys.values())) == []
@@ -314,7 +407,9 @@ def test_ledger_parity_and_no_key_in_the_log(kinds: KindsStack, stack: Stack) ->
 
 
 @pytest.mark.parametrize("variable", ["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "AZURE_API_KEY", "AZURE_AD_TOKEN",
-                                      "AZURE_API_VERSION", "AZURE_CLIENT_SECRET", "azure_api_base"])
+                                      "AZURE_API_VERSION", "AZURE_CLIENT_SECRET", "azure_api_base", "GEMINI_API_KEY",
+                                      "GOOGLE_API_KEY", "GEMINI_API_BASE", "GOOGLE_APPLICATION_CREDENTIALS",
+                                      "VERTEXAI_CREDENTIALS", "VERTEX_PROJECT", "PALM_API_KEY"])
 def test_boot_refuses_provider_variables_litellm_would_read(stack: Stack, tmp_path: Path, variable: str) -> None:
     result = boot_check(stack, tmp_path, **{variable: "from-the-environment"})
     line = boot_refusal_line(result)

@@ -7,7 +7,7 @@ gateway's own ``max_tokens`` and ``stream_options``) with the values the client 
 bound and number of choices. Bodies come from the fuzz corpus, sent as JSON and as form, multipart and other
 content types and charsets, plus the hand-made cases an attack review found.
 
-The same property holds for each provider kind (Anthropic, Azure OpenAI): one call on the kind's own path, with the
+The same property holds for each provider kind (Anthropic, Azure OpenAI, Gemini): one call on the kind's own path, with the
 policy's key in the kind's own header and no other credential, the policy's deployment and API version, only fields
 LiteLLM's translation writes, and the output bound.
 
@@ -209,10 +209,18 @@ def test_what_reaches_the_provider_is_what_was_approved(gateway: RunningGateway,
 # the query, the one header that carries the credential, and the body fields LiteLLM's translation may write.
 KIND_ROUTES = {"anthropic": ("/v1/messages", "", "x-api-key"),
                "azure": ("/openai/deployments/standin-chat/chat/completions", f"api-version={AZURE_API_VERSION}",
-                         "api-key")}
+                         "api-key"),
+               # The policy's model in the path; a streamed call goes to streamGenerateContent?alt=sse instead.
+               "gemini": ("/v1beta/models/standin-chat:generateContent", "", "x-goog-api-key")}
 ANTHROPIC_FIELDS = {"model", "messages", "system", "max_tokens", "temperature", "top_p", "stop_sequences", "stream",
                     "tools", "tool_choice", "metadata", "output_format", "output_config"}
 ANTHROPIC_REFUSED = {"n", "logprobs", "top_logprobs", "seed", "presence_penalty", "frequency_penalty", "logit_bias"}
+GEMINI_FIELDS = {"contents", "system_instruction", "generationConfig", "tools", "toolConfig"}
+# What LiteLLM maps OpenAI's sampling fields to, in Gemini's generationConfig (proto and JSON names as it writes them).
+GEMINI_GENERATION = {"temperature", "top_p", "max_output_tokens", "stop_sequences", "candidate_count",
+                     "response_logprobs", "frequency_penalty", "presence_penalty", "seed", "response_mime_type",
+                     "response_schema", "response_json_schema", "responseJsonSchema", "thinkingConfig"}
+GEMINI_REFUSED = {"user", "logit_bias", "top_logprobs"}
 CREDENTIAL_HEADERS = {"authorization", "api-key", "x-api-key", "x-goog-api-key", "x-litellm-api-key",
                       "ocp-apim-subscription-key"}
 
@@ -222,12 +230,25 @@ def _check_kind_upstream(kind: str, sent: dict[str, Any], kinds: KindsStack) -> 
     assert len(calls) == 1, calls
     (call,) = calls
     path, query, credential = KIND_ROUTES[kind]
-    assert (call["path"], call["query"]) == (path, query)
     headers = call["headers"]
     # The policy's key for this provider, in the kind's own header, and no other credential a client could send.
     assert headers.get(credential) == kinds.keys[kind]
     assert not (CREDENTIAL_HEADERS - {credential}) & set(headers), headers
     received = call["body"]
+    if kind == "gemini":
+        if sent.get("stream") is True:
+            path, query = path.replace(":generateContent", ":streamGenerateContent"), "alt=sse"
+        assert (call["path"], call["query"]) == (path, query)
+        assert isinstance(received, dict) and set(received) <= GEMINI_FIELDS, set(received) - GEMINI_FIELDS
+        generation = received["generationConfig"]
+        assert set(generation) <= GEMINI_GENERATION, set(generation) - GEMINI_GENERATION
+        assert 1 <= generation["max_output_tokens"] <= 1000
+        for name, mapped in (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
+                             ("n", "candidate_count")):
+            if sent.get(name) is not None:
+                assert generation.get(mapped) == sent[name], (name, generation.get(mapped), sent[name])
+        return
+    assert (call["path"], call["query"]) == (path, query)
     assert isinstance(received, dict) and received["model"] == "standin-chat"
     if kind == "anthropic":
         assert set(received) <= ANTHROPIC_FIELDS, set(received) - ANTHROPIC_FIELDS
@@ -253,7 +274,7 @@ def test_each_provider_kind_receives_only_what_was_approved(kinds: KindsStack, k
     model = f"{kind}-chat"
     # Valid bodies without the fields the kind's translation would drop (refused for it, docs/fields.md), so that
     # enough of them are accepted to check the property on.
-    dropped = ANTHROPIC_REFUSED if kind == "anthropic" else set()
+    dropped = {"anthropic": ANTHROPIC_REFUSED, "gemini": GEMINI_REFUSED}.get(kind, set())
     valid = VALID["/v1/chat/completions"].map(
         lambda body: {**{k: v for k, v in body.items() if k not in dropped}, "model": model})
     hostile = BODIES.map(lambda body: {**body, "model": model} if "model" in body else body)

@@ -152,7 +152,11 @@ KIND_MODEL = "models: [{name: m, provider: p, upstream_model: my-deployment}]\n"
     ("{kind: anthropic, api_base: 'https://api.anthropic.com/v1'}", "without /v1"),
     ("{kind: anthropic}", "api_base"),
     ("{kind: bedrock, api_base: 'https://bedrock.example'}", "providers.p.kind"),
-    ("{kind: gemini, api_base: 'https://gemini.example'}", "providers.p.kind"),
+    ("{kind: vertex_ai, api_base: 'https://vertex.example'}", "providers.p.kind"),
+    ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com'}", "ends with the API version"),
+    ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta?key=k'}", "ends with the API version"),
+    ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta', api_version: '2024-10-21'}",
+     "api_version belongs to kind azure only"),
     ("{kind: anthropic, api_base: 'https://api.anthropic.com', aws_region_name: 'us-east-1'}",
      "providers.p.aws_region_name"),
     ("{kind: azure, api_base: 'http://r.openai.azure.com', api_version: '2024-10-21'}", "plain http"),
@@ -172,6 +176,12 @@ def test_provider_kind_settings_are_checked(tmp_path: Path, provider: str, words
      "{name: m, provider: p, upstream_model: claude, mode: embedding}", "serves chat here, not embedding"),
     ("{kind: azure, api_base: 'https://r.openai.azure.com', api_version: '2024-10-21'}",
      "{name: m, provider: p, upstream_model: dep, mode: completion}", "serves chat here, not completion"),
+    ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta'}",
+     "{name: m, provider: p, upstream_model: 'models/gemini-2.5-flash'}", "Gemini model name"),
+    ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta'}",
+     "{name: m, provider: p, upstream_model: 'gemini-2.5-flash:streamGenerateContent'}", "Gemini model name"),
+    ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta'}",
+     "{name: m, provider: p, upstream_model: text-embedding-004, mode: embedding}", "serves chat here, not embedding"),
 ])
 def test_models_fit_their_providers_kind(tmp_path: Path, provider: str, model: str, words: str) -> None:
     path = _policy_with(tmp_path, f"version: 1\nproviders: {{p: {provider}}}\nmodels: [{model}]\n")
@@ -186,10 +196,13 @@ def test_kinds_load_and_default_to_openai(tmp_path: Path) -> None:
                                   "  a: {kind: anthropic, api_base: 'https://api.anthropic.com/'}\n"
                                   "  z: {kind: azure, api_base: 'https://r.openai.azure.com', "
                                   "api_version: '2025-01-01-preview'}\n"
+                                  "  g: {kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta/'}\n"
                                   "models: [{name: o, provider: o, upstream_model: gpt-4o-mini},"
                                   " {name: a, provider: a, upstream_model: claude-sonnet-4-5},"
-                                  " {name: z, provider: z, upstream_model: my-gpt-4o}]\n")
+                                  " {name: z, provider: z, upstream_model: my-gpt-4o},"
+                                  " {name: g, provider: g, upstream_model: gemini-2.5-flash}]\n")
     policy = load_policy(path)
-    assert [policy.kind(m) for m in policy.models] == ["openai", "anthropic", "azure"]
+    assert [policy.kind(m) for m in policy.models] == ["openai", "anthropic", "azure", "gemini"]
+    assert policy.providers["g"].api_base == "https://generativelanguage.googleapis.com/v1beta"
     assert policy.providers["a"].api_base == "https://api.anthropic.com"
     assert policy.providers["z"].api_version == "2025-01-01-preview" and policy.providers["o"].api_version is None

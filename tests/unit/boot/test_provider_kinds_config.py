@@ -4,9 +4,11 @@ only; provider variables LiteLLM would read from the environment are refused."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway.boot import litellm_mount
@@ -20,13 +22,15 @@ providers:
   o: {api_base: 'https://api.openai.com/v1'}
   a: {kind: anthropic, api_base: 'https://api.anthropic.com'}
   z: {kind: azure, api_base: 'https://r.openai.azure.com', api_version: '2024-10-21'}
+  g: {kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta'}
 models:
   - {name: o, provider: o, upstream_model: gpt-4o-mini}
   - {name: a, provider: a, upstream_model: claude-sonnet-4-5}
   - {name: z, provider: z, upstream_model: gpt-4o-mini}
   - {name: z-own-name, provider: z, upstream_model: prod-chat, price: {input_usd_per_million_tokens: '1'}}
+  - {name: g, provider: g, upstream_model: gemini-2.5-flash}
 """
-KEYS = {"o": Secret("key-o"), "a": Secret("key-a"), "z": Secret("key-z")}
+KEYS = {"o": Secret("key-o"), "a": Secret("key-a"), "z": Secret("key-z"), "g": Secret("key-g")}
 
 
 def _policy(tmp_path: Path, text: str = POLICY) -> Policy:
@@ -43,6 +47,8 @@ def test_each_kind_is_configured_for_its_own_protocol(tmp_path: Path) -> None:
                            "api_key": "key-a"}
     assert params["z"] == {"model": "azure/gpt-4o-mini", "api_base": "https://r.openai.azure.com",
                            "api_key": "key-z", "api_version": "2024-10-21"}
+    assert params["g"] == {"model": "gemini/gemini-2.5-flash",
+                           "api_base": "https://generativelanguage.googleapis.com/v1beta", "api_key": "key-g"}
     # Nothing LiteLLM would resolve from the environment.
     assert not any(str(v).startswith("os.environ/") for p in params.values() for v in p.values())
 
@@ -58,6 +64,25 @@ def test_deployments_mirror_the_config(tmp_path: Path) -> None:
     assert {"n", "logprobs", "seed"} <= deployments["o"].fields
     assert not {"n", "logprobs", "seed"} & deployments["a"].fields
     assert {"messages", "max_tokens", "tools", "stream_options"} <= deployments["a"].fields
+    # Gemini's translation drops user, logit_bias and top_logprobs: refused for that kind too.
+    assert (deployments["g"].litellm_model, deployments["g"].provider, deployments["g"].api_version) == (
+        "gemini/gemini-2.5-flash", "gemini", None)
+    assert not {"user", "logit_bias", "top_logprobs"} & deployments["g"].fields
+    assert {"messages", "max_tokens", "tools", "stream_options", "n", "seed"} <= deployments["g"].fields
+
+
+def test_gemini_and_anthropic_calls_get_the_gateways_http_client() -> None:
+    # Their LiteLLM handlers would otherwise use a cached client that follows redirects with the key.
+    assert {"anthropic", "gemini"} <= set(litellm_mount.OWN_CLIENT_KINDS)
+
+
+def test_the_gateways_handler_carries_the_policys_timeout() -> None:
+    # LiteLLM's Gemini handler passes no timeout with a call on a client it was given.
+    async def main() -> tuple[object, bool]:
+        async with litellm_mount.provider_http_client(7.5) as handler:
+            return handler.timeout, handler.client.follow_redirects
+
+    assert asyncio.run(main()) == (httpx.Timeout(7.5), False)
 
 
 def test_prices_come_from_the_cost_map_under_the_providers_own_name(tmp_path: Path) -> None:
@@ -66,13 +91,19 @@ def test_prices_come_from_the_cost_map_under_the_providers_own_name(tmp_path: Pa
     assert prices["a"].input_per_million == round(litellm.model_cost["claude-sonnet-4-5"]["input_cost_per_token"] * 1e12)
     assert prices["z"].input_per_million == round(litellm.model_cost["azure/gpt-4o-mini"]["input_cost_per_token"] * 1e12)
     assert prices["z-own-name"].input_per_million == 1_000_000
+    entry = litellm.model_cost["gemini/gemini-2.5-flash"]
+    assert (prices["g"].input_per_million, prices["g"].output_per_million) == (
+        round(entry["input_cost_per_token"] * 1e12), round(entry["output_cost_per_token"] * 1e12))
 
 
 @pytest.mark.parametrize(("kind", "upstream"), [("anthropic", "gpt-4o-mini"), ("azure", "claude-sonnet-4-5"),
-                                                ("azure", "prod-chat")])
+                                                ("azure", "prod-chat"), ("gemini", "claude-sonnet-4-5"),
+                                                ("gemini", "gpt-4o-mini"),
+                                                ("gemini", "gemini-2.5-flash-preview-09-2025")])
 def test_another_providers_price_is_never_taken(tmp_path: Path, kind: str, upstream: str) -> None:
     extra = ", api_version: '2024-10-21'" if kind == "azure" else ""
-    policy = _policy(tmp_path, f"version: 1\nproviders: {{p: {{kind: {kind}, api_base: 'https://h.example'{extra}}}}}\n"
+    base = "https://h.example/v1beta" if kind == "gemini" else "https://h.example"
+    policy = _policy(tmp_path, f"version: 1\nproviders: {{p: {{kind: {kind}, api_base: '{base}'{extra}}}}}\n"
                                f"models: [{{name: m, provider: p, upstream_model: {upstream}}}]\n")
     with pytest.raises(BootError, match="no price in the policy and none in LiteLLM's cost map"):
         litellm_mount.resolve_prices(policy)
@@ -81,7 +112,10 @@ def test_another_providers_price_is_never_taken(tmp_path: Path, kind: str, upstr
 @pytest.mark.parametrize("name", ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "AZURE_API_KEY",
                                   "AZURE_OPENAI_API_KEY", "AZURE_AD_TOKEN", "AZURE_API_BASE", "AZURE_API_VERSION",
                                   "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "azure_username",
-                                  "LITELLM_ANTHROPIC_DISABLE_URL_SUFFIX"])
+                                  "LITELLM_ANTHROPIC_DISABLE_URL_SUFFIX", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                                  "PALM_API_KEY", "GEMINI_API_BASE", "GOOGLE_APPLICATION_CREDENTIALS",
+                                  "VERTEXAI_CREDENTIALS", "VERTEXAI_PROJECT", "VERTEX_LOCATION",
+                                  "DEFAULT_VERTEXAI_PROJECT", "DEFAULT_GOOGLE_APPLICATION_CREDENTIALS"])
 def test_provider_variables_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """threat-model: TM-E6"""
     for existing in list(os.environ):
