@@ -20,6 +20,7 @@ from gateway import logs
 from gateway.boot import litellm_mount, vault
 from gateway.boot.errors import BootError
 from gateway.boot.fleet import build_invalidations, check_redis_login, open_database, redis_options
+from gateway.boot.prices import resolve_prices
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings, load_settings, redacted_url
 from gateway.compose import Gateway, compose
@@ -64,7 +65,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     engine = _step("database", open_database, settings, secrets.postgres_password)
     rate_limiter = _step("redis", build_rate_limiter, settings, policy, secrets.redis_password)
     # Importing litellm (not its proxy) is safe now that the installed version is the pin.
-    prices = _step("prices", litellm_mount.resolve_prices, policy)
+    prices = _step("prices", resolve_prices, policy)
     if check_only:
         engine.dispose()
         return Booted(settings, policy, None)

@@ -13,6 +13,7 @@ import pytest
 
 from gateway.boot import litellm_mount
 from gateway.boot.errors import BootError
+from gateway.boot.prices import resolve_prices
 from gateway.boot.secret import Secret
 from gateway.pipeline.approval import credential_digest
 from gateway.policy import Policy, load_policy
@@ -86,7 +87,7 @@ def test_the_gateways_handler_carries_the_policys_timeout() -> None:
 
 
 def test_prices_come_from_the_cost_map_under_the_providers_own_name(tmp_path: Path) -> None:
-    prices = litellm_mount.resolve_prices(_policy(tmp_path))
+    prices = resolve_prices(_policy(tmp_path))
     litellm = litellm_mount.import_litellm()
     assert prices["a"].input_per_million == round(litellm.model_cost["claude-sonnet-4-5"]["input_cost_per_token"] * 1e12)
     assert prices["z"].input_per_million == round(litellm.model_cost["azure/gpt-4o-mini"]["input_cost_per_token"] * 1e12)
@@ -106,7 +107,7 @@ def test_another_providers_price_is_never_taken(tmp_path: Path, kind: str, upstr
     policy = _policy(tmp_path, f"version: 1\nproviders: {{p: {{kind: {kind}, api_base: '{base}'{extra}}}}}\n"
                                f"models: [{{name: m, provider: p, upstream_model: {upstream}}}]\n")
     with pytest.raises(BootError, match="no price in the policy and none in LiteLLM's cost map"):
-        litellm_mount.resolve_prices(policy)
+        resolve_prices(policy)
 
 
 @pytest.mark.parametrize("name", ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "AZURE_API_KEY",
