@@ -250,13 +250,20 @@ def response_shape(data: dict[str, Any], response_id: str | None, model: str | N
     """A Responses API object in OpenAI's shape, named by the gateway: the id is the gateway's own for this request
     (LiteLLM's names its deployment and encrypts the provider's id; the gateway keeps no responses to find by either)
     and the model is the policy's name (stream events carried the upstream model's). The fields that echo the
-    request are the approved request's where LiteLLM left them out or null."""
+    request are the approved request's where LiteLLM left them out or null; each function tool states ``parameters``
+    and ``strict`` (null when unset), which the spec's FunctionTool requires."""
     for name, default in RESPONSE_EMPTY.items():
         data.setdefault(name, default)
     request = request or {}
     for name, default in RESPONSE_ECHOED.items():
         if data.get(name) is None:
             data[name] = request.get(name, default)
+    for tool in data["tools"] if isinstance(data["tools"], list) else []:
+        # A function tool always states these two (null when unset); an echo of a request that left them out, or a
+        # provider behind LiteLLM's bridge that drops them, would otherwise break the client's parsing.
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            tool.setdefault("parameters", None)
+            tool.setdefault("strict", None)
     if response_id is not None:
         data["id"] = response_id
     if model is not None:

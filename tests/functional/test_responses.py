@@ -333,12 +333,15 @@ def test_a_provider_failure_is_our_error_and_releases_the_reservation(gateway: R
     assert (state["balance_micro_usd"], state["reserved_micro_usd"]) == (1_000_000, 0)
 
 
-def test_a_provider_error_inside_a_stream_reaches_the_client_in_our_words(gateway: RunningGateway,
-                                                                          stack: Any) -> None:
+# A function tool sent without `strict` (or `parameters`): the failed Response echoes the request's tools, and the
+# spec's FunctionTool requires both, nullable.
+@pytest.mark.parametrize("extra", [{}, {"tools": [{"type": "function", "name": "lookup"}]}], ids=["plain", "tools"])
+def test_a_provider_error_inside_a_stream_reaches_the_client_in_our_words(gateway: RunningGateway, stack: Any,
+                                                                          extra: dict[str, Any]) -> None:
     account, key = _funded(gateway, 1_000_000)
     with _raw(gateway, key) as raw:
         response = raw.post("/v1/responses", json={"model": "chat-model", "input": "standin-stream-error",
-                                                   "stream": True, "max_output_tokens": 20})
+                                                   "stream": True, "max_output_tokens": 20, **extra})
     assert stack.provider_key not in response.text and "authorization" not in response.text.lower()
     events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
     # LiteLLM turns the provider's error event into response.failed; either way the text is the gateway's.
