@@ -16,6 +16,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 # SQLite's side files: the write-ahead log and its shared-memory index (WAL mode), the rollback journal otherwise.
 SIDE_FILES = ("-wal", "-shm", "-journal")
+# How long libpq waits for Postgres to answer a new connection, unless the URL sets ?connect_timeout=.
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def make_engine(url: str, *, password: str | None = None) -> sa.Engine:
@@ -25,7 +27,11 @@ def make_engine(url: str, *, password: str | None = None) -> sa.Engine:
     parsed = sa.make_url(url)
     if password is not None and parsed.get_backend_name() != "postgresql":
         raise ValueError("a store password applies to Postgres only")
-    connect_args = {"password": password} if password is not None else {}
+    connect_args: dict[str, object] = {"password": password} if password is not None else {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # libpq waits without end for a server that takes the TCP connection and never answers (a wedged proxy, a
+        # firewall that drops replies): boot and every reconnect would hang instead of failing with their line.
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).parent
         if not folder.exists():
