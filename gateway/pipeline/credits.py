@@ -4,7 +4,8 @@ Settlement rules (threat-model TM-T9, TM-T10):
 
 * complete response with the provider's usage → charge usage × price, release the rest;
 * complete response without usage → charge the whole reservation (never under-charge);
-* LiteLLM or the provider answered an error → release everything (providers do not bill failed calls);
+* LiteLLM or the provider answered an error → release everything (providers do not bill failed calls), except a
+  timeout after dispatch (408/504), charged in full as below: the provider may have run, and billed, the whole call;
 * the client went away mid-stream → charge the whole reservation unless the usage chunk already arrived. The
   provider may keep generating (and billing) after we stop reading, up to max_tokens; the reservation is exactly that
   bound, so charging it cannot fall below what the provider bills;
@@ -33,6 +34,10 @@ from gateway.policy import ModelMode, Policy
 from gateway.principal import Principal
 
 log = logging.getLogger("gateway.credits")
+
+# Error statuses after which a dispatched call is charged in full, with the reason the log line gives.
+ABANDONING_STATUSES = {499: "client_gone_after_dispatch", 408: "upstream_timeout_after_dispatch",
+                       504: "upstream_timeout_after_dispatch"}
 
 REMAINING_HEADER = b"x-credit-remaining-micro-usd"
 
@@ -83,7 +88,7 @@ class Meter:
         self.available = available  # the account's available credit after the reservation
         self._mode = mode
         self._failed = False
-        self._abandoned = False
+        self._abandoned: str | None = None  # why the whole reservation is charged after an error, if it is
         self._completed = False
         self._usage: dict[str, Any] | None = None
         self._tail = b""
@@ -100,8 +105,11 @@ class Meter:
         """LiteLLM answered an error status. ``dispatched``: the approval check had passed, so the provider was (or was
         about to be) called."""
         self._failed = True
-        # 499: the client left. If the call had gone out, the provider may bill it up to its bound (threat-model TM-T9).
-        self._abandoned = status == 499 and dispatched
+        # 499: the client left; 408/504: the provider did not answer in time (LiteLLM stopped waiting, or the
+        # provider's own front gave up). If the call had gone out, the provider may bill it up to its bound, and a
+        # client can make a call time out at will (a long answer), so it is charged, not released (threat-model TM-T9).
+        if dispatched and status in ABANDONING_STATUSES:
+            self._abandoned = ABANDONING_STATUSES[status]
 
     def observe_json(self, body: bytes) -> None:
         self._completed = True
@@ -180,7 +188,7 @@ class Meter:
             if self._abandoned:
                 log.warning("charged the full reservation", extra={"request_id": self.request_id,
                                                                    "key_id": self._key_id,
-                                                                   "reason": "client_gone_after_dispatch"})
+                                                                   "reason": self._abandoned})
                 return self._ledger.settle(self.request_id, self.amount)
             if self._failed or not self._started:
                 self._ledger.release(self.request_id, "upstream_error" if self._failed else "no_response")

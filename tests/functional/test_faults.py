@@ -42,7 +42,7 @@ def _chat(base_url: str, key: str, model: str = "chat-model") -> httpx.Response:
                       headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
-def test_upstream_timeout_is_a_504_and_releases(stack: Stack, tmp_path: Path, standin) -> None:
+def test_upstream_timeout_is_a_504_and_charges_the_reservation(stack: Stack, tmp_path: Path, standin) -> None:
     policy = write_policy(tmp_path / "policy.yaml", standin.base_url, extra_models="""  - name: very-slow-model
     provider: standin
     upstream_model: standin-slow-3000
@@ -74,7 +74,14 @@ def test_upstream_timeout_is_a_504_and_releases(stack: Stack, tmp_path: Path, st
         assert _chat(process.base_url, key).status_code == 200  # other models are unaffected
         ledger = SqlLedger(open_store(database_url))
         state = ledger.get_account(account)
-        assert state is not None and state.reserved_micro_usd == 0 and state.balance_micro_usd == 100_000 - 2 * 23
+        # The call had gone out: the provider may run it to its bound and bill it, and a client can make any call time
+        # out (ask for a long answer), so the timed-out request pays its whole reservation (threat-model TM-T9).
+        timed_out = response.headers["x-request-id"]
+        entries = {(e["kind"], e["request_id"]): e["amount_micro_usd"] for e in ledger.recent_entries(account)}
+        reserved = entries[("reserve", timed_out)]
+        assert ("release", timed_out) not in entries and entries[("settle", timed_out)] == reserved > 0
+        assert state is not None and state.reserved_micro_usd == 0
+        assert state.balance_micro_usd == 100_000 - 2 * 23 - reserved
         assert ledger.check() == [] and any_listed(response.text, stack.canaries) == []
     finally:
         process.stop()

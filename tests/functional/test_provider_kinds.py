@@ -319,13 +319,18 @@ def test_a_wrong_credential_is_the_gateways_stable_error(kinds: KindsStack, kind
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_slow_provider_times_out_as_504_and_releases(kinds: KindsStack, kind: str) -> None:
+def test_a_slow_provider_times_out_as_504_and_charges_the_reservation(kinds: KindsStack, kind: str) -> None:
     before = _balance(kinds)
     with pytest.raises(openai.APIStatusError) as caught:
         kinds.client().chat.completions.create(model=f"{kind}-slow", messages=HI, max_tokens=5)
     assert caught.value.status_code == 504
     assert caught.value.body["code"] == "upstream_timeout"  # type: ignore[index]
-    assert _settled(kinds, before) == 0
+    # The call went out and may be billed to its bound: the whole reservation is charged, never released (TM-T9).
+    request_id = caught.value.response.headers["x-request-id"]
+    entries = [e for e in account_state(kinds.gateway, kinds.account)["recent_ledger"]
+               if e["request_id"] == request_id]
+    assert sorted(e["kind"] for e in entries) == ["reserve", "settle"], entries
+    assert {e["amount_micro_usd"] for e in entries} == {_settled(kinds, before)}
 
 
 @pytest.mark.parametrize("kind", KINDS)
