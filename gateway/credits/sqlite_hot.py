@@ -111,16 +111,18 @@ class SqliteHotPath:
     def reserve(self, request_id: str, account_id: str, key_id: str, amount: int, at: datetime) -> int:
         """Returns the account's available credit after the reservation."""
         with self._lock:
-            row = self._connection().execute(RESERVE, (request_id, account_id, key_id, amount,
-                                                       self._stamp(at))).fetchone()
+            # fetchall, not fetchone: the statement (and with it the write transaction) ends only once its
+            # RETURNING rows are read to the end; a half-read cursor would keep the write lock.
+            (row,) = self._connection().execute(RESERVE, (request_id, account_id, key_id, amount,
+                                                          self._stamp(at))).fetchall()
         return int(row[0])
 
     def close(self, request_id: str, state: str, charge: int, rest_kind: str, reason: str | None,
               at: datetime) -> tuple[int, int] | None:
         """Close the reservation if it is open: (available credit after, the charge applied), else None."""
         with self._lock:
-            row = self._connection().execute(CLOSE, (request_id, state, charge, rest_kind, reason,
-                                                     self._stamp(at))).fetchone()
-        if row is None or row[0] is None:
+            (row,) = self._connection().execute(CLOSE, (request_id, state, charge, rest_kind, reason,
+                                                        self._stamp(at))).fetchall()  # to the end, as above
+        if row[0] is None:
             return None
         return int(row[0]), int(row[1])

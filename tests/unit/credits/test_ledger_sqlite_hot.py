@@ -114,3 +114,21 @@ def test_the_schema_file_gets_nothing_of_the_hot_path(tmp_path: Path) -> None:
     names = {row[0] for row in other.execute("SELECT name FROM sqlite_schema")}
     other.close()
     assert not {"ledger_reserve", "ledger_close", "ledger_closing", "ledger_reserve_do", "ledger_close_do"} & names
+
+
+def test_each_statement_commits_before_it_returns(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path / "hot.db", hot=True)
+    account = ledger.create_account("t").id
+    ledger.top_up(account, 1000, "test")
+    ledger.reserve(request_id="r1", account_id=account, key_id="k", amount=300, cap=None)
+    assert ledger._hot is not None and ledger._hot._conn is not None
+    assert not ledger._hot._conn.in_transaction  # the write lock is not held between requests
+    # Another connection can write at once (no busy wait behind a statement left half-read).
+    other = sqlite3.connect(tmp_path / "hot.db", timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    other.rollback()
+    ledger.settle("r1", 100)
+    assert not ledger._hot._conn.in_transaction
+    other.execute("BEGIN IMMEDIATE")
+    other.rollback()
+    other.close()
