@@ -75,6 +75,20 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
     return user / os.sysconf("SC_CLK_TCK"), system / os.sysconf("SC_CLK_TCK")
 
 
+def voluntary_switches(pids: list[int]) -> int:
+    """Voluntary context switches so far, summed over every thread of the processes (from /proc): a thread that
+    waits (for the GIL, a lock, a socket) switches out voluntarily, so hand-offs between threads show here."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue  # the thread ended
+            total += int(status.split("voluntary_ctxt_switches:", 1)[1].split()[0])
+    return total
+
+
 def process_tree(root: int) -> list[int]:
     """``root`` and every process descended from it (uvicorn's and the pre-flight's workers)."""
     parents: dict[int, int] = {}
@@ -93,7 +107,7 @@ def process_tree(root: int) -> list[int]:
 
 def wrk(url: str, key: str, connections: int, seconds: float, model: str, pids: list[int]) -> dict[str, float]:
     env = {**os.environ, "BENCH_KEY": key, "BENCH_MODEL": model}
-    cpu_before = cpu_seconds(pids)
+    cpu_before, switches_before = cpu_seconds(pids), voluntary_switches(pids)
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "10s",
                           "-s", str(HERE / "wrk" / "chat.lua"), url + "/v1/chat/completions"],
                          env=env, capture_output=True, text=True, check=True).stdout
@@ -103,11 +117,11 @@ def wrk(url: str, key: str, connections: int, seconds: float, model: str, pids: 
     requests, duration_us, p50, p99, non2xx, socket_errors = map(int, match.groups())
     if non2xx or socket_errors or not requests:
         raise RuntimeError(f"{url}: {non2xx} non-2xx answers, {socket_errors} socket errors of {requests}")
-    cpu_after = cpu_seconds(pids)
+    cpu_after, switches = cpu_seconds(pids), voluntary_switches(pids) - switches_before
     user_ms, system_ms = ((after - before) * 1000 / requests for after, before in zip(cpu_after, cpu_before,
                                                                                      strict=True))
     return {"rps": requests / (duration_us / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
-            "cpu_ms": user_ms + system_ms, "sys_ms": system_ms}
+            "cpu_ms": user_ms + system_ms, "sys_ms": system_ms, "switches": switches / requests}
 
 
 def first_answer(url: str, key: str, model: str) -> None:
@@ -152,7 +166,7 @@ def serve_supports_workers() -> bool:
     return "--workers" in out.stdout
 
 
-def start_preflight(work: Path, standin: str, upstream: str, workers: int,
+def start_preflight(work: Path, standin: str, upstream: str, workers: int, redis_url: str,
                     started: list[subprocess.Popen[bytes]]) -> tuple[str, str, SqlLedger, subprocess.Popen[bytes]]:
     """The before shape's pre-flight: its own store, account and key, made with a pepper handed to it on stdin."""
     pepper, audit_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -164,16 +178,17 @@ def start_preflight(work: Path, standin: str, upstream: str, workers: int,
     key, _ = KeyService(SqlKeyStore(engine), KeyHasher(pepper.encode())).issue(
         KeyKind.CUSTOMER, name="bench", models=["chat-model"], account_id=account.id)
     port = free_port()
+    redis = ["--redis-url", redis_url] if workers > 1 else []
     process = subprocess.Popen([sys.executable, str(HERE / "preflight.py"), "--port", str(port), "--upstream", upstream,
                                 "--database", database, "--policy", str(write_policy(work, standin)),
-                                "--workers", str(workers)], stdin=subprocess.PIPE,
+                                "--workers", str(workers), *redis], stdin=subprocess.PIPE,
                                stdout=open(work / "preflight.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     started.append(process)
     assert process.stdin is not None
     process.stdin.write(json.dumps({"pepper": pepper, "audit_key": audit_key}).encode())
     process.stdin.close()
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/healthz", timeout=90)
+    wait_http(url + "/healthz", timeout=300)
     return url, key, ledger, process
 
 
@@ -220,17 +235,21 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             targets["trimmed"] = (trimmed_url, "bench", "chat-model", trimmed.pid)
         for name in ("litellm", "trimmed"):
             if name in targets:
-                wait_http(targets[name][0] + "/health/liveliness", timeout=120)
+                wait_http(targets[name][0] + "/health/liveliness", timeout=300)
         if "before" in args.only:
             pre_work = work / "before"
             pre_work.mkdir()
-            url, key, ledger, process = start_preflight(pre_work, standin, alone_url, workers, started)
+            url, key, ledger, process = start_preflight(pre_work, standin, alone_url, workers, args.redis_url,
+                                                       started)
             ledgers.append(ledger)
             targets["before"] = (url, key, "chat-model", process.pid)
         if "after" in args.only:
             gw_work = work / "gateway"
             gw_work.mkdir()
-            gateway = start_gateway(gw_work, standin, started, log_level=args.log_level, serve_args=serve_args)
+            # More than one worker needs the rate limits in Redis (`gateway serve --workers` refuses otherwise).
+            redis_env = {"GATEWAY_REDIS_URL": args.redis_url} if gateway_workers > 1 else {}
+            gateway = start_gateway(gw_work, standin, started, log_level=args.log_level, serve_args=serve_args,
+                                    extra_env=redis_env)
             ledgers.append(gateway.ledger)
             targets["after"] = (gateway.url, gateway.key, "chat-model", gateway.process.pid)
         if args.baseline_tree:
@@ -256,7 +275,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     rounds[f"{name}{connections}"].append(result)
                     print(f"round {r + 1} {name} c={connections}: P50 {result['p50_ms']:.2f} ms, "
                           f"P99 {result['p99_ms']:.2f} ms, {result['rps']:.0f} req/s, "
-                          f"server CPU {result['cpu_ms']:.2f} ms/req ({result['sys_ms']:.2f} system)", flush=True)
+                          f"server CPU {result['cpu_ms']:.2f} ms/req ({result['sys_ms']:.2f} system), "
+                          f"{result['switches']:.1f} voluntary switches/req", flush=True)
         wait_settled(ledgers)
     data: dict[str, object] = {
         "rounds": rounds, "machine": machine(), "seconds": args.seconds, "log_level": args.log_level,
@@ -288,6 +308,8 @@ FIGURES = [
     ("after_vs_litellm_rps_c16", ratio, "after16", "litellm16", "rps"),
     ("pipeline_cpu_ms_per_request", difference, "after16", "trimmed16", "cpu_ms"),
     ("baseline_pipeline_cpu_ms_per_request", difference, "baseline16", "trimmed16", "cpu_ms"),
+    ("after_vs_baseline_cpu_c16", ratio, "after16", "baseline16", "cpu_ms"),
+    ("baseline_minus_after_switches_c16", difference, "baseline16", "after16", "switches"),
     ("before_vs_litellm_rps_c16", ratio, "before16", "litellm16", "rps"),
     ("after_vs_before_cpu_c16", ratio, "after16", "before16", "cpu_ms"),
 ]
@@ -316,25 +338,25 @@ def summarize(data: dict[str, object]) -> str:
 
     def span(key: str, field: str) -> str:
         values = [r[field] for r in rounds[key]]
-        fmt = "{:,.0f}" if field == "rps" else "{:.2f}"
+        fmt = "{:,.0f}" if field == "rps" else "{:.1f}" if field == "switches" else "{:.2f}"
         median = statistics.median(values)
         return f"{fmt.format(median)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
-    n = len(rounds["direct1"])
+    n = len(next(iter(rounds.values())))
     lines = [
         (f"Measured {data['date']} with `make bench` ({n} alternating rounds, {data['seconds']:g} s per wrk run, "
          f"gateway log level {data['log_level']}). Machine: {data['machine']}. Every configuration could use all "
          f"{data['cores']} cores; workers: {json.dumps(data['workers'])}."),
         "",
         ("| configuration | server processes | P50 ms, c=1 | P99 ms, c=1 | req/s, c=16 | P99 ms, c=16 | "
-         "server CPU ms/request, c=16 |"),
-        "|---|---|---|---|---|---|---|",
+         "server CPU ms/request, c=16 | voluntary switches/request, c=16 |"),
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in ORDER:
         if name + "1" in rounds:
             lines.append(f"| {name}: {NAMES[name]} | {processes.get(name, '')} | {span(name + '1', 'p50_ms')} | "
                          f"{span(name + '1', 'p99_ms')} | {span(name + '16', 'rps')} | {span(name + '16', 'p99_ms')} | "
-                         f"{span(name + '16', 'cpu_ms')} |")
+                         f"{span(name + '16', 'cpu_ms')} | {span(name + '16', 'switches')} |")
     note = ("Medians over rounds (lowest–highest in brackets). Ratios and differences are taken within each round, "
             "then the median over rounds (lowest–highest):")
     lines += ["", note, "", "| figure | measured | goal | met |", "|---|---|---|---|"]
@@ -365,6 +387,8 @@ def main() -> int:
                         help="the configurations to run (docs are written only when all five ran)")
     parser.add_argument("--baseline-tree", type=Path,
                         help="also measure `gateway serve` from this source tree (e.g. an earlier commit)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15",
+                        help="rate limits of the multi-worker gateway and pre-flight (both shapes alike)")
     parser.add_argument("--json", type=Path, help="also write the raw rounds and the median ratios here")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()

@@ -6,6 +6,7 @@ an HTTP forward to LiteLLM on its own port (bench/forwarder.py's forward, one po
     python bench/preflight.py --port 8001 --upstream http://127.0.0.1:4000 --database sqlite:///x.db \
         --policy policy.yaml --workers 2  < secrets.json
 
+With more than one worker the rate limits live in Redis (``--redis-url``), as `gateway serve --workers` requires.
 The pepper and the audit key come on standard input as JSON (the harness creates the store, the account and the key
 with them). With ``--workers N`` the process binds the port, forks N workers that each compose their own gateway
 (no store connection or thread crosses the fork) and serve the shared socket. Not a gateway feature: the product
@@ -52,7 +53,7 @@ def gateway_app(args: argparse.Namespace, pepper: bytes, audit_key: bytes) -> An
     deployments = build_deployments(policy, {name: Secret("bench") for name in policy.providers})
     gateway = compose(policy=policy, engine=open_store(args.database), llm=llm, llm_lifespan=lifespan,
                       pepper=pepper, audit_key=audit_key, prices=resolve_prices(policy),
-                      rate_limiter=build_rate_limiter(policy, None, {}), invalidations=LOCAL_ONLY,
+                      rate_limiter=build_rate_limiter(policy, args.redis_url, {}), invalidations=LOCAL_ONLY,
                       model_fields={name: d.fields for name, d in deployments.items()})
     return gateway.app
 
@@ -71,6 +72,8 @@ def main() -> int:
     parser.add_argument("--database", required=True)
     parser.add_argument("--policy", required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--redis-url", help="rate limits in this Redis, shared by the workers (as `gateway serve "
+                                            "--workers` requires); in memory without it")
     args = parser.parse_args()
     keys = json.loads(sys.stdin.read())
     pepper, audit_key = keys["pepper"].encode(), keys["audit_key"].encode()

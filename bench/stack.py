@@ -96,7 +96,7 @@ def start_gateway(work: Path, standin_base: str, children: list[subprocess.Popen
     with log_file.open("wb") as out:
         process = subprocess.Popen([str(BIN / "gateway"), "serve", *serve_args], env=env, stdout=out, stderr=subprocess.STDOUT)
     children.append(process)
-    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=90)
+    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=300)
     return Gateway(f"http://127.0.0.1:{port}", key, process, ledger, log_file)
 
 
