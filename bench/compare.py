@@ -282,8 +282,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "rounds": rounds, "machine": machine(), "seconds": args.seconds, "log_level": args.log_level,
         "date": time.strftime("%Y-%m-%d"), "cores": cores,
         "processes": {name: len(tree) for name, tree in pids.items()},
-        "workers": {"litellm": workers, "trimmed": workers, "before": workers, "after": gateway_workers,
-                    "baseline": 1}}
+        "workers": {name: count for name, count in {"litellm": workers, "trimmed": workers, "before": workers,
+                                                     "after": gateway_workers, "baseline": 1}.items()
+                    if name in targets}}
     data["ratios"] = ratios(rounds)
     return data
 
