@@ -23,6 +23,7 @@ module's statement cache keeps both statements prepared.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from datetime import datetime
@@ -93,16 +94,19 @@ class SqliteHotPath:
         self._at = sa.DateTime(timezone=True).dialect_impl(engine.dialect).bind_processor(engine.dialect)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
+        # A SQLite connection must not cross a fork (`gateway serve --workers` forks after the boot): a process opens
+        # its own the first time it writes, and never uses one its parent opened.
+        if self._conn is None or self._pid != os.getpid():
             # Autocommit (isolation_level=None): each statement is its own transaction. Used by one thread at a time,
             # under the lock, though not always the same thread.
             conn = sqlite3.connect(self._database, isolation_level=None, check_same_thread=False)
             sqlite_pragmas(conn, None)
             for statement in _SCHEMA:
                 conn.execute(statement)
-            self._conn = conn
+            self._conn, self._pid = conn, os.getpid()
         return self._conn
 
     def _stamp(self, at: datetime) -> Any:

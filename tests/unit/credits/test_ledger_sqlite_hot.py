@@ -132,3 +132,26 @@ def test_each_statement_commits_before_it_returns(tmp_path: Path) -> None:
     other.execute("BEGIN IMMEDIATE")
     other.rollback()
     other.close()
+
+
+def test_a_forked_process_opens_its_own_connection(tmp_path: Path) -> None:
+    import os
+
+    ledger = _ledger(tmp_path / "hot.db", hot=True)
+    account = ledger.create_account("t").id
+    ledger.top_up(account, 1000, "test")
+    ledger.reserve(request_id="parent", account_id=account, key_id="k", amount=1, cap=None)
+    assert ledger._hot is not None
+    parents = ledger._hot._conn
+    ledger.engine.dispose(close=False)  # as `gateway serve --workers` drops the inherited pool
+    pid = os.fork()
+    if pid == 0:  # the child: its first write opens a connection of its own
+        code = 1
+        try:
+            ledger.reserve(request_id="child", account_id=account, key_id="k", amount=1, cap=None)
+            code = 0 if ledger._hot._conn is not parents else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert ledger.open_reservations() == 2 and ledger.check() == []
