@@ -95,10 +95,13 @@ soak: install
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
-# Not part of `make test`. The gateway beside stock LiteLLM, LiteLLM with the gateway's trims, a two-process
-# forwarder and the bare stand-in (bench/compare.py); rewrites the measured section of docs/benchmarks.md.
+# Not part of `make test`. The comparison at equal cores (bench/compare.py): stock LiteLLM with one worker per core,
+# the two-process shape (the gateway's pre-flight forwarding over HTTP), `gateway serve --workers <cores>`, LiteLLM
+# with the gateway's trims and the bare stand-in; rewrites the measured section of docs/benchmarks.md and writes the
+# raw rounds and the median ratios to var/bench.json.
 bench: install wrk
-	$(BIN)/python bench/compare.py --only abcde --rounds 5 --seconds 10
+	mkdir -p var
+	$(BIN)/python bench/compare.py --rounds 5 --seconds 10 --json var/bench.json
 
 # Not part of `make test`: pytest-benchmark microbenchmarks of the pre-flight's parts.
 bench-micro: install

@@ -16,7 +16,8 @@ HOP_BY_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te"
               b"proxy-authorization", b"proxy-connection"}
 
 
-def build(upstream: str):
+def build(upstream: str, *, extra_headers: list[tuple[bytes, bytes]] | None = None):
+    """The forwarding ASGI app; its client is ``app.client``. ``extra_headers`` go on every forwarded request."""
     client = httpx.AsyncClient(base_url=upstream, timeout=60,
                                limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
 
@@ -36,7 +37,7 @@ def build(upstream: str):
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP] + (extra_headers or [])
         request = client.build_request(scope["method"], scope["path"], headers=headers, content=body)
         response = await client.send(request, stream=True)
         try:
@@ -48,6 +49,7 @@ def build(upstream: str):
         finally:
             await response.aclose()
 
+    app.client = client
     return app
 
 

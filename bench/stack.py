@@ -66,8 +66,10 @@ def write_policy(work: Path, standin_base: str) -> Path:
 
 
 def start_gateway(work: Path, standin_base: str, children: list[subprocess.Popen[bytes]], *,
-                  log_level: str = "INFO", extra_env: dict[str, str] | None = None) -> Gateway:
-    """A full gateway against ``standin_base``: its own OpenBao, SQLite store, a funded account and one key."""
+                  log_level: str = "INFO", extra_env: dict[str, str] | None = None,
+                  serve_args: tuple[str, ...] = ()) -> Gateway:
+    """A full gateway against ``standin_base``: its own OpenBao, SQLite store, a funded account and one key.
+    ``serve_args`` go after ``gateway serve`` (e.g. ``--workers 2``)."""
     vault = start_dev_vault(work / "bao.log")
     children.append(vault.process)
     policy = write_policy(work, standin_base)
@@ -92,9 +94,9 @@ def start_gateway(work: Path, standin_base: str, children: list[subprocess.Popen
                 **(extra_env or {})})
     log_file = work / "gateway.log"
     with log_file.open("wb") as out:
-        process = subprocess.Popen([str(BIN / "gateway"), "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([str(BIN / "gateway"), "serve", *serve_args], env=env, stdout=out, stderr=subprocess.STDOUT)
     children.append(process)
-    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=90)
+    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=300)
     return Gateway(f"http://127.0.0.1:{port}", key, process, ledger, log_file)
 
 

@@ -43,11 +43,17 @@ def _fail(line: str) -> None:
 
 
 @app.command()
-def serve(check: Annotated[bool, typer.Option("--check", help="Run every boot check, then exit.")] = False) -> None:
+def serve(
+    check: Annotated[bool, typer.Option("--check", help="Run every boot check, then exit.")] = False,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, max=64,
+        help="Worker processes, forked after the boot (default GATEWAY_WORKERS, else 1); more than one needs "
+             "GATEWAY_REDIS_URL.")] = None,
+) -> None:
     """Boot from Vault and serve on GATEWAY_HOST:GATEWAY_PORT."""
-    from gateway.boot.serve import main
+    from gateway.boot.start import main
 
-    raise typer.Exit(main(check=check))
+    raise typer.Exit(main(check=check, workers=workers))
 
 
 @app.command()

@@ -26,6 +26,7 @@ from gateway.audit.log import AuditHeadMissing, AuditLog
 from gateway.credits.ledger import SqlLedger
 from gateway.credits.pricing import Price
 from gateway.credits.sweeper import sweep_forever
+from gateway.keys.epoch import Epoch
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.invalidation import InvalidationChannel, RedisInvalidations
 from gateway.keys.service import KeyService
@@ -109,6 +110,7 @@ class Gateway:
     keys: KeyService
     ledger: SqlLedger
     audit: AuditLog
+    engine: sa.Engine
 
 
 @contextlib.asynccontextmanager
@@ -124,10 +126,11 @@ async def listening(channel: RedisInvalidations, keys: KeyService) -> AsyncItera
 def compose(*, policy: Policy, engine: sa.Engine, llm: LiteLLM, llm_lifespan: Lifespan, pepper: bytes,
             audit_key: bytes, prices: dict[str, Price], rate_limiter: RateLimiter,
             invalidations: InvalidationChannel, model_fields: dict[str, frozenset[str]],
-            unsafe_rate_limit_fail_open: bool = False) -> Gateway:
-    """The whole gateway: stores, domain services, the pipeline, the endpoints of the route table, the lifespan."""
+            unsafe_rate_limit_fail_open: bool = False, revocation_epoch: Epoch | None = None) -> Gateway:
+    """The whole gateway: stores, domain services, the pipeline, the endpoints of the route table, the lifespan.
+    ``revocation_epoch`` is the host's, shared by forked workers (gateway.keys.epoch); None for one process."""
     keys = KeyService(SqlKeyStore(engine), KeyHasher(pepper), cache_ttl=policy.keys.cache_ttl_seconds,
-                      invalidations=invalidations)
+                      invalidations=invalidations, epoch=revocation_epoch)
     ledger = SqlLedger(engine)
     audit = AuditLog(engine, audit_key)
     RESERVATIONS_OPEN.set_function(lambda: float(ledger.open_reservations()))
@@ -153,4 +156,4 @@ def compose(*, policy: Policy, engine: sa.Engine, llm: LiteLLM, llm_lifespan: Li
         lifespans.append(lambda: listening(channel, keys))
     app = GatewayApp(endpoints=endpoints, readiness=readiness, lifespans=lifespans,
                      cors_origins=frozenset(policy.cors.allow_origins))
-    return Gateway(app=app, keys=keys, ledger=ledger, audit=audit)
+    return Gateway(app=app, keys=keys, ledger=ledger, audit=audit, engine=engine)

@@ -292,8 +292,9 @@ def bootstrapped_stack(vault_addr: str, root_token: str, workdir: Path, standin_
 class GatewayProcess:
     """``gateway serve`` in a child process, its output captured to a file for the canary scan."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, port: int, args: tuple[str, ...] = ()) -> None:
         self.env = env
+        self.args = args
         self.port = port
         self.log_path = log_path
         self.base_url = f"http://127.0.0.1:{port}"
@@ -302,7 +303,7 @@ class GatewayProcess:
     def start(self, timeout: float = 60) -> GatewayProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [str(BIN / "gateway"), "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            [str(BIN / "gateway"), "serve", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
         )
         deadline = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):
@@ -557,11 +558,12 @@ class RunningGateway:
         self.customer_key, self.customer_key_id = keys.customer()
 
 
-def start_gateway(stack: Stack, workdir: Path, name: str, database_url: str, **env: str) -> RunningGateway:
+def start_gateway(stack: Stack, workdir: Path, name: str, database_url: str, *, args: tuple[str, ...] = (),
+                  **env: str) -> RunningGateway:
     port = free_port()
     folder = workdir / name
     environment = stack.env(folder, database_url, port, GATEWAY_LOG_LEVEL="DEBUG", LITELLM_LOG="DEBUG", **env)
-    process = GatewayProcess(environment, folder / "gateway.log", port).start()
+    process = GatewayProcess(environment, folder / "gateway.log", port, args).start()
     return RunningGateway(process, Keys(stack, database_url))
 
 

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,7 +35,7 @@ from gateway.keys.format import KeyKind
 from gateway.keys.service import AlreadyRotated, HoneytokenNotRotatable, KeyService
 from gateway.keys.store import InvalidExpiry
 from gateway.logs import new_request_id
-from gateway.metrics import REGISTRY, REVOCATIONS
+from gateway.metrics import REVOCATIONS, exposition
 from gateway.pipeline.authn import ADMIN_PRINCIPAL_SCOPE_KEY, authenticate
 from gateway.pipeline.errors import Denial, error_body, internal_error
 from gateway.principal import Principal
@@ -341,7 +341,7 @@ def build_admin_app(keys: KeyService, ledger: SqlLedger, exposed_models: frozens
 
     @app.get("/admin/metrics")
     def metrics(who: Admin) -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/accounts", status_code=201)
     def create_account(payload: CreateAccount, who: Auditable, request: Request) -> dict[str, object]:

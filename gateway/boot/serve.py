@@ -11,20 +11,21 @@ import asyncio
 import dataclasses
 import gc
 import logging
-import sys
+import threading
 from typing import Any
 
 import uvicorn
 
 from gateway import logs
-from gateway.boot import litellm_mount, vault
+from gateway.boot import litellm_mount, vault, workers
 from gateway.boot.errors import BootError
 from gateway.boot.fleet import build_invalidations, check_redis_login, open_database, redis_options
 from gateway.boot.prices import resolve_prices
 from gateway.boot.secret import Secret
-from gateway.boot.settings import Settings, load_settings, redacted_url
+from gateway.boot.settings import Settings, redacted_url
 from gateway.compose import Gateway, compose
 from gateway.compose import build_rate_limiter as compose_rate_limiter
+from gateway.keys.epoch import Epoch, SharedEpoch
 from gateway.pipeline.handoff import LiteLLM
 from gateway.policy import Policy, PolicyError, load_policy
 from gateway.ratelimit.limiter import RateLimiter
@@ -51,7 +52,7 @@ def _step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise BootError(name, f"unexpected {type(exc).__name__}") from None
 
 
-def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
+def prepare(settings: Settings, *, check_only: bool = False, revocation_epoch: Epoch | None = None) -> Booted:
     policy: Policy = _step("policy", load_policy, settings.policy_file)
     _step("litellm version", litellm_mount.check_litellm_version)
     _step("environment", litellm_mount.check_environment)
@@ -100,7 +101,8 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
                   audit_key=audit_key, prices=prices, rate_limiter=rate_limiter,
                   invalidations=build_invalidations(settings, redis_password),
                   model_fields={name: deployment.fields for name, deployment in deployments.items()},
-                  unsafe_rate_limit_fail_open=settings.unsafe_rate_limit_fail_open)
+                  unsafe_rate_limit_fail_open=settings.unsafe_rate_limit_fail_open,
+                  revocation_epoch=revocation_epoch)
     return Booted(settings, policy, gateway)
 
 
@@ -139,16 +141,23 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def main(*, check: bool) -> int:
-    try:
-        settings = load_settings()
-        logs.configure(settings.log_level, settings.log_format)
-        if check:
-            prepare(settings, check_only=True)
-            print("gateway: all boot checks passed (settings, policy, litellm version, environment, vault, database, "
-                  "redis, prices)")
-            return 0
-        return serve(settings)
-    except BootError as exc:
-        print(exc.line(), file=sys.stderr)
-        return 2
+def serve_workers(settings: Settings) -> int:
+    """Boot once here (the master), then serve with ``settings.workers`` processes forked from it (workers.py)."""
+    booted = prepare(settings, revocation_epoch=SharedEpoch())
+    if booted.gateway is None:
+        raise BootError("startup", "the application was not built")
+    threads = [thread.name for thread in threading.enumerate() if thread is not threading.main_thread()]
+    if threads:
+        # A thread of the master does not exist in a forked worker; a lock it held there would stay held forever.
+        raise BootError("workers", f"the booted master runs other threads ({', '.join(sorted(threads))}); "
+                                   "refusing to fork workers from it")
+    engine = booted.gateway.engine
+    # The pooled connections boot opened belong to the master; each worker opens its own (SQLAlchemy's rule for a
+    # forked child: drop the inherited pool without closing the parent's connections).
+    engine.dispose(close=False)
+    status = workers.run(booted.gateway.app, host=settings.host, port=settings.port, workers=settings.workers,
+                         graceful_seconds=settings.shutdown_grace_seconds, log_level=settings.log_level,
+                         after_fork=lambda: engine.dispose(close=False))
+    if status != 0:
+        raise BootError("workers", f"the workers stopped with status {status} (see the log above)")
+    return 0

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8090, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
+    # Worker processes forked from the booted master (`gateway serve --workers N`); more than one needs redis_url.
+    workers: int = Field(default=1, ge=1, le=64)
     log_format: Literal["json", "text"] = "json"
     # Shared rate-limit counters for a fleet; unset: in-memory counters per process.
     redis_url: str | None = None

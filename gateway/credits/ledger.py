@@ -14,8 +14,12 @@ amount``), so two concurrent requests can never both take the last credit, on SQ
 Postgres (the row lock re-checks the condition). A reservation closes exactly once: settle, release and expire all
 start with ``UPDATE reservations SET state = … WHERE state = 'open'`` and do nothing if another closer won.
 
-The module is longer than most because it carries the hot path twice, as portable statements (SQLite) and as
-single-statement CTEs (Postgres), with the same effects; keeping both next to each other keeps them in step.
+The module is longer than most because it carries the hot path twice, as portable statements and as
+single-statement CTEs (Postgres), with the same effects; keeping both next to each other keeps them in step. On a
+SQLite file the request path's reservation (without a key cap) and every close run as one statement each on a
+connection of the ledger's own (:mod:`gateway.credits.sqlite_hot`, the same effects again; a test compares the rows
+both paths write); the portable statements remain for key-cap reservations, refusals' exact figures and in-memory
+SQLite.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sqlite3
 import uuid
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, TypeGuard, get_args
@@ -30,6 +35,7 @@ from typing import Literal, Protocol, TypeGuard, get_args
 import sqlalchemy as sa
 
 from gateway.clock import SYSTEM_CLOCK, as_utc
+from gateway.credits.sqlite_hot import REFUSED, SqliteHotPath
 from gateway.store.schema import accounts, key_spend, ledger_entries, reservations
 
 log = logging.getLogger("gateway.credits")
@@ -277,6 +283,12 @@ class SqlLedger:
         self._postgres = engine.dialect.name == "postgresql"
         self.writers = 8 if self._postgres else 1
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
+        # On a SQLite file the request path is one statement per transaction on a connection of its own
+        # (gateway.credits.sqlite_hot); an in-memory database has no second connection to open, and keeps the
+        # portable path.
+        database = engine.url.database
+        self._hot = SqliteHotPath(engine, database) \
+            if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:") else None
 
     @property
     def engine(self) -> sa.Engine:
@@ -355,6 +367,18 @@ class SqlLedger:
         period = cap.period_label(at) if cap else ""
         if self._postgres and cap is None:
             return self._pg_reserve(request_id, account_id, key_id, amount, at)
+        if self._hot is not None and cap is None:
+            try:
+                return self._hot.reserve(request_id, account_id, key_id, amount, at)
+            except sqlite3.IntegrityError as refused:
+                if str(refused) != REFUSED:
+                    log.exception("ledger reserve failed", extra={"request_id": request_id})
+                    raise LedgerUnavailable() from None
+                # Refused, nothing written. The portable path below says exactly what was left, read in its own
+                # write transaction (or grants the reservation, should credit have been freed since).
+            except sqlite3.Error:
+                log.exception("ledger reserve failed", extra={"request_id": request_id})
+                raise LedgerUnavailable() from None
         try:
             with self._engine.begin() as conn:
                 taken = conn.execute(_RESERVE_ACCOUNT, {"amount": amount, "account_id": account_id}).first()
@@ -411,6 +435,15 @@ class SqlLedger:
         at = _now()
         if self._postgres:
             return self._pg_close(request_id, state, charge, reason, at)
+        if self._hot is not None:
+            closed = self._hot.close(request_id, state, charge, "expire" if state == "expired" else "release",
+                                     reason, at)
+            if closed is None:
+                return None
+            available, charged = closed
+            if charged < charge:
+                log.error("charge above reservation", extra={"request_id": request_id, "reason": "charge_capped"})
+            return available
         with self._engine.begin() as conn:
             row = conn.execute(_CLOSE_RESERVATION, {"state": state, "at": at, "request_id": request_id}).first()
             if row is None:
@@ -451,7 +484,7 @@ class SqlLedger:
             raise ValueError("a charge cannot be negative")
         try:
             return self._close(request_id, "settled", charge, None)
-        except sa.exc.SQLAlchemyError:
+        except (sa.exc.SQLAlchemyError, sqlite3.Error):
             log.exception("ledger settle failed", extra={"request_id": request_id})
             raise LedgerUnavailable() from None
 
@@ -459,7 +492,7 @@ class SqlLedger:
         """Release the whole reservation (nothing was billed)."""
         try:
             self._close(request_id, "released", 0, reason)
-        except sa.exc.SQLAlchemyError:
+        except (sa.exc.SQLAlchemyError, sqlite3.Error):
             log.exception("ledger release failed", extra={"request_id": request_id})
             raise LedgerUnavailable() from None
 

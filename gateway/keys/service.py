@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from gateway.clock import SYSTEM_CLOCK, Clock, is_naive
 from gateway.credits.ledger import is_spend_cap_period
 from gateway.keys import format as key_format
+from gateway.keys.epoch import Epoch
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.invalidation import LOCAL_ONLY, InvalidationChannel
@@ -61,12 +62,18 @@ class KeyCache:
     one made elsewhere (another replica, the host CLI) is seen here within ``ttl``. Expiry is checked on every
     request from the cached record's ``expires_at``, so it is exact. Only found, customer-kind records are cached:
     unknown digests and admin keys always go to the store. Entries age by ``clock.monotonic()``.
+
+    With ``epoch`` (the host's revocation epoch, shared by forked workers: :mod:`gateway.keys.epoch`), every lookup
+    first checks it, and the whole cache is dropped when another worker (or this one) has revoked or rotated a key.
     """
 
-    def __init__(self, ttl: float, max_entries: int = 10_000, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, ttl: float, max_entries: int = 10_000, *, clock: Clock = SYSTEM_CLOCK,
+                 epoch: Epoch | None = None) -> None:
         self.ttl = ttl
         self._max = max_entries
         self._clock = clock
+        self._epoch = epoch
+        self._seen_epoch = epoch.read() if epoch is not None else 0
         self._entries: OrderedDict[str, tuple[float, KeyRecord, str]] = OrderedDict()
         self._lock = threading.Lock()
         # Bumped by every invalidation: a lookup that started before one must not put its (maybe stale) answer back.
@@ -75,6 +82,14 @@ class KeyCache:
     def get(self, digest: str) -> tuple[KeyRecord, str] | None:
         if self.ttl <= 0:
             return None
+        if self._epoch is not None:
+            current = self._epoch.read()
+            if current != self._seen_epoch:
+                with self._lock:
+                    self._seen_epoch = current
+                    self._generation += 1
+                    self._entries.clear()
+                return None
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
@@ -120,16 +135,21 @@ class KeyService:
     record is stale; it is the system clock outside tests."""
 
     def __init__(self, store: KeyStore, hasher: KeyHasher, *, cache_ttl: float = 0.0,
-                 clock: Clock = SYSTEM_CLOCK, invalidations: InvalidationChannel = LOCAL_ONLY) -> None:
+                 clock: Clock = SYSTEM_CLOCK, invalidations: InvalidationChannel = LOCAL_ONLY,
+                 epoch: Epoch | None = None) -> None:
         self.store = store
         self._hasher = hasher
         self.clock = clock
-        self.cache = KeyCache(cache_ttl, clock=clock)
+        self.cache = KeyCache(cache_ttl, clock=clock, epoch=epoch)
         self._invalidations = invalidations
+        self._epoch = epoch
 
     def _forget(self, key_id: str) -> None:
-        """Drop this process's cached copy of ``key_id`` at once, and tell the other replicas to (invalidation.py)."""
+        """Drop this process's cached copy of ``key_id`` at once, every other worker's of this host before the call
+        returns (the shared epoch, epoch.py), and tell the other replicas to (invalidation.py)."""
         self.cache.forget(key_id)
+        if self._epoch is not None:
+            self._epoch.bump()
         self._invalidations.publish(key_id)
 
     def list(self, kind: KeyKind | None = None) -> list[KeyRecord]:

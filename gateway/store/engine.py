@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -45,7 +46,7 @@ def make_engine(url: str, *, password: str | None = None) -> sa.Engine:
     engine = sa.create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite", hide_parameters=True,
                               connect_args=connect_args)
     if parsed.get_backend_name() == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", sqlite_pragmas)
     return engine
 
 
@@ -63,7 +64,7 @@ def _private_sqlite_files(database: str) -> None:
             os.chmod(database + suffix, 0o600)
 
 
-def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
+def sqlite_pragmas(dbapi_connection: DBAPIConnection | sqlite3.Connection, _record: object) -> None:
     # WAL lets readers run beside the one writer; NORMAL keeps commits durable across a process crash (the ledger's
     # concern) without an fsync per transaction; busy_timeout makes a second process (the CLI) wait, not fail.
     cursor = dbapi_connection.cursor()

@@ -59,6 +59,20 @@ def test_secret_id_is_single_use(stack: Stack, tmp_path: Path) -> None:
     _assert_refused(again, port, stack, "vault login", "AppRole login refused")
 
 
+@pytest.mark.parametrize("how", ["flag", "setting"])
+def test_workers_without_redis_are_refused(stack: Stack, tmp_path: Path, how: str) -> None:
+    """threat-model: TM-T18 — in-memory rate-limit counters per worker would grant every limit N times: refused
+    before the Vault login, so the secret_id is still good."""
+    port = free_port()
+    env = stack.env(tmp_path, f"sqlite:///{tmp_path / 'gw.db'}", port)
+    if how == "flag":
+        result = run_gateway(["serve", "--workers", "2"], env)
+    else:
+        result = run_gateway(["serve"], {**env, "GATEWAY_WORKERS": "2"})
+    _assert_refused(result, port, stack, "workers", "needs GATEWAY_REDIS_URL")
+    assert run_gateway(["serve", "--check"], env).returncode == 0
+
+
 def test_wrong_token(stack: Stack, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s.not-a-real-token")
