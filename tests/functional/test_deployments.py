@@ -353,3 +353,31 @@ def test_anthropic_cache_tokens_settle_at_their_own_prices(deps: Deployments) ->
 
 def test_ledger_parity_after_the_run(deps: Deployments) -> None:
     assert deps.gateway.keys.ledger.check() == []
+
+
+def test_a_one_deployment_model_is_never_cooled_down_where_cooldowns_are_on(deps: Deployments) -> None:
+    """threat-model: TM-D4"""
+    client, _ = deps.customer()
+    # Cooldowns are on in this policy (models with several deployments); "cheap" has one deployment. A 429 with
+    # Retry-After: 3600 that one client's request causes answers that request only.
+    with pytest.raises(openai.RateLimitError):
+        _chat(client, "cheap", [{"role": "user", "content": "standin-status:429"}])
+    reply, _ = _chat(client, "cheap")
+    assert reply.choices[0].message.content == "Hello from the provider stand-in."
+
+
+def test_anthropic_cache_tokens_of_a_stream_settle_at_their_own_prices(deps: Deployments) -> None:
+    client, account = deps.customer()
+    deps.standin.recorder.clear()
+    messages = [{"role": "system", "content": "standin-cache:20:30"}, *HI]
+    raw = client.chat.completions.with_raw_response.create(model="claudes", messages=messages,  # type: ignore[arg-type]
+                                                           max_tokens=10, stream=True,
+                                                           stream_options={"include_usage": True})
+    request_id = raw.headers["x-request-id"]
+    usage = [chunk.usage for chunk in raw.parse() if chunk.usage is not None]
+    (call,) = deps.calls()
+    uncached = 9 + len(json.dumps(call["body"]["messages"])) // 8
+    assert [u.prompt_tokens for u in usage] == [uncached + 20 + 30]
+    output = usage[0].completion_tokens
+    micro = uncached * 1_000_000 + 20 * 4_000_000 + 30 * 500_000 + output * 2_000_000
+    assert deps.entries(account, request_id)["settle"] == -(-micro // 1_000_000)
