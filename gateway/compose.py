@@ -61,10 +61,11 @@ def build_guardrails(policy: Policy) -> Guardrails:
 def build_customer_pipeline(*, llm: LiteLLM, keys: KeyService, policy: Policy, ledger: SqlLedger,
                             prices: dict[str, Price], rate_limiter: RateLimiter, audit: AuditLog,
                             model_fields: dict[str, frozenset[str]],
-                            unsafe_rate_limit_fail_open: bool = False) -> CustomerPipeline:
+                            unsafe_rate_limit_fail_open: bool = False,
+                            deployment_prices: dict[str, dict[str, Price]] | None = None) -> CustomerPipeline:
     return CustomerPipeline(
         llm=llm, keys=keys, policy=policy, model_fields=model_fields, guardrails=build_guardrails(policy),
-        credits=CreditStep(ledger, prices, policy),
+        credits=CreditStep(ledger, prices, policy, deployment_prices),
         rate_limits=RateLimitStep(rate_limiter, unsafe_fail_open=unsafe_rate_limit_fail_open), audit=audit)
 
 
@@ -126,7 +127,8 @@ async def listening(channel: RedisInvalidations, keys: KeyService) -> AsyncItera
 def compose(*, policy: Policy, engine: sa.Engine, llm: LiteLLM, llm_lifespan: Lifespan, pepper: bytes,
             audit_key: bytes, prices: dict[str, Price], rate_limiter: RateLimiter,
             invalidations: InvalidationChannel, model_fields: dict[str, frozenset[str]],
-            unsafe_rate_limit_fail_open: bool = False, revocation_epoch: Epoch | None = None) -> Gateway:
+            unsafe_rate_limit_fail_open: bool = False, revocation_epoch: Epoch | None = None,
+            deployment_prices: dict[str, dict[str, Price]] | None = None) -> Gateway:
     """The whole gateway: stores, domain services, the pipeline, the endpoints of the route table, the lifespan.
     ``revocation_epoch`` is the host's, shared by forked workers (gateway.keys.epoch); None for one process."""
     keys = KeyService(SqlKeyStore(engine), KeyHasher(pepper), cache_ttl=policy.keys.cache_ttl_seconds,
@@ -142,7 +144,8 @@ def compose(*, policy: Policy, engine: sa.Engine, llm: LiteLLM, llm_lifespan: Li
     endpoints: dict[Endpoint, ASGIApp] = {
         Endpoint.HANDOFF: build_customer_pipeline(
             llm=llm, keys=keys, policy=policy, ledger=ledger, prices=prices, rate_limiter=rate_limiter, audit=audit,
-            model_fields=model_fields, unsafe_rate_limit_fail_open=unsafe_rate_limit_fail_open),
+            model_fields=model_fields, unsafe_rate_limit_fail_open=unsafe_rate_limit_fail_open,
+            deployment_prices=deployment_prices),
         Endpoint.MODELS: models,
         Endpoint.MODEL: models,
         Endpoint.SELF_REVOKE: SelfRevocation(keys, audit),

@@ -25,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import NoReturn
 
-EXTRAS = ("request_id", "key_id", "reason", "surface", "path", "by", "outcome", "step")
+EXTRAS = ("request_id", "key_id", "reason", "surface", "path", "by", "outcome", "step", "deployment")
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("gateway_request_id", default=None)
 
 

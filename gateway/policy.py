@@ -109,20 +109,76 @@ class Price(_Strict):
     # USD per million tokens, as decimal strings ("0.15"); at most 6 decimals (whole micro-USD per million).
     input_usd_per_million_tokens: str
     output_usd_per_million_tokens: str = "0"
+    # Anthropic's prompt-cache tokens (usage's cache_creation_input_tokens and cache_read_input_tokens). Unset: the
+    # input price (a policy price is the operator's whole statement; the cost map's cache prices are not mixed in).
+    cache_write_usd_per_million_tokens: str | None = None
+    cache_read_usd_per_million_tokens: str | None = None
 
-    @field_validator("input_usd_per_million_tokens", "output_usd_per_million_tokens")
+    @field_validator("input_usd_per_million_tokens", "output_usd_per_million_tokens",
+                     "cache_write_usd_per_million_tokens", "cache_read_usd_per_million_tokens")
     @classmethod
-    def _decimal(cls, value: str) -> str:
-        if not re.match(r"^\d{1,7}(\.\d{1,6})?$", value):
+    def _decimal(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^\d{1,7}(\.\d{1,6})?$", value):
             raise ValueError("must be a decimal string such as '0.15' (at most 6 decimals)")
         return value
 
 
-class Model(_Strict):
-    name: str  # the name clients send as "model"
+class ModelDeployment(_Strict):
+    """One place a model is served: a provider and the provider's own name for the model there."""
+
     provider: str
     # The provider's own name for the model; for kind azure, the name of the Azure deployment (which fixes the model).
     upstream_model: str
+    # This deployment's price; unset: LiteLLM's cost map under the provider's own name for the model.
+    price: Price | None = None
+
+    @field_validator("upstream_model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("must match " + _NAME.pattern)
+        return value
+
+    @property
+    def label(self) -> str:
+        """How logs, audit entries and metrics name this deployment: provider name and upstream model, never a
+        credential. Provider names have no ':', so the first ':' separates the two."""
+        return f"{self.provider}:{self.upstream_model}"
+
+
+# How LiteLLM's router picks among a model's deployments (litellm/router_strategy/): at random (the default),
+# the one with the fewest calls in flight in this process, or the one with the lowest recent latency. Strategies that
+# need LiteLLM's usage counters in a cache (usage-based) or prices per deployment (cost-based) are not offered.
+RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency-based-routing"]
+
+
+class Routing(_Strict):
+    """How a model with several deployments spreads calls and recovers from a failed one. Only the policy sets this:
+    every router field LiteLLM would read from a request is refused (docs/fields.md)."""
+
+    strategy: RoutingStrategy = "simple-shuffle"
+    # Further provider calls after a failed one, each to a deployment of this model (LiteLLM's router picks one that
+    # is not cooling down). Only provider-side failures are retried (5xx, timeouts, connection errors, 429, 401/403,
+    # 404); a client's bad request (400: invalid, context window, content policy) never is.
+    retries: int = Field(default=1, ge=0, le=4)
+    # How long one call to a deployment may take; unset: upstream.timeout_seconds.
+    timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
+    # Provider-side failures of one deployment tolerated per minute before it is taken out of rotation, and for how
+    # long. A client's bad request never counts (threat-model TM-D6).
+    allowed_fails: int = Field(default=0, ge=0, le=1000)
+    cooldown_seconds: int = Field(default=30, ge=1, le=3600)
+
+
+class Model(_Strict):
+    name: str  # the name clients send as "model"
+    # One deployment: provider, upstream_model and price on the model itself. Several: ``deployments`` instead.
+    provider: str | None = None
+    # The provider's own name for the model; for kind azure, the name of the Azure deployment (which fixes the model).
+    upstream_model: str | None = None
+    # Several deployments of this model (the same model at two providers, or two keys of one provider); LiteLLM's
+    # router balances and falls back between them as ``routing`` says.
+    deployments: list[ModelDeployment] | None = Field(default=None, min_length=1, max_length=16)
+    routing: Routing = Routing()
     mode: ModelMode = "chat"
     # Overrides the price from LiteLLM's bundled cost map; required when the upstream model is not in that map.
     price: Price | None = None
@@ -136,10 +192,38 @@ class Model(_Strict):
 
     @field_validator("name", "upstream_model")
     @classmethod
-    def _model_name(cls, value: str) -> str:
-        if not _NAME.fullmatch(value):
+    def _model_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.fullmatch(value):
             raise ValueError("must match " + _NAME.pattern)
         return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Model:
+        single = (self.provider, self.upstream_model, self.price)
+        if self.deployments is None:
+            if self.provider is None or self.upstream_model is None:
+                raise ValueError("a model needs provider and upstream_model, or a list of deployments")
+            if "routing" in self.model_fields_set:
+                raise ValueError("routing applies to a model with several deployments; this one has one")
+        elif any(value is not None for value in single):
+            raise ValueError("a model with deployments sets provider, upstream_model and price on each deployment, "
+                             "not on the model")
+        elif len({d.label for d in self.deployments}) != len(self.deployments):
+            raise ValueError("deployments: the same provider and upstream_model are listed twice")
+        return self
+
+    @property
+    def max_calls(self) -> int:
+        """Provider calls one request may make: one, plus the routing's retries when there are several deployments."""
+        return 1 if self.deployments is None else 1 + self.routing.retries
+
+    def served_by(self) -> tuple[ModelDeployment, ...]:
+        """The model's deployments: the list, or the one that the single form names."""
+        if self.deployments is not None:
+            return tuple(self.deployments)
+        if self.provider is None or self.upstream_model is None:
+            raise PolicyError(f"model {self.name!r} has no deployment")  # refused by _one_form at load
+        return (ModelDeployment(provider=self.provider, upstream_model=self.upstream_model, price=self.price),)
 
 
 class Limits(_Strict):
@@ -242,29 +326,43 @@ class Policy(_Strict):
     def _references(self) -> Policy:
         seen: set[str] = set()
         for model in self.models:
-            if model.provider not in self.providers:
-                raise ValueError(f"model {model.name!r} names unknown provider {model.provider!r}")
-            kind = self.providers[model.provider].kind
-            if model.mode not in KIND_MODES[kind]:
-                raise ValueError(f"model {model.name!r}: a provider of kind {kind} serves "
-                                 f"{', '.join(sorted(KIND_MODES[kind]))} here, not {model.mode}")
-            if kind == "azure" and not AZURE_DEPLOYMENT.fullmatch(model.upstream_model):
-                raise ValueError(f"model {model.name!r}: upstream_model is the Azure deployment name and must match "
-                                 + AZURE_DEPLOYMENT.pattern)
-            if kind == "gemini" and not GEMINI_MODEL.fullmatch(model.upstream_model):
-                raise ValueError(f"model {model.name!r}: upstream_model is the Gemini model name (without 'models/') "
-                                 "and must match " + GEMINI_MODEL.pattern)
+            for index, deployment in enumerate(model.served_by()):
+                # Errors name the deployment's place in the list when the model has several.
+                where = f"model {model.name!r}" + (f" deployments.{index}" if model.deployments is not None else "")
+                self._check_deployment(where, model.mode, deployment)
             if model.name in seen:
                 raise ValueError(f"model {model.name!r} is listed twice")
             seen.add(model.name)
         return self
 
+    def _check_deployment(self, where: str, mode: ModelMode, deployment: ModelDeployment) -> None:
+        if deployment.provider not in self.providers:
+            raise ValueError(f"{where} names unknown provider {deployment.provider!r}")
+        kind = self.providers[deployment.provider].kind
+        if mode not in KIND_MODES[kind]:
+            raise ValueError(f"{where}: a provider of kind {kind} serves "
+                             f"{', '.join(sorted(KIND_MODES[kind]))} here, not {mode}")
+        if kind == "azure" and not AZURE_DEPLOYMENT.fullmatch(deployment.upstream_model):
+            raise ValueError(f"{where}: upstream_model is the Azure deployment name and must match "
+                             + AZURE_DEPLOYMENT.pattern)
+        if kind == "gemini" and not GEMINI_MODEL.fullmatch(deployment.upstream_model):
+            raise ValueError(f"{where}: upstream_model is the Gemini model name (without 'models/') "
+                             "and must match " + GEMINI_MODEL.pattern)
+
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
 
     def kind(self, model: Model) -> ProviderKind:
-        """The protocol of the provider that serves ``model``."""
-        return self.providers[model.provider].kind
+        """The protocol of the provider of ``model``'s first deployment (``/v1/models`` reports it as owned_by)."""
+        return self.providers[model.served_by()[0].provider].kind
+
+    def kinds(self, model: Model) -> frozenset[ProviderKind]:
+        """The protocols of every deployment of ``model``: a request must suit each, since any may serve it."""
+        return frozenset(self.providers[d.provider].kind for d in model.served_by())
+
+    def provider_names(self) -> set[str]:
+        """The providers some model's deployment uses (their credentials are read from Vault)."""
+        return {d.provider for model in self.models for d in model.served_by()}
 
     def model(self, name: str) -> Model:
         for model in self.models:

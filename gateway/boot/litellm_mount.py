@@ -35,7 +35,7 @@ from gateway.boot.secret import Secret
 from gateway.pipeline.approval import Deployment, credential_digest
 from gateway.pipeline.fields import ALLOWED_TOP
 from gateway.policy import Model as PolicyModel
-from gateway.policy import ModelMode, Policy, ProviderKind
+from gateway.policy import ModelDeployment, ModelMode, Policy, ProviderKind
 
 SENTINEL_CONFIG_PATH = "/proc/self/gateway-in-memory-config.yaml"
 BRIDGE = "gateway.pipeline.bridge.custom_auth"
@@ -188,8 +188,8 @@ def import_proxy() -> Any:
     return proxy_server
 
 
-def litellm_params(policy: Policy, model: PolicyModel, provider_keys: Mapping[str, Secret]) -> dict[str, Any]:
-    """One policy model's deployment as LiteLLM takes it: the provider's protocol (``<kind>/<upstream_model>``), where
+def litellm_params(policy: Policy, model: ModelDeployment, provider_keys: Mapping[str, Secret]) -> dict[str, Any]:
+    """One deployment of a policy model as LiteLLM takes it: the provider's protocol (``<kind>/<upstream_model>``), where
     it lives, its credential from Vault, and for Azure the API version. Every value comes from the policy or Vault;
     nothing is left for LiteLLM to look up in the environment (boot refuses the variables it would read)."""
     provider = policy.providers[model.provider]
@@ -207,13 +207,52 @@ def litellm_params(policy: Policy, model: PolicyModel, provider_keys: Mapping[st
     return params
 
 
+# What LiteLLM's router retries, per exception type, for a model with several deployments (its RetryPolicy; the
+# number is the policy's ``routing.retries``). A client's bad request (400, and its subclasses context window and
+# content policy) is never retried: it would fail the same way at every deployment. Everything else (5xx, 502 and
+# connection errors through DefaultRetries, timeouts, 429, 401, 404) is a failure of the deployment and goes to another.
+CLIENT_ERROR_RETRIES = ("BadRequestErrorRetries", "ContentPolicyViolationErrorRetries")
+PROVIDER_ERROR_RETRIES = ("AuthenticationErrorRetries", "TimeoutErrorRetries", "RateLimitErrorRetries",
+                          "InternalServerErrorRetries", "ServiceUnavailableErrorRetries", "NotFoundErrorRetries",
+                          "DefaultRetries")
+
+
+def deployment_timeout(policy: Policy, model: PolicyModel) -> float | None:
+    """How long one call to one of ``model``'s deployments may take, when the policy sets it below the upstream
+    timeout: LiteLLM's proxy gives every call the upstream timeout, and the approval check's hook replaces it with
+    this one (:class:`gateway.pipeline.bridge.ApprovalCheck`)."""
+    own = model.routing.timeout_seconds if model.deployments is not None else None
+    return own if own is not None and own < policy.upstream.timeout_seconds else None
+
+
+def model_info(policy: Policy, model: PolicyModel, index: int) -> dict[str, Any]:
+    """A deployment's ``model_info``: its mode, a stable id, and its cooldown settings. LiteLLM reads the cooldown
+    settings here, never from the request (litellm/router_utils/cooldown_handlers.py).
+
+    One deployment: never cooled down (``cooldown_time`` 0; taking it out of rotation would only answer every tenant
+    429 for a while, TM-D4). Several: a deployment is taken out of rotation for ``routing.cooldown_seconds`` once more
+    than ``routing.allowed_fails`` of its calls failed in a minute. LiteLLM counts only what
+    ``_is_cooldown_required`` accepts: 401, 402, 404, 408, 429 and 5xx, never another 4xx (400 bad request, context
+    window, content policy, 403, 413, 422), so a client's bad request cannot cool a deployment down for other tenants
+    (threat-model TM-D6). The deployment's own ``cooldown_time`` also wins over a provider's Retry-After header."""
+    info: dict[str, Any] = {"mode": model.mode, "id": f"{model.name}#{index}"}
+    if model.deployments is None:
+        info["cooldown_time"] = 0
+    else:
+        info["cooldown_time"] = model.routing.cooldown_seconds
+        info["allowed_fails"] = model.routing.allowed_fails
+    return info
+
+
 def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Secret]) -> dict[str, Any]:
     """LiteLLM's config as a dict. It holds secrets: keep it local, drop it after startup."""
-    model_list = [
-        {"model_name": model.name, "litellm_params": litellm_params(policy, model, provider_keys),
-         "model_info": {"mode": model.mode}}
-        for model in policy.models
-    ]
+    model_list = []
+    for model in policy.models:
+        for index, deployment in enumerate(model.served_by()):
+            params = litellm_params(policy, deployment, provider_keys)
+            model_list.append({"model_name": model.name, "litellm_params": params,
+                               "model_info": model_info(policy, model, index)})
+    several = [model for model in policy.models if model.deployments is not None]
     return {
         "model_list": model_list,
         "general_settings": {
@@ -238,26 +277,56 @@ def build_config(policy: Policy, master_key: Secret, provider_keys: dict[str, Se
             "request_timeout": policy.upstream.timeout_seconds,
             "num_retries": 0,
         },
-        # No retries and no fallbacks: one customer request is at most one provider call, so the worst-case
-        # reservation bounds what the provider can bill for it (threat-model TM-T10). No cooldowns: an upstream
-        # error caused by one client's request must not take the model away from every other tenant (TM-D4).
-        "router_settings": {"num_retries": 0, "fallbacks": [], "disable_cooldowns": True},
+        # No retries and no fallbacks to other models: one customer request is one provider call, or for a model with
+        # several deployments at most 1 + its routing.retries, each to one of its own deployments and only after
+        # the previous one failed (threat-model TM-T10, TM-T17). No cooldowns unless some model has several
+        # deployments; even then a one-deployment model is never cooled down and a client's bad request cools
+        # nothing down (model_info above; TM-D4, TM-D6).
+        "router_settings": {"num_retries": 0, "fallbacks": [], "disable_cooldowns": not several,
+                            **router_routing(several)},
     }
 
 
-def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[str, Deployment]:
-    """What the router must call for each policy model, as the approval check compares it (credentials as digests).
-    Mirrors :func:`build_config`'s model list."""
+def router_routing(several: list[PolicyModel]) -> dict[str, Any]:
+    """The router settings for the models with several deployments: each one's retry policy, and a routing group
+    for each that does not use the default strategy (simple-shuffle)."""
+    settings: dict[str, Any] = {}
+    if several:
+        settings["model_group_retry_policy"] = {
+            model.name: {**dict.fromkeys(CLIENT_ERROR_RETRIES, 0),
+                         **dict.fromkeys(PROVIDER_ERROR_RETRIES, model.routing.retries)}
+            for model in several}
+    groups = [{"group_name": f"gateway-routing-{index}", "models": [model.name],
+               "routing_strategy": model.routing.strategy}
+              for index, model in enumerate(several) if model.routing.strategy != "simple-shuffle"]
+    if groups:
+        settings["routing_groups"] = groups
+    return settings
+
+
+def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[str, tuple[Deployment, ...]]:
+    """What the router may call for each policy model (each of its deployments), as the approval check compares it
+    (credentials as digests). Mirrors :func:`build_config`'s model list."""
     deployments = {}
     for model in policy.models:
-        provider = policy.providers[model.provider]
-        params = litellm_params(policy, model, provider_keys)
-        deployments[model.name] = Deployment(
-            litellm_model=params["model"], api_base=provider.api_base,
-            credential=credential_digest(params.pop("api_key")), provider=provider.kind,
-            timeout=policy.upstream.timeout_seconds, api_version=provider.api_version,
-            fields=forwarded_fields(model.mode, model.upstream_model, provider.kind))
+        listed = []
+        for served in model.served_by():
+            provider = policy.providers[served.provider]
+            params = litellm_params(policy, served, provider_keys)
+            listed.append(Deployment(
+                litellm_model=params["model"], api_base=provider.api_base,
+                credential=credential_digest(params.pop("api_key")), provider=provider.kind,
+                timeout=policy.upstream.timeout_seconds, call_timeout=deployment_timeout(policy, model),
+                api_version=provider.api_version,
+                fields=forwarded_fields(model.mode, served.upstream_model, provider.kind), label=served.label))
+        deployments[model.name] = tuple(listed)
     return deployments
+
+
+def model_fields(deployments: Mapping[str, tuple[Deployment, ...]]) -> dict[str, frozenset[str]]:
+    """Per model, the request fields every one of its deployments forwards: any of them may serve a request, so the
+    pre-flight accepts only what all of them pass on unchanged."""
+    return {name: frozenset.intersection(*(d.fields for d in listed)) for name, listed in deployments.items()}
 
 
 def forwarded_fields(mode: ModelMode, upstream_model: str, kind: ProviderKind = "openai") -> frozenset[str]:
@@ -306,7 +375,18 @@ def _callback_name(callback: Any) -> str:
     return callback if isinstance(callback, str) else type(callback).__name__
 
 
-def trim_per_request_work() -> list[str]:
+# The router's selector for each routing strategy the policy may name besides simple-shuffle (which has none); LiteLLM
+# registers it as a callback (it counts calls in flight, or latencies), so boot expects it when a model uses it.
+ROUTING_CALLBACKS = {"least-busy": "LeastBusyLoggingHandler", "latency-based-routing": "LowestLatencyLoggingHandler"}
+
+
+def routing_callbacks(config: Mapping[str, Any]) -> frozenset[str]:
+    """The routing selectors LiteLLM registers for ``config``'s routing groups."""
+    groups = config.get("router_settings", {}).get("routing_groups", [])
+    return frozenset(ROUTING_CALLBACKS[group["routing_strategy"]] for group in groups)
+
+
+def trim_per_request_work(routing: frozenset[str] = frozenset()) -> list[str]:
     """Switch off per-request work in LiteLLM that the gateway does not use; returns what was switched off.
 
     * ``_seed_request_destinations`` routes OpenTelemetry spans to per-tenant destinations. The gateway configures
@@ -320,9 +400,10 @@ def trim_per_request_work() -> list[str]:
     from litellm.proxy.auth import user_api_key_auth
 
     registered = {_callback_name(c) for c in litellm.callbacks}
-    if registered != EXPECTED_CALLBACKS:
+    expected = EXPECTED_CALLBACKS | routing
+    if registered != expected:
         raise BootError("litellm startup", "LiteLLM registered an unexpected set of callbacks: "
-                                           f"{sorted(registered ^ EXPECTED_CALLBACKS)}")
+                                           f"{sorted(registered ^ expected)}")
 
     def _no_tenant_destinations(*_args: Any, **_kwargs: Any) -> None:
         return None
@@ -348,7 +429,7 @@ def _verify_started(proxy_server: Any, master_key: Secret) -> None:
         raise BootError("litellm startup", "LiteLLM connected a database; the gateway allows none")
 
 
-def install_approval_check(deployments: dict[str, Deployment], http_handler: Any = None) -> None:
+def install_approval_check(deployments: dict[str, tuple[Deployment, ...]], http_handler: Any = None) -> None:
     """Put the gateway's approval check last in LiteLLM's callbacks, so it sees each call after every other hook.
     ``http_handler`` (from :func:`provider_http_client`) goes to the calls of kinds whose LiteLLM handler would use an
     HTTP client of its own (:data:`OWN_CLIENT_KINDS`)."""
@@ -372,7 +453,7 @@ OWN_CLIENT_KINDS = ("anthropic", "gemini")
 @contextlib.asynccontextmanager
 async def litellm_lifespan(
     proxy_server: Any, config: dict[str, Any], master_key: Secret, state: dict[str, Any],
-    deployments: dict[str, Deployment],
+    deployments: dict[str, tuple[Deployment, ...]],
 ) -> AsyncIterator[None]:
     """Enter LiteLLM's lifespan with ``config`` in memory; ``state`` receives LiteLLM's lifespan state.
 
@@ -390,6 +471,7 @@ async def litellm_lifespan(
         type(proxy_config).update_config_state(proxy_config, config=_without_secrets(config))
 
     llm_app = proxy_server.app
+    routing = routing_callbacks(config)  # read now: the config is emptied once LiteLLM has read it
     proxy_config._get_config_from_file = in_memory_config
     proxy_config.update_config_state = config_state_without_secrets
     # Not a secret: where to find the config, and the per-request timeout LiteLLM's proxy passes with every call.
@@ -404,7 +486,7 @@ async def litellm_lifespan(
                 llm_state = await entered.enter_async_context(llm_app.router.lifespan_context(llm_app))
             _forget(proxy_config, config)
             _verify_started(proxy_server, master_key)
-            trim_per_request_work()
+            trim_per_request_work(routing)
             install_approval_check(deployments, http_handler)
             # LiteLLM's startup re-levels its loggers; route them through ours (and the redaction) again.
             logs.adopt_library_loggers(logging.getLevelName(logging.getLogger().level))

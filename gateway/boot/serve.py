@@ -20,7 +20,7 @@ from gateway import logs
 from gateway.boot import litellm_mount, vault, workers
 from gateway.boot.errors import BootError
 from gateway.boot.fleet import build_invalidations, check_redis_login, open_database, redis_options
-from gateway.boot.prices import resolve_prices
+from gateway.boot.prices import resolve_deployment_prices, worst_price
 from gateway.boot.secret import Secret
 from gateway.boot.settings import Settings, redacted_url
 from gateway.compose import Gateway, compose
@@ -58,7 +58,7 @@ def prepare(settings: Settings, *, check_only: bool = False, revocation_epoch: E
     _step("environment", litellm_mount.check_environment)
     client = _step("vault login", vault.login, settings)
     try:
-        providers = {m.provider for m in policy.models}
+        providers = policy.provider_names()
         secrets = _step("vault read", vault.read_secrets, client, settings, providers)
     finally:
         # Give the token up as soon as the reads are done, whatever happened.
@@ -66,7 +66,8 @@ def prepare(settings: Settings, *, check_only: bool = False, revocation_epoch: E
     engine = _step("database", open_database, settings, secrets.postgres_password)
     rate_limiter = _step("redis", build_rate_limiter, settings, policy, secrets.redis_password)
     # Importing litellm (not its proxy) is safe now that the installed version is the pin.
-    prices = _step("prices", resolve_prices, policy)
+    deployment_prices = _step("prices", resolve_deployment_prices, policy)
+    prices = {name: worst_price(listed.values()) for name, listed in deployment_prices.items()}
     if check_only:
         engine.dispose()
         return Booted(settings, policy, None)
@@ -100,9 +101,9 @@ def prepare(settings: Settings, *, check_only: bool = False, revocation_epoch: E
     gateway = compose(policy=policy, engine=engine, llm=llm, llm_lifespan=llm_lifespan, pepper=pepper,
                   audit_key=audit_key, prices=prices, rate_limiter=rate_limiter,
                   invalidations=build_invalidations(settings, redis_password),
-                  model_fields={name: deployment.fields for name, deployment in deployments.items()},
+                  model_fields=litellm_mount.model_fields(deployments),
                   unsafe_rate_limit_fail_open=settings.unsafe_rate_limit_fail_open,
-                  revocation_epoch=revocation_epoch)
+                  deployment_prices=deployment_prices, revocation_epoch=revocation_epoch)
     return Booted(settings, policy, gateway)
 
 

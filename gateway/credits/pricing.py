@@ -33,9 +33,27 @@ REQUEST_OVERHEAD_TOKENS = 16
 class Price:
     input_per_million: int  # micro-USD per 1M input tokens
     output_per_million: int  # micro-USD per 1M output tokens
+    # Anthropic's prompt-cache tokens (written, read); None: the input price.
+    cache_write_per_million: int | None = None
+    cache_read_per_million: int | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
-        total = prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
+    @property
+    def cache_write(self) -> int:
+        return self.input_per_million if self.cache_write_per_million is None else self.cache_write_per_million
+
+    @property
+    def cache_read(self) -> int:
+        return self.input_per_million if self.cache_read_per_million is None else self.cache_read_per_million
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cache_write_tokens: int = 0,
+             cache_read_tokens: int = 0) -> int:
+        """``prompt_tokens`` counts every input token, cache tokens included (as LiteLLM reports Anthropic's usage);
+        those of them that were written to or read from the prompt cache are charged at the cache prices."""
+        cached = cache_write_tokens + cache_read_tokens
+        if cached > prompt_tokens:
+            raise ValueError("more cache tokens than input tokens")
+        total = ((prompt_tokens - cached) * self.input_per_million + cache_write_tokens * self.cache_write
+                 + cache_read_tokens * self.cache_read + completion_tokens * self.output_per_million)
         return -(-total // 1_000_000)  # ceiling division: never round a charge down
 
 
@@ -65,6 +83,12 @@ def per_million_from_usd_per_million(value: str) -> int:
 class Estimate:
     amount: int  # micro-USD
     tokens: int  # prompt bound + output bound, for tokens-per-minute limits
+    prompt_bound: int = 0  # the input tokens the amount was priced for
+    output_bound: int = 0  # the output tokens (all choices) the amount was priced for
+
+    def at(self, price: Price) -> int:
+        """The same worst case at another price (one deployment's, of a model with several)."""
+        return price.cost(self.prompt_bound, self.output_bound)
 
 
 def estimate(mode: ModelMode, body: dict[str, Any], raw_length: int, price: Price, output_bound: int | None,
@@ -78,4 +102,4 @@ def estimate(mode: ModelMode, body: dict[str, Any], raw_length: int, price: Pric
         prompt_bound += MESSAGE_OVERHEAD_TOKENS * len(body["messages"])
         prompt_bound += TOOL_OVERHEAD_TOKENS * (len(tools) if isinstance(tools, list) else 1)
     output = 0 if output_bound is None else output_bound * choices
-    return Estimate(price.cost(prompt_bound, output), prompt_bound + output)
+    return Estimate(price.cost(prompt_bound, output), prompt_bound + output, prompt_bound, output)

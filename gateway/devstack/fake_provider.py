@@ -19,7 +19,10 @@ Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``D
 An upstream model named ``standin-error-500`` answers 500, ``standin-echo-error`` answers 400 with an error that echoes
 the Authorization header and URL it received; ``standin-slow-<ms>`` waits that many milliseconds before
 answering (and between stream chunks). A chat request whose first message is ``standin-status:<code>`` answers that
-status for that request alone (with ``Retry-After: 3600`` on a 429): an upstream error one client's request causes.
+status for that request alone (with ``Retry-After: 3600`` on a 429): an upstream error one client's request causes;
+``standin-status:400:context_window`` and ``standin-status:400:content_policy`` answer OpenAI's 400 for a prompt over
+the context window and for a content-policy refusal. ``standin-stream-break`` streams its first chunk, then drops the
+connection (a stream that fails mid-way, after the provider began billing).
 A streamed Responses API call whose input is ``standin-stream-error`` fails after its first event with an ``error``
 event that echoes the Authorization header it received.
 """
@@ -101,11 +104,26 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _status_trigger(body: dict[str, Any]) -> int | None:
+# OpenAI's 400 answers for a prompt over the model's context window and for a content-policy refusal (LiteLLM maps
+# them to ContextWindowExceededError and ContentPolicyViolationError).
+CLIENT_ERRORS: dict[str, dict[str, Any]] = {
+    "context_window": {"message": "This model's maximum context length is 8192 tokens. However, your messages "
+                                  "resulted in 9000 tokens. Please reduce the length of the messages.",
+                       "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"},
+    "content_policy": {"message": "Your request was rejected as a result of our safety system.",
+                       "type": "invalid_request_error", "param": None, "code": "content_policy_violation"},
+}
+
+
+def _status_trigger(body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
     messages = body.get("messages")
     first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
-    match = re.fullmatch(r"standin-status:(\d{3})", str(first.get("content")))
-    return int(match.group(1)) if match else None
+    match = re.fullmatch(r"standin-status:(\d{3})(?::(context_window|content_policy))?", str(first.get("content")))
+    if not match:
+        return None
+    error: dict[str, Any] = CLIENT_ERRORS.get(match.group(2) or "", {"message": "stand-in status",
+                                                                   "type": "invalid_request_error"})
+    return int(match.group(1)), error
 
 
 def _called_responses_tool(body: dict[str, Any]) -> str | None:
@@ -318,9 +336,9 @@ def build_app(recorder: Recorder | None = None, credentials: Collection[str] | N
             return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}}, status_code=500)
         triggered = _status_trigger(body)
         if triggered is not None:
-            headers = {"retry-after": "3600"} if triggered == 429 else {}
-            return JSONResponse({"error": {"message": "stand-in status", "type": "invalid_request_error"}},
-                                status_code=triggered, headers=headers)
+            status, error = triggered
+            headers = {"retry-after": "3600"} if status == 429 else {}
+            return JSONResponse({"error": error}, status_code=status, headers=headers)
         if model == "standin-echo-error":
             # A hostile or careless provider: its error echoes the credential it received and its own URL.
             credential = request.headers.get("authorization") or request.headers.get("api-key")
@@ -348,6 +366,8 @@ def build_app(recorder: Recorder | None = None, credentials: Collection[str] | N
                         chunk = {**base, "choices": [{"index": index, "delta": delta, "logprobs": None,
                                                       "finish_reason": None}]}
                         yield f"data: {json.dumps(chunk)}\n\n"
+                    if model == "standin-stream-break":
+                        raise ConnectionAbortedError("stand-in: the stream breaks after its first chunk")
                 for index in range(n):
                     final = {**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
                                                   "finish_reason": "stop"}]}

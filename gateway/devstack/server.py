@@ -67,7 +67,12 @@ DEV_MODELS = [
     ("azure-gpt-4o-mini", "chat", "standin_azure", "gpt-4o-mini"),
     # Priced from the cost map under Google AI Studio's name (gemini/gemini-2.5-flash).
     ("gemini-2.5-flash", "chat", "standin_gemini", "gemini-2.5-flash"),
+    # One model, two deployments (OpenAI-compatible and Azure OpenAI): LiteLLM's router balances between them and
+    # retries a failed call on the other (DEV_DEPLOYMENTS).
+    ("gpt-4o", "chat", "", ""),
 ]
+# The deployments of the dev models that have several: (provider, upstream model), each priced from the cost map.
+DEV_DEPLOYMENTS = {"gpt-4o": [("standin", "gpt-4o"), ("standin_azure", "gpt-4o")]}
 DEV_AZURE_API_VERSION = "2024-10-21"
 # What var/dev/ holds besides the lock. The Vault side is removed on exit: the dev server, and with it every key and
 # login, is gone then. The store and the policy stay until the next start, for a look at what the session did.
@@ -87,6 +92,11 @@ def dev_policy(standin_root: str) -> str:
              "  standin_gemini:", "    kind: gemini", f"    api_base: {standin_root}/v1beta",
              "models:"]
     for name, mode, provider, upstream in DEV_MODELS:
+        if name in DEV_DEPLOYMENTS:
+            lines += [f"  - name: {name}", f"    mode: {mode}", "    deployments:",
+                      *(f"      - {{provider: {p}, upstream_model: {u}}}" for p, u in DEV_DEPLOYMENTS[name]),
+                      "    routing: {strategy: simple-shuffle, retries: 1, allowed_fails: 0, cooldown_seconds: 30}"]
+            continue
         lines += [f"  - name: {name}", f"    provider: {provider}", f"    upstream_model: {upstream}",
                   f"    mode: {mode}"]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,16 +35,30 @@ def _called_anthropic_tool(body: dict[str, Any]) -> str | None:
     return str(tools[0]["name"])
 
 
+# A system prompt "standin-cache" reports 3 tokens written to and 5 read from the prompt cache; "standin-cache:W:R"
+# reports W and R.
+CACHE_PROMPT = re.compile(r"standin-cache(?::(\d{1,6}):(\d{1,6}))?")
+
+
+def _cache_tokens(body: dict[str, Any]) -> tuple[int, int]:
+    system = body.get("system")
+    texts = [system] if isinstance(system, str) else [
+        b.get("text") for b in system if isinstance(b, dict)] if isinstance(system, list) else []
+    for text in texts:
+        match = CACHE_PROMPT.fullmatch(str(text))
+        if match:
+            return (int(match.group(1)), int(match.group(2))) if match.group(1) else (3, 5)
+    return 0, 0
+
+
 def _anthropic_usage(body: dict[str, Any], output: int) -> dict[str, Any]:
-    # Input tokens grow with the request, so a test can tell the provider's figure from a constant. A system prompt
-    # "standin-cache" reports prompt-cache tokens as well (read and written), which Anthropic bills as input.
+    # Input tokens grow with the request, so a test can tell the provider's figure from a constant. A cache system
+    # prompt (CACHE_PROMPT) reports prompt-cache tokens as well (written and read), which Anthropic bills at their
+    # own prices, apart from input_tokens.
     prompt = 9 + len(json.dumps(body.get("messages", ""))) // 8
-    cached = body.get("system") == "standin-cache" or (
-        isinstance(body.get("system"), list) and any(isinstance(b, dict) and b.get("text") == "standin-cache"
-                                                     for b in body["system"]))
+    written, read = _cache_tokens(body)
     return {"input_tokens": prompt, "output_tokens": output,
-            "cache_creation_input_tokens": 3 if cached else 0, "cache_read_input_tokens": 5 if cached else 0,
-            "service_tier": "standard"}
+            "cache_creation_input_tokens": written, "cache_read_input_tokens": read, "service_tier": "standard"}
 
 
 def anthropic_message(body: dict[str, Any]) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def build_report() -> str:
     lines.append("\nEvery other path and method answers 404; LiteLLM's own routes are not reachable.\n")
 
     base = f"{settings.vault_mount}/{settings.vault_path}"
-    providers = sorted({m.provider for m in policy.models})
+    providers = sorted(policy.provider_names())
     policy_text = render_policy(settings)
     readable = re.findall(r'path "([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]', policy_text)
     lines.append("## Where each secret lives\n\n| secret | location | readable by |\n|---|---|---|")

@@ -7,8 +7,14 @@ pre-flight never approved. So the handoff does not rely on the readings agreeing
 :class:`Approval` (the deployment, the forwarded fields and their values, the output-token bound, the number of
 choices, streaming) and LiteLLM's last hook before dispatch (``async_pre_call_deployment_hook``, run after the router
 merged the deployment's parameters into the call) hands its keyword arguments to :func:`verify`. Anything that is not
-exactly what was approved refuses the call, and so does a second call under one approval (a retry): the provider is
-never contacted, the client gets ``400 request_mismatch`` and the audit log a ``handoff_mismatch`` entry. A future parser difference therefore fails closed.
+exactly what was approved refuses the call, and so does a call beyond the approval's budget (``max_calls``: one,
+plus the policy's retries for a model with several deployments): the provider is never contacted, the client gets
+``400 request_mismatch`` and the audit log a ``handoff_mismatch`` entry. A future parser difference therefore fails
+closed.
+
+A model with several deployments: each call may go to any one of that model's deployments (never another model's),
+with the approved body as that deployment's kind forwards it. The approval records every call (:class:`Attempt`), so
+settlement prices the deployment that answered and the log line names it.
 
 Where the approval travels: a context variable set by the handoff. LiteLLM runs the call in the handoff's own task (or
 in tasks it creates from it, which copy the context), so the variable is visible there and nowhere else. A call that
@@ -85,6 +91,8 @@ METADATA_KEYS = frozenset({
     "user_api_key_team_metadata", "user_api_key_team_model_max_budget", "user_api_key_team_object_permission_id",
     "user_api_key_team_spend", "user_api_key_user_email", "user_api_key_user_id", "user_api_key_user_max_budget",
     "user_api_key_user_model_max_budget", "user_api_key_user_spend", "verified_human_user_id",
+    # The router's record of earlier attempts, on a retry to another deployment (Router.log_retry).
+    "previous_models", "request_retry_count", "routing_decision",
 })
 # LiteLLM copies a client's own ``metadata`` here; the pre-flight refuses one, so only what the proxy adds remains.
 REQUESTER_METADATA_KEYS = frozenset({"headers", "used_client_oauth_token"})
@@ -135,6 +143,17 @@ class Deployment:
     timeout: float  # the policy's upstream timeout: the longest a call may be given
     fields: frozenset[str]  # the body fields LiteLLM forwards to this deployment (others it would drop silently)
     api_version: str | None = None  # Azure's API version from the policy; None for the other kinds
+    label: str = ""  # the policy's provider name and upstream model ("azure_eu:gpt4o-prod"), for logs and prices
+    call_timeout: float | None = None  # the model's routing.timeout_seconds, when below ``timeout``
+
+
+@dataclasses.dataclass(slots=True)
+class Attempt:
+    """One provider call the check let through: to which deployment, and whether it then failed (set by the bridge's
+    failure hook, from LiteLLM's exception: ``True`` once the call ended in an error)."""
+
+    deployment: str  # Deployment.label
+    failed: bool = False
 
 
 class HandoffMismatch(Exception):
@@ -159,6 +178,13 @@ class Approval:
     stream: bool
     dispatched: bool = False  # the check passed: LiteLLM went on to call the provider
     mismatch: str | None = None  # the check refused: why (a code, never a value)
+    max_calls: int = 1  # provider calls this approval allows: 1 + the model's retries (policy)
+    attempts: list[Attempt] = dataclasses.field(default_factory=list)  # each call let through, in order
+
+    @property
+    def served_by(self) -> str | None:
+        """The deployment of the last call let through: the one whose answer the client got, if any did."""
+        return self.attempts[-1].deployment if self.attempts else None
 
 
 CURRENT: contextvars.ContextVar[Approval | None] = contextvars.ContextVar("gateway_approval", default=None)
@@ -179,41 +205,58 @@ def _bound(kwargs: Mapping[str, Any], name: str) -> int | None:
     return value
 
 
-def verify(kwargs: Mapping[str, Any], call_type: str | None, deployments: Mapping[str, Deployment]) -> Approval:
+def verify(kwargs: Mapping[str, Any], call_type: str | None,
+           deployments: Mapping[str, tuple[Deployment, ...]]) -> tuple[Approval, Deployment]:
     """Raise :class:`HandoffMismatch` unless ``kwargs`` (LiteLLM's arguments for the provider call) are exactly what
-    the request's approval allows; mark the approval dispatched otherwise."""
+    the request's approval allows; record the call otherwise, and return the approval and the deployment called."""
     approval = CURRENT.get()
     if approval is None:
         raise _refuse(None, "no_approval")
-    if approval.dispatched:
-        # One provider call per approval: a retry LiteLLM would make (say, from a num_retries it read that the
-        # pre-flight never saw) would bill the provider again for a request reserved once.
+    if approval.mismatch is not None:
+        # Once a call was refused, every later one under this approval is too (a retry must not get past a refusal).
+        raise _refuse(approval, approval.mismatch)
+    if len(approval.attempts) >= approval.max_calls:
+        # The policy's budget of calls per request (one, plus its retries between deployments): a further retry
+        # LiteLLM would make (say, from a num_retries it read that the pre-flight never saw) would call the provider
+        # again for a request reserved once.
         raise _refuse(approval, "second_call")
     try:
-        _verify(approval, kwargs, call_type, deployments)
+        deployment = _verify(approval, kwargs, call_type, deployments)
     except HandoffMismatch as mismatch:
         raise _refuse(approval, mismatch.reason) from None
     approval.dispatched = True
-    return approval
+    approval.attempts.append(Attempt(deployment.label))
+    return approval, deployment
+
+
+def _target(kwargs: Mapping[str, Any], candidates: tuple[Deployment, ...]) -> Deployment:
+    """The one of ``candidates`` (the approved model's deployments) that ``kwargs`` call: the policy's upstream model,
+    host, API version and credential, all four of the same deployment, nothing a request could have put there."""
+    key = kwargs.get("api_key")
+    digest = credential_digest(key) if isinstance(key, str) else None
+    reason = "model"
+    for deployment in candidates:
+        if kwargs.get("model") != deployment.litellm_model:
+            continue
+        if kwargs.get("api_base") != deployment.api_base:
+            reason = "api_base"
+        elif kwargs.get("api_version") != deployment.api_version:
+            reason = "api_version"
+        elif digest is None or not hmac.compare_digest(digest, deployment.credential):
+            reason = "api_key"
+        else:
+            return deployment
+    raise HandoffMismatch(reason)
 
 
 def _verify(approval: Approval, kwargs: Mapping[str, Any], call_type: str | None,
-            deployments: Mapping[str, Deployment]) -> None:
+            deployments: Mapping[str, tuple[Deployment, ...]]) -> Deployment:
     if call_type != CALL_TYPES[approval.mode]:
         raise HandoffMismatch("call_type")
-    deployment = deployments.get(approval.model)
-    if deployment is None:
+    candidates = deployments.get(approval.model)
+    if not candidates:
         raise HandoffMismatch("deployment_unknown")
-    # The deployment: the policy's upstream model, host and credential, nothing a request could have put there.
-    if kwargs.get("model") != deployment.litellm_model:
-        raise HandoffMismatch("model")
-    if kwargs.get("api_base") != deployment.api_base:
-        raise HandoffMismatch("api_base")
-    if kwargs.get("api_version") != deployment.api_version:
-        raise HandoffMismatch("api_version")
-    key = kwargs.get("api_key")
-    if not isinstance(key, str) or not hmac.compare_digest(credential_digest(key), deployment.credential):
-        raise HandoffMismatch("api_key")
+    deployment = _target(kwargs, candidates)
     # The fields: each argument is an approved body field, a deployment parameter or one of LiteLLM's own with an
     # allowed value.
     for name, value in kwargs.items():
@@ -253,3 +296,4 @@ def _verify(approval: Approval, kwargs: Mapping[str, Any], call_type: str | None
         raise HandoffMismatch("choices")
     if bool(kwargs.get("stream")) is not approval.stream:
         raise HandoffMismatch("stream")
+    return deployment

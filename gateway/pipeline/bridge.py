@@ -22,7 +22,7 @@ from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import UserAPIKeyAuth
 
-from gateway.pipeline.approval import Deployment, verify
+from gateway.pipeline.approval import CURRENT, Deployment, verify
 from gateway.pipeline.asgi import PRINCIPAL_SCOPE_KEY
 from gateway.principal import Principal
 
@@ -45,14 +45,29 @@ class ApprovalCheck(CustomLogger):
     handler instead (no redirects, no cookies, nothing from the environment), passed as LiteLLM's ``client``.
     """
 
-    def __init__(self, deployments: Mapping[str, Deployment], http_handlers: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, deployments: Mapping[str, tuple[Deployment, ...]],
+                 http_handlers: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self._deployments = dict(deployments)
         self._http_handlers = dict(http_handlers or {})
 
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any] | None:
-        approval = verify(kwargs, getattr(call_type, "value", call_type), self._deployments)
-        handler = self._http_handlers.get(self._deployments[approval.model].provider)
-        if handler is None:
-            return None
-        return {**kwargs, "client": handler}
+        _approval, deployment = verify(kwargs, getattr(call_type, "value", call_type), self._deployments)
+        changed: dict[str, Any] = {}
+        handler = self._http_handlers.get(deployment.provider)
+        if handler is not None:
+            changed["client"] = handler
+        if deployment.call_timeout is not None:
+            # The model's own per-call timeout, shorter than the upstream timeout the proxy gave the call, so a
+            # deployment that hangs leaves time to retry another (LiteLLM's proxy passes the same timeout to every
+            # call, and it wins over a timeout in the deployment's parameters).
+            changed["timeout"] = deployment.call_timeout
+        return {**kwargs, **changed} if changed else None
+
+    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        """A provider call ended in an error: marked on the request's last attempt, so settlement knows that
+        attempt did not answer. LiteLLM awaits this before its router retries (litellm/utils.py), in the call's own
+        context."""
+        approval = CURRENT.get()
+        if approval is not None and approval.attempts:
+            approval.attempts[-1].failed = True

@@ -10,6 +10,11 @@ Settlement rules (threat-model TM-T9, TM-T10):
   provider may keep generating (and billing) after we stop reading, up to max_tokens; the reservation is exactly that
   bound, so charging it cannot fall below what the provider bills;
 * the process dies → the reservation stays open until the sweeper expires it (released, not charged).
+
+A model with several deployments (threat-model TM-T17): the reservation is priced at the model's worst price (per kind
+of token, the most any deployment charges); settlement prices the usage at the deployment that served (the last call
+the approval check let through), and the log line names it. Calls before it ended in errors and are released like any
+failed call; should one not have (the failure hook did not see it end), the whole reservation is charged.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from gateway.credits.ledger import InsufficientCredit, KeyCap, Ledger, LedgerUnavailable
 from gateway.credits.pricing import MESSAGE_OVERHEAD_TOKENS, TOOL_OVERHEAD_TOKENS, Estimate, Price, estimate
+from gateway.pipeline.approval import Approval
 from gateway.pipeline.errors import Denial, service_unavailable
 from gateway.pipeline.fields import RouteKind
 from gateway.pipeline.responses import input_items
@@ -78,12 +84,14 @@ class Meter:
     """Watches one response from LiteLLM and closes the request's reservation exactly once."""
 
     def __init__(self, ledger: Ledger, request_id: str, key_id: str, price: Price, amount: int, available: int,
-                 mode: ModelMode, threads: LedgerThreads) -> None:
+                 mode: ModelMode, threads: LedgerThreads, deployment_prices: Mapping[str, Price] | None = None) -> None:
         self._ledger = ledger
         self._threads = threads
         self.request_id = request_id
         self._key_id = key_id
-        self._price = price
+        self._price = price  # the reservation's price; settles usage when no deployment price applies
+        self._deployment_prices = deployment_prices or {}  # by deployment label
+        self._approval: Approval | None = None
         self.amount = amount
         self.available = available  # the account's available credit after the reservation
         self._mode = mode
@@ -96,6 +104,14 @@ class Meter:
         self._closing = threading.Lock()  # taken once, never released: the first finish() is the only one
 
     # --- observations --------------------------------------------------------------------------------------------
+
+    def attach(self, approval: Approval) -> None:
+        """The request's approval, whose record of provider calls says which deployment served."""
+        self._approval = approval
+
+    @property
+    def served_by(self) -> str | None:
+        return None if self._approval is None else self._approval.served_by
 
     def started(self) -> None:
         """LiteLLM began a successful response (status < 400)."""
@@ -155,15 +171,30 @@ class Meter:
     # --- closing -------------------------------------------------------------------------------------------------
 
     def _charge(self) -> tuple[int, str]:
+        attempts = [] if self._approval is None else self._approval.attempts
+        if any(not attempt.failed for attempt in attempts[:-1]):
+            # A call before the one that served was not seen to fail: it may have been billed too. The whole
+            # reservation, never a guess below it.
+            return self.amount, "unexplained_retry"
         if self._usage is not None:
             # Chat and completions name them prompt/completion tokens, the Responses API input/output tokens.
             prompt = _tokens(self._usage, "prompt_tokens", "input_tokens")
             completion = 0 if self._mode == "embedding" else _tokens(self._usage, "completion_tokens", "output_tokens")
-            if prompt is None or completion is None:
+            # Anthropic's prompt-cache tokens, which LiteLLM reports inside prompt_tokens and also on their own.
+            cache_write = _tokens(self._usage, "cache_creation_input_tokens") if "cache_creation_input_tokens" \
+                in self._usage else 0
+            cache_read = _tokens(self._usage, "cache_read_input_tokens") if "cache_read_input_tokens" \
+                in self._usage else 0
+            if prompt is None or completion is None or cache_write is None or cache_read is None:
                 # Usage the gateway cannot read is no usage: the whole reservation, never a guess below it.
                 log.warning("unreadable usage", extra={"request_id": self.request_id, "reason": "bad_usage"})
                 return self.amount, "bad_usage"
-            return self._price.cost(prompt, completion), "usage"
+            price = self._deployment_prices.get(self.served_by or "", self._price)
+            try:
+                return price.cost(prompt, completion, cache_write, cache_read), "usage"
+            except ValueError:
+                log.warning("unreadable usage", extra={"request_id": self.request_id, "reason": "bad_usage"})
+                return self.amount, "bad_usage"
         if self._completed:
             return self.amount, "no_usage"
         return self.amount, "client_gone"
@@ -196,7 +227,14 @@ class Meter:
             charge, basis = self._charge()
             if basis != "usage":
                 log.warning("charged the full reservation", extra={"request_id": self.request_id,
-                                                                   "key_id": self._key_id, "reason": basis})
+                                                                   "key_id": self._key_id, "reason": basis,
+                                                                   "deployment": self.served_by})
+            else:
+                # Which deployment served, by provider name and upstream model (never a credential), and after how
+                # many calls.
+                calls = len(self._approval.attempts) if self._approval is not None else 1
+                log.info("settled", extra={"request_id": self.request_id, "key_id": self._key_id,
+                                           "deployment": self.served_by, "outcome": f"charged={charge} calls={calls}"})
             return self._ledger.settle(self.request_id, charge)
         except LedgerUnavailable:
             # The reservation stays open; the sweeper closes it after the TTL (released, not charged).
@@ -227,9 +265,11 @@ def refusal_message(short: InsufficientCredit, mode: RouteKind) -> str:
 
 
 class CreditStep:
-    def __init__(self, ledger: Ledger, prices: dict[str, Price], policy: Policy) -> None:
+    def __init__(self, ledger: Ledger, prices: dict[str, Price], policy: Policy,
+                 deployment_prices: Mapping[str, Mapping[str, Price]] | None = None) -> None:
         self._ledger = ledger
-        self._prices = prices
+        self._prices = prices  # per model: the reservation's (worst) price
+        self._deployment_prices = deployment_prices or {}  # per model, per deployment label: what settlement charges
         self._policy = policy
         self.threads = LedgerThreads(ledger.writers)
 
@@ -268,4 +308,5 @@ class CreditStep:
                          error_type="insufficient_quota") from None
         except LedgerUnavailable:
             raise service_unavailable() from None
-        return Meter(self._ledger, request_id, principal.key_id, price, amount, available, model.mode, self.threads)
+        return Meter(self._ledger, request_id, principal.key_id, price, amount, available, model.mode, self.threads,
+                     self._deployment_prices.get(model_name))

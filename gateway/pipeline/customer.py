@@ -117,11 +117,11 @@ class CustomerPipeline:
             model = self._policy.model(model_name)
             # The Responses API is served natively by OpenAI-compatible providers only: LiteLLM would translate it
             # for the other kinds into calls the approval check has not seen.
-            if model.mode != SERVED_BY[kind] or (kind == "responses" and self._policy.kind(model) != "openai"):
+            if model.mode != SERVED_BY[kind] or (kind == "responses" and self._policy.kinds(model) != {"openai"}):
                 raise Denial(400, "invalid_request", "This model does not serve this endpoint.")
             if kind != "responses":  # LiteLLM sends every Responses API field on (approval.py)
                 check_forwarded(body, self._model_fields[model_name])
-            if self._policy.kind(model) in INLINE_IMAGES_ONLY:  # LiteLLM would fetch an image URL itself (TM-I8)
+            if self._policy.kinds(model) & INLINE_IMAGES_ONLY:  # LiteLLM would fetch an image URL itself (TM-I8)
                 check_inline_images(body)
             # 6. Guardrails: no credentials or operator-denied content sent to a provider.
             if len(raw) > GUARDRAILS_INLINE_BYTES:
@@ -145,7 +145,7 @@ class CustomerPipeline:
             #    before the provider is contacted (approval.py).
             approval = Approval(request_id=request_id, key_id=principal.key_id, model=model_name, mode=kind,
                                 body=shaped.body, output_bound=shaped.output_bound, choices=shaped.choices,
-                                stream=shaped.stream)
+                                stream=shaped.stream, max_calls=model.max_calls)
             # 10. Reserve the worst-case cost; the meter settles the real cost when the response is done. The ledger
             #     write runs on a worker thread, so a slow store holds up this request and not the event loop.
             meter = await self._credits.threads.run(self._credits.reserve, worst, principal, model_name, request_id,

@@ -431,6 +431,7 @@ async def hand_off(
     errors = ErrorReplacement(scrubbed_headers(metering, request_id), meter=meter, approval=approval,
                               principal=principal, request_id=request_id, audit=audit)
     # The approval rides in the context of this task; LiteLLM's call runs in it (or in tasks that copy it).
+    meter.attach(approval)
     token = CURRENT.set(approval)
     try:
         await llm_app(llm_scope(scope, principal, raw_body, llm_state), replay(raw_body, receive), errors)

@@ -197,8 +197,9 @@ def test_streaming_settles_the_providers_usage(kinds: KindsStack, kind: str) -> 
 
 
 def test_anthropic_prompt_cache_tokens_are_charged_as_input(kinds: KindsStack) -> None:
-    # The stand-in reports 3 cache-creation and 5 cache-read tokens for this system prompt; Anthropic bills them as
-    # input, and LiteLLM counts them into prompt_tokens, which the gateway settles at the input price.
+    # The stand-in reports 3 cache-creation and 5 cache-read tokens for this system prompt; LiteLLM counts them into
+    # prompt_tokens. This model's policy price names no cache prices, so they settle at the input price (with cache
+    # prices: tests/functional/test_deployments.py::test_anthropic_cache_tokens_settle_at_their_own_prices).
     kinds.standin.recorder.clear()
     before = _balance(kinds)
     messages = [{"role": "system", "content": "standin-cache"}, *HI]

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.boot import litellm_mount
 from gateway.boot.errors import BootError
-from gateway.boot.prices import resolve_prices
+from gateway.boot.prices import resolve_deployment_prices, resolve_prices
 from gateway.boot.secret import Secret
 from gateway.pipeline.approval import credential_digest
 from gateway.policy import Policy, load_policy
@@ -56,20 +56,20 @@ def test_each_kind_is_configured_for_its_own_protocol(tmp_path: Path) -> None:
 
 def test_deployments_mirror_the_config(tmp_path: Path) -> None:
     deployments = litellm_mount.build_deployments(_policy(tmp_path), KEYS)
-    assert (deployments["a"].litellm_model, deployments["a"].provider, deployments["a"].api_version) == (
+    assert (deployments["a"][0].litellm_model, deployments["a"][0].provider, deployments["a"][0].api_version) == (
         "anthropic/claude-sonnet-4-5", "anthropic", None)
-    assert (deployments["z"].litellm_model, deployments["z"].provider, deployments["z"].api_version) == (
+    assert (deployments["z"][0].litellm_model, deployments["z"][0].provider, deployments["z"][0].api_version) == (
         "azure/gpt-4o-mini", "azure", "2024-10-21")
-    assert deployments["a"].credential == credential_digest("key-a")
+    assert deployments["a"][0].credential == credential_digest("key-a")
     # Anthropic's translation drops n, logprobs and seed: the pre-flight refuses them for that kind.
-    assert {"n", "logprobs", "seed"} <= deployments["o"].fields
-    assert not {"n", "logprobs", "seed"} & deployments["a"].fields
-    assert {"messages", "max_tokens", "tools", "stream_options"} <= deployments["a"].fields
+    assert {"n", "logprobs", "seed"} <= deployments["o"][0].fields
+    assert not {"n", "logprobs", "seed"} & deployments["a"][0].fields
+    assert {"messages", "max_tokens", "tools", "stream_options"} <= deployments["a"][0].fields
     # Gemini's translation drops user, logit_bias and top_logprobs: refused for that kind too.
-    assert (deployments["g"].litellm_model, deployments["g"].provider, deployments["g"].api_version) == (
+    assert (deployments["g"][0].litellm_model, deployments["g"][0].provider, deployments["g"][0].api_version) == (
         "gemini/gemini-2.5-flash", "gemini", None)
-    assert not {"user", "logit_bias", "top_logprobs"} & deployments["g"].fields
-    assert {"messages", "max_tokens", "tools", "stream_options", "n", "seed"} <= deployments["g"].fields
+    assert not {"user", "logit_bias", "top_logprobs"} & deployments["g"][0].fields
+    assert {"messages", "max_tokens", "tools", "stream_options", "n", "seed"} <= deployments["g"][0].fields
 
 
 def test_gemini_and_anthropic_calls_get_the_gateways_http_client() -> None:
@@ -87,9 +87,16 @@ def test_the_gateways_handler_carries_the_policys_timeout() -> None:
 
 
 def test_prices_come_from_the_cost_map_under_the_providers_own_name(tmp_path: Path) -> None:
-    prices = resolve_prices(_policy(tmp_path))
+    served = resolve_deployment_prices(_policy(tmp_path))
+    prices = {name: next(iter(listed.values())) for name, listed in served.items()}
     litellm = litellm_mount.import_litellm()
-    assert prices["a"].input_per_million == round(litellm.model_cost["claude-sonnet-4-5"]["input_cost_per_token"] * 1e12)
+    claude = litellm.model_cost["claude-sonnet-4-5"]
+    assert prices["a"].input_per_million == round(claude["input_cost_per_token"] * 1e12)
+    assert (prices["a"].cache_write, prices["a"].cache_read) == (
+        round(claude["cache_creation_input_token_cost"] * 1e12), round(claude["cache_read_input_token_cost"] * 1e12))
+    # The reservation prices every input token at the most an input token may cost: a cache write, for Claude.
+    assert resolve_prices(_policy(tmp_path))["a"].input_per_million == prices["a"].cache_write > \
+        prices["a"].input_per_million
     assert prices["z"].input_per_million == round(litellm.model_cost["azure/gpt-4o-mini"]["input_cost_per_token"] * 1e12)
     assert prices["z-own-name"].input_per_million == 1_000_000
     entry = litellm.model_cost["gemini/gemini-2.5-flash"]

@@ -20,10 +20,10 @@ from gateway.pipeline.approval import (
 
 PROVIDER_KEY = "provider-key-for-the-test"
 FIELDS = frozenset({"model", "messages", "max_tokens", "input", "user"})
-DEPLOYMENTS = {"chat-model": Deployment("openai/upstream-chat", "http://127.0.0.1:9/v1",
-                                        credential_digest(PROVIDER_KEY), "openai", 600, FIELDS),
-               "other": Deployment("openai/upstream-other", "http://127.0.0.1:9/v1",
-                                   credential_digest(PROVIDER_KEY), "openai", 600, FIELDS)}
+DEPLOYMENTS = {"chat-model": (Deployment("openai/upstream-chat", "http://127.0.0.1:9/v1",
+                                         credential_digest(PROVIDER_KEY), "openai", 600, FIELDS),),
+               "other": (Deployment("openai/upstream-other", "http://127.0.0.1:9/v1",
+                                    credential_digest(PROVIDER_KEY), "openai", 600, FIELDS),)}
 BODY = {"model": "chat-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
 
 
@@ -54,7 +54,7 @@ def _call(**overrides: Any) -> dict[str, Any]:
 def _verify(approval: Approval | None, kwargs: dict[str, Any], call_type: str = "acompletion") -> Approval:
     token = CURRENT.set(approval)
     try:
-        return verify(kwargs, call_type, DEPLOYMENTS)
+        return verify(kwargs, call_type, DEPLOYMENTS)[0]
     finally:
         CURRENT.reset(token)
 
@@ -155,8 +155,8 @@ def test_the_approval_is_per_context() -> None:
         CURRENT.reset(token)
 
 
-AZURE = {"azure-model": Deployment("azure/prod-chat", "https://r.openai.azure.com", credential_digest(PROVIDER_KEY),
-                                   "azure", 600, FIELDS, api_version="2024-10-21")}
+AZURE = {"azure-model": (Deployment("azure/prod-chat", "https://r.openai.azure.com", credential_digest(PROVIDER_KEY),
+                                    "azure", 600, FIELDS, api_version="2024-10-21"),)}
 
 
 @pytest.mark.parametrize(("overrides", "reason"), [
@@ -176,7 +176,7 @@ def test_an_azure_call_must_carry_the_policys_deployment_and_api_version(overrid
     token = CURRENT.set(approval)
     try:
         if reason is None:
-            assert verify(kwargs, "acompletion", AZURE) is approval
+            assert verify(kwargs, "acompletion", AZURE)[0] is approval
         else:
             with pytest.raises(HandoffMismatch) as caught:
                 verify(kwargs, "acompletion", AZURE)

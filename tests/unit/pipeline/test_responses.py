@@ -109,8 +109,8 @@ def test_shaping_bounds_the_output_and_forwards_store_false() -> None:
 
 
 KEY = "provider-key"
-DEPLOYMENTS = {"chat-model": Deployment("openai/upstream-chat", "http://127.0.0.1:9/v1", credential_digest(KEY),
-                                        "openai", 600, frozenset({"model", "messages", "max_tokens"}))}
+DEPLOYMENTS = {"chat-model": (Deployment("openai/upstream-chat", "http://127.0.0.1:9/v1", credential_digest(KEY),
+                                         "openai", 600, frozenset({"model", "messages", "max_tokens"})),)}
 BODY = {"model": "chat-model", "input": "Hi", "max_output_tokens": 16, "store": False}
 
 
@@ -123,7 +123,7 @@ def _verify(**overrides: Any) -> Approval:
     kwargs.update(overrides)
     token = CURRENT.set(approval)
     try:
-        return verify({k: v for k, v in kwargs.items() if v is not None}, "aresponses", DEPLOYMENTS)
+        return verify({k: v for k, v in kwargs.items() if v is not None}, "aresponses", DEPLOYMENTS)[0]
     finally:
         CURRENT.reset(token)
 
