@@ -208,11 +208,15 @@ def litellm_params(policy: Policy, model: ModelDeployment, provider_keys: Mappin
 
 
 # What LiteLLM's router retries, per exception type, for a model with several deployments (its RetryPolicy; the
-# number is the policy's ``routing.retries``). A client's bad request (400, and its subclasses context window and
-# content policy) is never retried: it would fail the same way at every deployment. Everything else (5xx, 502 and
-# connection errors through DefaultRetries, timeouts, 429, 401, 404) is a failure of the deployment and goes to another.
-CLIENT_ERROR_RETRIES = ("BadRequestErrorRetries", "ContentPolicyViolationErrorRetries")
-PROVIDER_ERROR_RETRIES = ("AuthenticationErrorRetries", "TimeoutErrorRetries", "RateLimitErrorRetries",
+# number is the policy's ``routing.retries``). Never retried: a client's bad request (400, and its subclasses context
+# window and content policy), which would fail the same way at every deployment; and a timeout, because the
+# timed-out call reached the provider, which may run it to its bound and bill it, and a client can make any call time
+# out (a long answer from a model with a short timeout): each retry would be one more billed call behind a reservation
+# that covers one. The timed-out request is charged its whole reservation instead (threat-model TM-T9, TM-T17).
+# Everything else (5xx, 502 and connection errors through DefaultRetries, 429, 401, 404) is a failure of the
+# deployment, billed by no provider, and goes to another.
+CLIENT_ERROR_RETRIES = ("BadRequestErrorRetries", "ContentPolicyViolationErrorRetries", "TimeoutErrorRetries")
+PROVIDER_ERROR_RETRIES = ("AuthenticationErrorRetries", "RateLimitErrorRetries",
                           "InternalServerErrorRetries", "ServiceUnavailableErrorRetries", "NotFoundErrorRetries",
                           "DefaultRetries")
 

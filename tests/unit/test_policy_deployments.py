@@ -89,10 +89,11 @@ def test_each_deployment_is_one_entry_of_the_router_under_the_models_name(tmp_pa
     ]
     router = config["router_settings"]
     assert router["num_retries"] == 0 and router["fallbacks"] == [] and router["disable_cooldowns"] is False
-    # A client's bad request is never retried; a deployment's failure is, up to routing.retries times.
+    # A client's bad request and a timeout (a call the provider may bill) are never retried; a deployment's failure
+    # is, up to routing.retries times.
     assert router["model_group_retry_policy"] == {"gpt-4o": {
         "BadRequestErrorRetries": 0, "ContentPolicyViolationErrorRetries": 0, "AuthenticationErrorRetries": 1,
-        "TimeoutErrorRetries": 1, "RateLimitErrorRetries": 1, "InternalServerErrorRetries": 1,
+        "TimeoutErrorRetries": 0, "RateLimitErrorRetries": 1, "InternalServerErrorRetries": 1,
         "ServiceUnavailableErrorRetries": 1, "NotFoundErrorRetries": 1, "DefaultRetries": 1}}
     assert "routing_groups" not in router
 
