@@ -220,6 +220,10 @@ def verify(kwargs: Mapping[str, Any], call_type: str | None,
         # LiteLLM would make (say, from a num_retries it read that the pre-flight never saw) would call the provider
         # again for a request reserved once.
         raise _refuse(approval, "second_call")
+    if approval.attempts and not approval.attempts[-1].failed:
+        # A retry follows a call that ended in an error (the bridge's failure hook marks it first). A call while the
+        # previous one is still running or succeeded would be a hedged or duplicate call, billed twice.
+        raise _refuse(approval, "overlapping_call")
     try:
         deployment = _verify(approval, kwargs, call_type, deployments)
     except HandoffMismatch as mismatch:

@@ -16,6 +16,7 @@ from gateway.credits.pricing import Price
 from gateway.pipeline.approval import (
     CURRENT,
     Approval,
+    Attempt,
     Deployment,
     HandoffMismatch,
     credential_digest,
@@ -73,6 +74,19 @@ def test_a_retry_may_go_to_either_deployment_of_the_model() -> None:
 def test_never_more_calls_than_the_budget() -> None:
     assert _calls(_approval(2), _call(TO_OPENAI), _call(TO_AZURE), _call(TO_OPENAI))[2] == "refused:second_call"
     assert _calls(_approval(1), _call(TO_AZURE), _call(TO_AZURE)) == ["azure_eu:gpt4o-prod", "refused:second_call"]
+
+
+def test_a_second_call_before_the_first_failed_is_refused() -> None:
+    # A hedged or duplicate call (the first still running, or answered) would be billed twice for one reservation.
+    approval = _approval(3)
+    token = CURRENT.set(approval)
+    try:
+        assert verify(_call(TO_OPENAI), "acompletion", DEPLOYMENTS)[1].label == "openai:gpt-4o"
+        with pytest.raises(HandoffMismatch) as refused:
+            verify(_call(TO_AZURE), "acompletion", DEPLOYMENTS)
+    finally:
+        CURRENT.reset(token)
+    assert refused.value.reason == "overlapping_call" and approval.served_by == "openai:gpt-4o"
 
 
 @pytest.mark.parametrize(("call", "reason"), [
@@ -141,13 +155,9 @@ def test_settlement_prices_the_deployment_that_served() -> None:
 
 
 def test_an_earlier_call_not_seen_to_fail_is_charged_the_whole_reservation() -> None:
+    # The check refuses such a second call (overlapping_call, above); settlement holds the rule on its own as well.
     approval = _approval()
-    token = CURRENT.set(approval)
-    try:
-        verify(_call(TO_OPENAI), "acompletion", DEPLOYMENTS)
-        verify(_call(TO_AZURE), "acompletion", DEPLOYMENTS)  # the first call's failure was never reported
-    finally:
-        CURRENT.reset(token)
+    approval.attempts = [Attempt("openai:gpt-4o"), Attempt("azure_eu:gpt4o-prod")]  # the first never marked failed
     assert _settle(approval, {"prompt_tokens": 9, "completion_tokens": 7}) == 1_000
 
 
