@@ -68,10 +68,11 @@ def write_policy(work: Path, standin_base: str) -> Path:
 
 def start_gateway(work: Path, standin_base: str, children: list[subprocess.Popen[bytes]], *,
                   log_level: str = "INFO", extra_env: dict[str, str] | None = None,
-                  serve_args: tuple[str, ...] = ()) -> Gateway:
+                  serve_args: tuple[str, ...] = (), database_url: str | None = None) -> Gateway:
     """A full gateway against ``standin_base``: its own OpenBao, SQLite store, a funded account and one key.
     ``serve_args`` go to ``gateway serve`` (e.g. ``("--workers", "2")``, which needs GATEWAY_REDIS_URL in
-    ``extra_env``); with workers, this returns once every worker has started."""
+    ``extra_env``); with workers, this returns once every worker has started. ``database_url``: another store
+    than the SQLite file in ``work`` (e.g. an empty Postgres database)."""
     vault = start_dev_vault(work / "bao.log")
     children.append(vault.process)
     policy = write_policy(work, standin_base)
@@ -80,7 +81,7 @@ def start_gateway(work: Path, standin_base: str, children: list[subprocess.Popen
     bootstrap(root, settings, provider_keys={"standin": Secret("bench-" + secrets.token_urlsafe(16))},
               credentials_dir=work)
     core = root.secrets.kv.v2.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
-    database_url = f"sqlite:///{work / 'gw.db'}"
+    database_url = database_url or f"sqlite:///{work / 'gw.db'}"
     engine = open_store(database_url)
     ledger = SqlLedger(engine)
     account = ledger.create_account("bench")

@@ -10,6 +10,7 @@ alternate 1, 2, 1, 2, … so that a change in the machine's load hits both. wrk 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 from stack import children, start_gateway, start_standin
+
+from gateway.devstack.postgres import fresh_database
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,19 +46,22 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--postgres", action="store_true",
+                        help="Each gateway on a fresh database of the machine's Postgres instead of SQLite.")
     parser.add_argument("--work", type=Path, help="Keep the gateways' files (logs) here instead of a temporary folder.")
     args = parser.parse_args()
     load_before = os.getloadavg()
     results: dict[str, list[dict[str, float]]] = {"1": [], "2": []}
-    with tempfile.TemporaryDirectory() as scratch, children() as kids:
+    with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stores, children() as kids:
         folder = args.work or Path(scratch)
         standin = start_standin(kids)
         gateways = {}
         for workers in results:
             work = folder / f"w{workers}"
             work.mkdir(parents=True)
+            url = stores.enter_context(fresh_database("gw_bench_")) if args.postgres else None
             gateways[workers] = start_gateway(work, standin, kids, extra_env={"GATEWAY_REDIS_URL": args.redis},
-                                              serve_args=("--workers", workers))
+                                              serve_args=("--workers", workers), database_url=url)
         for gateway in gateways.values():
             wrk(gateway.url, gateway.key, args.connections, 5, warmup=True)
         for _ in range(args.rounds):
@@ -63,7 +69,7 @@ def main() -> int:
                 results[workers].append(wrk(gateway.url, gateway.key, args.connections, args.seconds))
                 print(f"workers={workers}: {results[workers][-1]}", flush=True)
     summary = {
-        "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds, "cores": os.cpu_count(),
+        "store": "postgres" if args.postgres else "sqlite", "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds, "cores": os.cpu_count(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "rounds_raw": results,
         "median_rps": {w: statistics.median(r["rps"] for r in rs) for w, rs in results.items()},
         "median_p50_ms": {w: statistics.median(r["p50_ms"] for r in rs) for w, rs in results.items()},
