@@ -91,6 +91,23 @@ def test_a_worker_leaving_normally_leaves_the_master_and_its_metrics_alone(lifec
     assert gateway.process.process.poll() is None
 
 
+def test_sigusr2_does_not_boot_a_second_master(lifecycle_gateway: RunningGateway) -> None:
+    """gunicorn's binary upgrade would exec a new master that logs in to Vault again with a spent secret_id: the
+    signal is refused, and the master keeps its workers."""
+    gateway = lifecycle_gateway
+    before = children(master_pid(gateway))
+    assert gateway.process.process is not None
+    gateway.process.process.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while "SIGUSR2 (binary upgrade) is not supported" not in gateway.process.output():
+        assert time.monotonic() < deadline, "the master did not answer SIGUSR2"
+        time.sleep(0.1)
+    time.sleep(1)
+    assert children(master_pid(gateway)) == before  # no new master forked beside the workers
+    key, _ = gateway.keys.customer()
+    assert _models(gateway, key) == 200
+
+
 def test_sigterm_drains_every_worker_streams_included(lifecycle_gateway: RunningGateway, stack: Stack,
                                                       tmp_path: Path) -> None:
     """Four streams in flight on slow-model (300 ms between chunks), on more than one worker, when the master gets
