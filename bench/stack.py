@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +68,11 @@ def write_policy(work: Path, standin_base: str) -> Path:
 
 def start_gateway(work: Path, standin_base: str, children: list[subprocess.Popen[bytes]], *,
                   log_level: str = "INFO", extra_env: dict[str, str] | None = None,
-                  serve_args: tuple[str, ...] = ()) -> Gateway:
+                  serve_args: tuple[str, ...] = (), database_url: str | None = None) -> Gateway:
     """A full gateway against ``standin_base``: its own OpenBao, SQLite store, a funded account and one key.
-    ``serve_args`` go after ``gateway serve`` (e.g. ``--workers 2``)."""
+    ``serve_args`` go to ``gateway serve`` (e.g. ``("--workers", "2")``, which needs GATEWAY_REDIS_URL in
+    ``extra_env``); with workers, this returns once every worker has started. ``database_url``: another store
+    than the SQLite file in ``work`` (e.g. an empty Postgres database)."""
     vault = start_dev_vault(work / "bao.log")
     children.append(vault.process)
     policy = write_policy(work, standin_base)
@@ -78,7 +81,7 @@ def start_gateway(work: Path, standin_base: str, children: list[subprocess.Popen
     bootstrap(root, settings, provider_keys={"standin": Secret("bench-" + secrets.token_urlsafe(16))},
               credentials_dir=work)
     core = root.secrets.kv.v2.read_secret_version(path="gateway/core", raise_on_deleted_version=True)
-    database_url = f"sqlite:///{work / 'gw.db'}"
+    database_url = database_url or f"sqlite:///{work / 'gw.db'}"
     engine = open_store(database_url)
     ledger = SqlLedger(engine)
     account = ledger.create_account("bench")
@@ -94,9 +97,16 @@ def start_gateway(work: Path, standin_base: str, children: list[subprocess.Popen
                 **(extra_env or {})})
     log_file = work / "gateway.log"
     with log_file.open("wb") as out:
-        process = subprocess.Popen([str(BIN / "gateway"), "serve", *serve_args], env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([str(BIN / "gateway"), "serve", *serve_args], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
     children.append(process)
     wait_http(f"http://127.0.0.1:{port}/healthz", timeout=300)
+    workers = int(serve_args[serve_args.index("--workers") + 1]) if "--workers" in serve_args else 1
+    deadline = time.monotonic() + 300
+    while log_file.read_text(errors="replace").count("gateway started") < workers:  # one line per worker's lifespan
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway's workers did not start; see {log_file}")
+        time.sleep(0.2)
     return Gateway(f"http://127.0.0.1:{port}", key, process, ledger, log_file)
 
 

@@ -142,6 +142,10 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+# gunicorn's status for a worker that could not start (Arbiter.WORKER_BOOT_ERROR): the master then stops them all.
+WORKER_BOOT_ERROR = 3
+
+
 def serve_workers(settings: Settings) -> int:
     """Boot once here (the master), then serve with ``settings.workers`` processes forked from it (workers.py)."""
     booted = prepare(settings, revocation_epoch=SharedEpoch())
@@ -153,12 +157,15 @@ def serve_workers(settings: Settings) -> int:
         raise BootError("workers", f"the booted master runs other threads ({', '.join(sorted(threads))}); "
                                    "refusing to fork workers from it")
     engine = booted.gateway.engine
-    # The pooled connections boot opened belong to the master; each worker opens its own (SQLAlchemy's rule for a
-    # forked child: drop the inherited pool without closing the parent's connections).
-    engine.dispose(close=False)
+    # The master serves nothing: the connections boot opened (migrations, checks) are closed before any fork, and
+    # each worker opens its own. Each worker also drops whatever pool it inherited without closing the connections in
+    # it (SQLAlchemy's rule for a forked child), should the master ever hold one again.
+    engine.dispose()
     status = workers.run(booted.gateway.app, host=settings.host, port=settings.port, workers=settings.workers,
                          graceful_seconds=settings.shutdown_grace_seconds, log_level=settings.log_level,
                          after_fork=lambda: engine.dispose(close=False))
+    if status == WORKER_BOOT_ERROR:
+        raise BootError("workers", "a worker could not start (see the log above); every worker was stopped")
     if status != 0:
         raise BootError("workers", f"the workers stopped with status {status} (see the log above)")
     return 0

@@ -50,13 +50,17 @@ def private_metrics_dir() -> Iterator[Path]:
     if os.environ.get(METRICS_DIR_ENV):
         raise BootError("workers", f"{METRICS_DIR_ENV} is set; the gateway creates its own metrics directory")
     folder = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))  # mode 0700, owned by this user
+    owner = os.getpid()
     os.environ[METRICS_DIR_ENV] = str(folder)  # a path, not a secret: the workers inherit it with the fork
     log.info("metrics directory of the workers", extra={"outcome": str(folder)})
     try:
         yield folder
     finally:
-        os.environ.pop(METRICS_DIR_ENV, None)
-        shutil.rmtree(folder, ignore_errors=True)
+        # A worker leaves through this block too (its exit unwinds the master's stack it was forked on): only the
+        # master removes the directory, once every worker is gone.
+        if os.getpid() == owner:
+            os.environ.pop(METRICS_DIR_ENV, None)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(app: Any, *, host: str, port: int, workers: int, graceful_seconds: int, log_level: str,
@@ -66,6 +70,7 @@ def run(app: Any, *, host: str, port: int, workers: int, graceful_seconds: int, 
     finish for up to ``graceful_seconds``, then exits."""
     from gunicorn.app.base import BaseApplication
     from gunicorn.arbiter import Arbiter
+    from gunicorn.errors import HaltServer
     from gunicorn.glogging import Logger
     from prometheus_client import multiprocess
     from uvicorn_worker import UvicornWorker
@@ -96,6 +101,16 @@ def run(app: Any, *, host: str, port: int, workers: int, graceful_seconds: int, 
             self.access_log.disabled = True
 
     class GatewayArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
+        def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+            # Stopping the workers after one failed to start, gunicorn's SIGCHLD handler raises HaltServer again when
+            # a second one fails meanwhile, out of the stop: stop again until every worker is gone (halt ends with
+            # sys.exit).
+            while True:
+                try:
+                    super().halt(reason=reason, exit_status=exit_status)
+                except HaltServer as again:
+                    reason, exit_status = again.reason, again.exit_status
+
         def handle_usr2(self) -> None:
             # Re-executing the master would boot again from Vault with a secret_id already spent: refused.
             log.warning("SIGUSR2 (binary upgrade) is not supported; restart the gateway instead")
@@ -111,7 +126,9 @@ def run(app: Any, *, host: str, port: int, workers: int, graceful_seconds: int, 
         "workers": workers,
         "worker_class": GatewayWorker,
         "preload_app": True,
-        "graceful_timeout": graceful_seconds,
+        # uvicorn in each worker waits up to graceful_seconds for in-flight requests, then runs the lifespan's
+        # shutdown (settling, the audit entry, LiteLLM's shutdown); gunicorn kills a worker still alive after this.
+        "graceful_timeout": graceful_seconds + 10,
         # A worker that stops answering gunicorn's heartbeat this long (its event loop blocked, or LiteLLM's startup
         # hung) is killed and replaced.
         "timeout": 120,
@@ -137,8 +154,13 @@ def run(app: Any, *, host: str, port: int, workers: int, graceful_seconds: int, 
         def run(self) -> None:
             GatewayArbiter(self).run()
 
+    master = os.getpid()
     try:
         Application().run()
     except SystemExit as exc:
+        if os.getpid() != master:
+            # A worker leaving: gunicorn forked it inside this call, so its exit unwinds through here. Its status
+            # (3: it could not start) is for the master to read, never the master's own handling below.
+            raise
         return int(exc.code) if isinstance(exc.code, int) else 1
     return 0

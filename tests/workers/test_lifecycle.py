@@ -7,7 +7,9 @@ threat-model: TM-T18, TM-D7
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -17,9 +19,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import sqlalchemy as sa
 
 from gateway.devstack.openbao import free_port
-from tests.support import RunningGateway, Stack, run_gateway
+from gateway.store.engine import open_store
+from tests.support import GatewayProcess, RunningGateway, Stack, port_open, run_gateway
 from tests.workers.conftest import (
     WORKERS,
     boot,
@@ -62,6 +66,46 @@ def test_a_killed_worker_is_replaced_by_a_fork_that_serves(lifecycle_gateway: Ru
     served = requests_by_pid(gateway, "/v1/models")
     assert set(served) & replacements, "no replacement worker served a request"
     assert gateway.process.process is not None and gateway.process.process.poll() is None
+
+
+def test_a_worker_leaving_normally_leaves_the_master_and_its_metrics_alone(lifecycle_gateway: RunningGateway) -> None:
+    """SIGTTOU makes gunicorn stop one worker gracefully (its exit unwinds the master's stack it was forked on);
+    the master keeps serving with the other, the metrics directory and its counts stay, SIGTTIN adds one back."""
+    gateway = lifecycle_gateway
+    key, _ = gateway.keys.customer()
+    folder = metrics_dir(gateway)
+    assert [_models(gateway, key) for _ in range(10)] == [200] * 10
+    counted = sum(requests_by_pid(gateway, "/v1/models").values())
+    assert gateway.process.process is not None
+    gateway.process.process.send_signal(signal.SIGTTOU)
+    deadline = time.monotonic() + 60
+    while len(children(master_pid(gateway))) != WORKERS - 1:
+        assert time.monotonic() < deadline, "no worker left after SIGTTOU"
+        time.sleep(0.1)
+    assert folder.is_dir(), "a leaving worker removed the master's metrics directory"
+    assert [_models(gateway, key) for _ in range(10)] == [200] * 10
+    assert sum(requests_by_pid(gateway, "/v1/models").values()) == counted + 10
+    starts = gateway.process.output().count("gateway started")
+    gateway.process.process.send_signal(signal.SIGTTIN)
+    wait_for_workers(gateway, WORKERS, starts=starts + 1)
+    assert gateway.process.process.poll() is None
+
+
+def test_sigusr2_does_not_boot_a_second_master(lifecycle_gateway: RunningGateway) -> None:
+    """gunicorn's binary upgrade would exec a new master that logs in to Vault again with a spent secret_id: the
+    signal is refused, and the master keeps its workers."""
+    gateway = lifecycle_gateway
+    before = children(master_pid(gateway))
+    assert gateway.process.process is not None
+    gateway.process.process.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while "SIGUSR2 (binary upgrade) is not supported" not in gateway.process.output():
+        assert time.monotonic() < deadline, "the master did not answer SIGUSR2"
+        time.sleep(0.1)
+    time.sleep(1)
+    assert children(master_pid(gateway)) == before  # no new master forked beside the workers
+    key, _ = gateway.keys.customer()
+    assert _models(gateway, key) == 200
 
 
 def test_sigterm_drains_every_worker_streams_included(lifecycle_gateway: RunningGateway, stack: Stack,
@@ -120,3 +164,33 @@ def test_sigterm_drains_every_worker_streams_included(lifecycle_gateway: Running
     assert checked.returncode == 0, checked.stdout + checked.stderr
     verified = run_gateway(["audit", "verify"], stack.env(tmp_path / "verify", database_url, free_port()))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_master(stack: Stack, tmp_path: Path, redis_url: str) -> None:
+    """A worker whose lifespan refuses to start (here: the audit head row is gone) does not leave a master serving
+    with fewer workers, nor one forking replacements forever: the master stops every worker and exits 2, naming
+    why."""
+    url = f"sqlite:///{tmp_path / 'headless.db'}"
+    engine = open_store(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_head"))
+    engine.dispose()
+    port = free_port()
+    process = GatewayProcess(stack.env(tmp_path / "boot", url, port, GATEWAY_REDIS_URL=redis_url,
+                                       GATEWAY_LOG_FORMAT="json"),
+                             tmp_path / "gateway.log", port, ("--workers", str(WORKERS)))
+    with contextlib.suppress(RuntimeError):  # it may exit before or after its port opened
+        process.start(timeout=120)
+    assert process.process is not None
+    try:
+        assert process.process.wait(timeout=120) == 2
+    finally:
+        process.stop()
+    output = process.output()
+    assert "audit head row is missing" in output
+    assert "gateway: boot failed at workers: a worker could not start" in output
+    assert output.count("gateway: boot failed") == 1  # the master's line; a worker never prints one
+    forked = [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", output)]
+    assert forked
+    assert not any(Path(f"/proc/{pid}").exists() for pid in forked)
+    assert not port_open("127.0.0.1", port)

@@ -7,6 +7,7 @@ threat-model: TM-T18, TM-D7
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import httpx
@@ -135,3 +136,8 @@ def test_metrics_add_up_over_the_workers(workers_gateway: RunningGateway) -> Non
     _served_by_every_worker(workers_gateway, "/v1/models", before)
     for _ in range(4):  # each scrape may land on either worker: every one must see the sum
         assert _requests_total(workers_gateway, "/v1/models", "200") == total_before + 30
+    text = _admin(workers_gateway, "GET", "/admin/metrics").text
+    # The store-wide gauge once (read at the scrape, not one copy per worker), and only the gateway's own families.
+    gauge = [row for row in text.splitlines() if row.startswith("gateway_reservations_open")]
+    assert len(gauge) == 1 and re.fullmatch(r"gateway_reservations_open \d+\.0", gauge[0]), gauge
+    assert [row for row in text.splitlines() if row and not row.startswith(("# ", "gateway_"))] == []
