@@ -8,6 +8,9 @@ entry age out: only the epoch can make the other process see the revocation.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -78,19 +81,53 @@ def test_a_moved_epoch_empties_the_cache_and_the_next_lookup_reads_the_store(tmp
     key, _ = service.issue(KeyKind.CUSTOMER, name="a", account_id="acct_e")
     service.verify(key, KeyKind.CUSTOMER)
     assert len(service.cache) == 1
+    before = epoch.read()
     epoch.bump()
     service.verify(key, KeyKind.CUSTOMER)  # the stale entry is gone; this lookup went to the store and cached anew
     assert len(service.cache) == 1
-    assert epoch.read() == 1
+    assert epoch.read() != before
 
 
 @pytest.mark.parametrize("bumps", [1, 5])
 def test_bumps_from_another_process_are_seen(bumps: int) -> None:
     epoch = SharedEpoch()
     context = multiprocessing.get_context("fork")
-    children = [context.Process(target=epoch.bump) for _ in range(bumps)]
-    for child in children:
+    seen = {epoch.read()}
+    for _ in range(bumps):
+        child = context.Process(target=epoch.bump)
         child.start()
-    for child in children:
         child.join(timeout=10)
-    assert epoch.read() == bumps
+        assert epoch.read() not in seen  # each bump moved it to a value no reader has seen
+        seen.add(epoch.read())
+
+
+def _bump_for_ever(epoch: SharedEpoch) -> None:
+    while True:
+        epoch.bump()
+
+
+def test_a_worker_killed_mid_bump_blocks_no_one() -> None:
+    """A worker SIGKILLed while bumping (the OOM killer, gunicorn's timeout) leaves nothing held: a process-shared
+    lock held by a dead process would block every other worker's key lookups for ever."""
+    epoch = SharedEpoch()
+    context = multiprocessing.get_context("fork")
+    bumper = context.Process(target=_bump_for_ever, args=(epoch,))
+    bumper.start()
+    try:
+        first = epoch.read()
+        while epoch.read() == first:  # the child is bumping
+            pass
+        os.kill(bumper.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    finally:
+        bumper.join(timeout=10)
+    outcome: list[int] = []
+
+    def use() -> None:
+        before = epoch.read()
+        epoch.bump()
+        outcome.append(int(epoch.read() != before))
+
+    user = threading.Thread(target=use, daemon=True)
+    user.start()
+    user.join(30)  # a liveness bound: a lock left held would keep this thread waiting for ever
+    assert outcome == [1]
