@@ -34,7 +34,10 @@ CALL_TYPES = {"chat": "acompletion", "completion": "atext_completion", "embeddin
               "responses": "aresponses"}
 
 # The deployment parameters the router merges into every call from the policy's model list (boot's build_config).
-DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key", "api_version"})
+DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key", "api_version", "vertex_project", "vertex_location",
+                               "vertex_credentials"})
+# The deployment parameter that carries each kind's credential (the others carry it in api_key).
+CREDENTIAL_PARAM = {"vertex_ai": "vertex_credentials"}
 
 # LiteLLM's own arguments, added by its proxy and router to every call on the gateway's three routes (1.106.12, read
 # from its source and seen in tests/functional/test_approval.py), each with the only values it may carry. None of them
@@ -135,6 +138,8 @@ class Deployment:
     timeout: float  # the policy's upstream timeout: the longest a call may be given
     fields: frozenset[str]  # the body fields LiteLLM forwards to this deployment (others it would drop silently)
     api_version: str | None = None  # Azure's API version from the policy; None for the other kinds
+    vertex_project: str | None = None  # Vertex AI's project and location from the policy; None for the other kinds
+    vertex_location: str | None = None
 
 
 class HandoffMismatch(Exception):
@@ -211,9 +216,19 @@ def _verify(approval: Approval, kwargs: Mapping[str, Any], call_type: str | None
         raise HandoffMismatch("api_base")
     if kwargs.get("api_version") != deployment.api_version:
         raise HandoffMismatch("api_version")
-    key = kwargs.get("api_key")
+    # Vertex AI: the URL's project and location, and the service account google-auth gets the bearer token for
+    # (its token cache is keyed by this very JSON, so a matching JSON is a token of the policy's account).
+    if kwargs.get("vertex_project") != deployment.vertex_project:
+        raise HandoffMismatch("vertex_project")
+    if kwargs.get("vertex_location") != deployment.vertex_location:
+        raise HandoffMismatch("vertex_location")
+    credential = CREDENTIAL_PARAM.get(deployment.provider, "api_key")
+    for name in {"api_key", "vertex_credentials"} - {credential}:
+        if kwargs.get(name) is not None:
+            raise HandoffMismatch(name)
+    key = kwargs.get(credential)
     if not isinstance(key, str) or not hmac.compare_digest(credential_digest(key), deployment.credential):
-        raise HandoffMismatch("api_key")
+        raise HandoffMismatch(credential)
     # The fields: each argument is an approved body field, a deployment parameter or one of LiteLLM's own with an
     # allowed value.
     for name, value in kwargs.items():
