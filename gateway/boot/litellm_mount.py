@@ -275,6 +275,14 @@ def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[
     return deployments
 
 
+def check_vertex_routes(policy: Policy) -> None:
+    """:func:`check_vertex_route` for every vertex_ai model of the policy (run by ``serve --check`` as well)."""
+    for model in policy.models:
+        provider = policy.providers[model.provider]
+        if provider.kind == "vertex_ai":
+            check_vertex_route(model.name, model.upstream_model, provider.location)
+
+
 def check_vertex_route(name: str, upstream_model: str, location: str | None) -> None:
     """LiteLLM must call a vertex_ai model through the Gemini API at the policy's location: it routes by the model's
     name (partner and Model Garden names go elsewhere), and it silently replaces a location its cost map does not

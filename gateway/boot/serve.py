@@ -69,6 +69,7 @@ def prepare(settings: Settings, *, check_only: bool = False) -> Booted:
     rate_limiter = _step("redis", build_rate_limiter, settings, policy, secrets.redis_password)
     # Importing litellm (not its proxy) is safe now that the installed version is the pin.
     prices = _step("prices", resolve_prices, policy)
+    _step("policy", litellm_mount.check_vertex_routes, policy)
     if check_only:
         engine.dispose()
         return Booted(settings, policy, None)

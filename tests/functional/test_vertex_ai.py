@@ -335,3 +335,15 @@ def test_secrets_bootstrap_refuses_a_service_account_sending_its_assertion_elsew
         assert json.loads(value)["private_key_id"] not in result.stdout + result.stderr
     after = stack.root().secrets.kv.v2.read_secret_version(path="gateway/providers", raise_on_deleted_version=True)
     assert after["data"]["data"] == before["data"]["data"]  # nothing was written
+
+
+def test_boot_refuses_a_model_litellm_would_not_call_through_the_gemini_api(vertex: VertexStack, stack: Stack,
+                                                                            tmp_path: Path) -> None:
+    """threat-model: TM-E8"""
+    # LiteLLM routes a vertex_ai model by its name: one holding "openai" goes to Model Garden's OpenAI-compatible
+    # endpoint instead. `serve --check` already refuses it (the provider's field in Vault is a valid account).
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"version: 1\nproviders:\n{provider_entry('vertex', vertex.standin.root_url)}models:\n"
+                      + model_entry("m", "vertex", "gemini-openai-oss"), encoding="utf-8")
+    line = boot_refusal_line(boot_check(stack, tmp_path, GATEWAY_POLICY_FILE=str(policy)))
+    assert "model 'm'" in line and "through Vertex AI's Gemini API" in line, line
