@@ -36,9 +36,9 @@ class _Strict(BaseModel):
 
 
 # The wire protocols a provider may speak (``kind``). ``openai``: any OpenAI-compatible API (the default); ``gemini``:
-# Google AI Studio's Gemini API. Bedrock and Vertex AI are not served yet: their credentials, stand-ins and steering
-# fields need their own review.
-ProviderKind = Literal["openai", "anthropic", "azure", "gemini"]
+# Google AI Studio's Gemini API; ``vertex_ai``: Gemini models on Google Cloud's Vertex AI, with a service account's
+# OAuth token.
+ProviderKind = Literal["openai", "anthropic", "azure", "gemini", "vertex_ai"]
 # Azure OpenAI's dated API versions ("2024-10-21", "2025-01-01-preview"). The undated "v1"/"latest" API takes another
 # URL scheme and is not accepted until it is tested here.
 AZURE_API_VERSION = re.compile(r"20[0-9]{2}-[01][0-9]-[0-3][0-9](-preview)?")
@@ -50,6 +50,16 @@ GEMINI_MODEL = AZURE_DEPLOYMENT
 # Gemini's api_base names the API version LiteLLM appends "/models/<model>:generateContent" to; without one LiteLLM
 # would build a path Google does not serve.
 GEMINI_API_BASE_VERSION = re.compile(r".*/v1(beta|alpha)?")
+# Vertex AI: a Google Cloud project id (6 to 30 lower-case letters, digits and hyphens) and a location ("us-central1",
+# "europe-west4", the multi-regions "us"/"eu", or "global"); both become path segments of every call, and the location
+# picks the default host.
+VERTEX_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+VERTEX_LOCATION = re.compile(r"global|[a-z]{2,12}|[a-z]{2,12}-[a-z]{2,12}[0-9]{1,2}")
+VERTEX_LOCATION_REQUIRED = ("location is required for kind vertex_ai: a Vertex AI location such as 'us-central1', "
+                            "'europe-west4', 'us' or 'global'")
+# LiteLLM sends a vertex_ai model to the Gemini API (generateContent) only when its name holds "gemini"; other names
+# go to partner, Model Garden or legacy protocols that are not served here.
+VERTEX_GEMINI_MODEL = re.compile(r"gemini-[A-Za-z0-9._-]{1,57}")
 # The modes each kind serves here; LiteLLM translates OpenAI's chat API to Anthropic's Messages API and to Gemini's
 # generateContent only.
 KIND_MODES: dict[str, frozenset[str]] = {
@@ -57,7 +67,17 @@ KIND_MODES: dict[str, frozenset[str]] = {
     "anthropic": frozenset({"chat"}),
     "azure": frozenset({"chat"}),
     "gemini": frozenset({"chat"}),
+    "vertex_ai": frozenset({"chat"}),
 }
+
+
+def vertex_api_base(location: str) -> str:
+    """Google's Vertex AI endpoint for ``location``, as LiteLLM 1.106.12 builds it (get_vertex_base_url)."""
+    if location == "global":
+        return "https://aiplatform.googleapis.com"
+    if "-" not in location:
+        return f"https://aiplatform.{location}.rep.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
 
 
 class Provider(_Strict):
@@ -66,10 +86,25 @@ class Provider(_Strict):
     # Where this provider's API lives. Only the policy decides this, never a request. openai: the base URL of the
     # OpenAI-compatible API (".../v1"); anthropic: the host (LiteLLM appends /v1/messages); azure: the resource
     # endpoint ("https://RESOURCE.openai.azure.com"); gemini: the API with its version
-    # ("https://generativelanguage.googleapis.com/v1beta"; LiteLLM appends /models/<model>:generateContent).
+    # ("https://generativelanguage.googleapis.com/v1beta"; LiteLLM appends /models/<model>:generateContent); vertex_ai:
+    # the host without a path, by default Google's endpoint for the location (LiteLLM appends
+    # /v1/projects/<project>/locations/<location>/publishers/google/models/<model>:generateContent).
     api_base: str
     # azure only, and required there: the API version sent as ?api-version= on every call.
     api_version: str | None = None
+    # vertex_ai only, and required there: the Google Cloud project and location every call names.
+    project: str | None = None
+    location: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vertex_default_api_base(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("kind") == "vertex_ai" and "api_base" not in data:
+            location = data.get("location")
+            if not isinstance(location, str) or not VERTEX_LOCATION.fullmatch(location):
+                raise ValueError(VERTEX_LOCATION_REQUIRED)
+            return {**data, "api_base": vertex_api_base(location)}
+        return data
 
     @model_validator(mode="after")
     def _kind_settings(self) -> Provider:
@@ -83,6 +118,17 @@ class Provider(_Strict):
             raise ValueError(f"api_version belongs to kind azure only, not to kind {self.kind}")
         if self.kind == "anthropic" and self.api_base.endswith(("/v1", "/v1/messages")):
             raise ValueError("for kind anthropic, api_base is the host without /v1 (LiteLLM appends /v1/messages)")
+        if self.kind == "vertex_ai":
+            if self.project is None or not VERTEX_PROJECT.fullmatch(self.project):
+                raise ValueError("project is required for kind vertex_ai: a Google Cloud project id matching "
+                                 + VERTEX_PROJECT.pattern)
+            if self.location is None or not VERTEX_LOCATION.fullmatch(self.location):
+                raise ValueError(VERTEX_LOCATION_REQUIRED)
+            if urlsplit(self.api_base).path not in ("", "/"):
+                raise ValueError("for kind vertex_ai, api_base is the host without a path (LiteLLM appends "
+                                 "/v1/projects/<project>/locations/<location>/...)")
+        elif self.project is not None or self.location is not None:
+            raise ValueError(f"project and location belong to kind vertex_ai only, not to kind {self.kind}")
         if self.kind == "gemini" and not GEMINI_API_BASE_VERSION.fullmatch(self.api_base):
             raise ValueError("for kind gemini, api_base ends with the API version, for example "
                              "'https://generativelanguage.googleapis.com/v1beta' (LiteLLM appends /models/<model>:...)")
@@ -348,6 +394,9 @@ class Policy(_Strict):
         if kind == "gemini" and not GEMINI_MODEL.fullmatch(deployment.upstream_model):
             raise ValueError(f"{where}: upstream_model is the Gemini model name (without 'models/') "
                              "and must match " + GEMINI_MODEL.pattern)
+        if kind == "vertex_ai" and not VERTEX_GEMINI_MODEL.fullmatch(deployment.upstream_model):
+            raise ValueError(f"{where}: upstream_model is a Gemini model name on Vertex AI and must "
+                             "match " + VERTEX_GEMINI_MODEL.pattern)
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]

@@ -23,6 +23,7 @@ from tests.support import (
     start_gateway,
     start_kinds_stack,
 )
+from tests.support_vertex import VertexStack, start_vertex_stack
 
 # Tests import LiteLLM's types (the bridge) directly: without this its import tries to fetch a cost map from the
 # internet (and retries for seconds when it cannot). The gateway sets it itself before importing LiteLLM.
@@ -84,6 +85,15 @@ def gateway(stack: Stack, workdir: Path) -> Iterator[RunningGateway]:
 def kinds(stack: Stack, workdir: Path) -> Iterator[KindsStack]:
     """A gateway whose policy serves OpenAI, Anthropic and Azure OpenAI models on the stand-in's protocols."""
     running = start_kinds_stack(stack, workdir)
+    yield running
+    running.gateway.process.stop()
+    running.standin.stop()
+
+
+@pytest.fixture(scope="session")
+def vertex(stack: Stack, workdir: Path) -> Iterator[VertexStack]:
+    """A gateway whose policy serves Gemini models on Vertex AI, on the stand-in's token endpoint and Vertex AI."""
+    running = start_vertex_stack(stack, workdir)
     yield running
     running.gateway.process.stop()
     running.standin.stop()

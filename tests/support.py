@@ -59,13 +59,14 @@ def port_open(host: str, port: int) -> bool:
 class StandIn:
     """The provider stand-in served from a thread of the test process; ``recorder`` sees every request."""
 
-    def __init__(self, credentials: Collection[str] | None = None) -> None:
+    def __init__(self, credentials: Collection[str] | None = None,
+                 service_accounts: fake_provider.ServiceAccounts | None = None) -> None:
         self.recorder = fake_provider.Recorder()
         self.port = free_port()
         self.root_url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.root_url}/v1"
-        config = uvicorn.Config(fake_provider.build_app(self.recorder, credentials), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="off")
+        config = uvicorn.Config(fake_provider.build_app(self.recorder, credentials, service_accounts),
+                                host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -66,8 +66,13 @@ FORBIDDEN_ENV = (
 # Its Gemini path reads GEMINI_API_KEY, GOOGLE_API_KEY and PALM_API_KEY for the key, GEMINI_API_BASE for the host, and
 # VERTEXAI_*/VERTEX_* (project, location, credentials, host), DEFAULT_VERTEXAI_* and GOOGLE_APPLICATION_CREDENTIALS
 # (through Google's auth library) for Vertex AI; those prefixes are refused as well.
+# Google's auth library (google-auth, for vertex_ai) reads GOOGLE_* (default credentials, quota project, certificate
+# config), GCE_METADATA_* (the metadata server's address) and CLOUDSDK_CONFIG (gcloud's configuration folder), the
+# last two only when no credential was given, which the approval check rules out (threat-model TM-S9); they are
+# refused all the same. gcloud's own CLOUDSDK_CORE_* settings are not read by google-auth and stay allowed.
 PROVIDER_ENV_PREFIXES = ("ANTHROPIC_", "AZURE_", "LITELLM_ANTHROPIC_", "GEMINI_", "GOOGLE_", "PALM_", "VERTEXAI_",
-                         "VERTEX_", "DEFAULT_VERTEXAI_", "DEFAULT_GOOGLE_", "LITELLM_GEMINI_")
+                         "VERTEX_", "DEFAULT_VERTEXAI_", "DEFAULT_GOOGLE_", "LITELLM_GEMINI_", "GCE_METADATA_",
+                         "CLOUDSDK_CONFIG")
 # Environment variables that change where secrets travel or how TLS is checked, for hvac (requests), httpx, aiohttp
 # or LiteLLM: turning verification off (SSL_VERIFY), weakening it (ciphers, curves), presenting a client certificate,
 # writing the TLS session keys to a file (SSLKEYLOGFILE, which urllib3 and Python's ssl honour), rerouting LiteLLM to
@@ -197,11 +202,18 @@ def litellm_params(policy: Policy, model: ModelDeployment, provider_keys: Mappin
         # "openai/" speaks chat, text completions and embeddings to any OpenAI-compatible API; "anthropic/" translates
         # chat to Anthropic's Messages API; "azure/<deployment>" calls that Azure OpenAI deployment; "gemini/<model>"
         # translates chat to Google AI Studio's generateContent, with the key in the x-goog-api-key header (never in
-        # the URL).
+        # the URL); "vertex_ai/<model>" to Vertex AI's generateContent, with a bearer token google-auth obtains for
+        # the service account.
         "model": f"{provider.kind}/{model.upstream_model}",
         "api_base": provider.api_base,
-        "api_key": provider_keys[model.provider].reveal(),
     }
+    if provider.kind == "vertex_ai":
+        # The service account's JSON as text: LiteLLM parses it in memory (a text this long cannot name a file, so
+        # its "is it a path?" check never opens one) and never falls back to Google's default credentials.
+        params.update(vertex_project=provider.project, vertex_location=provider.location,
+                      vertex_credentials=provider_keys[model.provider].reveal())
+    else:
+        params["api_key"] = provider_keys[model.provider].reveal()
     if provider.kind == "azure":
         params["api_version"] = provider.api_version
     return params
@@ -317,11 +329,14 @@ def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[
         for served in model.served_by():
             provider = policy.providers[served.provider]
             params = litellm_params(policy, served, provider_keys)
+            if provider.kind == "vertex_ai":
+                check_vertex_route(model.name, served.upstream_model, provider.location)
             listed.append(Deployment(
                 litellm_model=params["model"], api_base=provider.api_base,
-                credential=credential_digest(params.pop("api_key")), provider=provider.kind,
+                credential=credential_digest(params.pop("api_key", None) or params.pop("vertex_credentials")),
+                provider=provider.kind,
                 timeout=policy.upstream.timeout_seconds, call_timeout=deployment_timeout(policy, model),
-                api_version=provider.api_version,
+                api_version=provider.api_version, vertex_project=provider.project, vertex_location=provider.location,
                 fields=forwarded_fields(model.mode, served.upstream_model, provider.kind), label=served.label))
         deployments[model.name] = tuple(listed)
     return deployments
@@ -331,6 +346,31 @@ def model_fields(deployments: Mapping[str, tuple[Deployment, ...]]) -> dict[str,
     """Per model, the request fields every one of its deployments forwards: any of them may serve a request, so the
     pre-flight accepts only what all of them pass on unchanged."""
     return {name: frozenset.intersection(*(d.fields for d in listed)) for name, listed in deployments.items()}
+
+
+def check_vertex_routes(policy: Policy) -> None:
+    """:func:`check_vertex_route` for every vertex_ai deployment of the policy (run by ``serve --check`` as well)."""
+    for model in policy.models:
+        for served in model.served_by():
+            provider = policy.providers[served.provider]
+            if provider.kind == "vertex_ai":
+                check_vertex_route(model.name, served.upstream_model, provider.location)
+
+
+def check_vertex_route(name: str, upstream_model: str, location: str | None) -> None:
+    """LiteLLM must call a vertex_ai model through the Gemini API at the policy's location: it routes by the model's
+    name (partner and Model Garden names go elsewhere), and it silently replaces a location its cost map does not
+    list for the model with the first one listed."""
+    import_litellm()
+    from litellm.llms.vertex_ai.common_utils import VertexAIModelRoute, get_vertex_ai_model_route
+    from litellm.llms.vertex_ai.vertex_llm_base import VertexBase
+
+    if get_vertex_ai_model_route(model=upstream_model, litellm_params={}) != VertexAIModelRoute.GEMINI:
+        raise BootError("policy", f"model {name!r}: LiteLLM would not call {upstream_model!r} through Vertex AI's "
+                                  "Gemini API")
+    if VertexBase.get_vertex_region(location, upstream_model) != location:
+        raise BootError("policy", f"model {name!r}: LiteLLM would send it to another location than {location!r} "
+                                  "(its cost map lists the model's locations)")
 
 
 def forwarded_fields(mode: ModelMode, upstream_model: str, kind: ProviderKind = "openai") -> frozenset[str]:
@@ -347,7 +387,7 @@ def forwarded_fields(mode: ModelMode, upstream_model: str, kind: ProviderKind = 
     if mode == "chat":
         litellm = import_litellm()
         supported = set(litellm.get_supported_openai_params(model=upstream_model, custom_llm_provider=kind) or ())
-        kept = {"model", "messages"} | ({"stream_options"} if kind in ("anthropic", "gemini") else set())
+        kept = {"model", "messages"} | ({"stream_options"} if kind in ("anthropic", "gemini", "vertex_ai") else set())
         return frozenset(allowed & (supported | kept))
     if mode == "embedding" and "text-embedding-3" not in upstream_model:
         allowed.discard("dimensions")
@@ -449,9 +489,10 @@ def install_approval_check(deployments: dict[str, tuple[Deployment, ...]], http_
 # Kinds whose LiteLLM 1.106.12 handler calls the provider through LiteLLM's own AsyncHTTPHandler (cached per provider,
 # following redirects) rather than the OpenAI SDK client in litellm.aclient_session: anthropic
 # (litellm/llms/anthropic/chat/handler.py) and gemini (litellm/llms/vertex_ai/gemini/, whose cached handler would
-# follow a redirect with x-goog-api-key). openai and azure go through the OpenAI SDK with
+# follow a redirect with x-goog-api-key, and vertex_ai, the same handler with a bearer token). openai and azure go
+# through the OpenAI SDK with
 # the gateway's client.
-OWN_CLIENT_KINDS = ("anthropic", "gemini")
+OWN_CLIENT_KINDS = ("anthropic", "gemini", "vertex_ai")
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 
 from gateway import logs
-from gateway.boot import litellm_mount, vault, workers
+from gateway.boot import litellm_mount, service_account, vault, workers
 from gateway.boot.errors import BootError
 from gateway.boot.fleet import build_invalidations, check_redis_login, open_database, redis_options
 from gateway.boot.prices import resolve_deployment_prices, worst_price
@@ -63,11 +63,15 @@ def prepare(settings: Settings, *, check_only: bool = False, revocation_epoch: E
     finally:
         # Give the token up as soon as the reads are done, whatever happened.
         _step("vault revoke", vault.revoke_own_token, client)
+    _step("provider credentials", service_account.check_vertex_credentials,
+          {name: provider.kind for name, provider in policy.providers.items()}, secrets.provider_keys,
+          f"{settings.vault_mount}/{settings.vault_path}/providers")
     engine = _step("database", open_database, settings, secrets.postgres_password)
     rate_limiter = _step("redis", build_rate_limiter, settings, policy, secrets.redis_password)
     # Importing litellm (not its proxy) is safe now that the installed version is the pin.
     deployment_prices = _step("prices", resolve_deployment_prices, policy)
     prices = {name: worst_price(listed.values()) for name, listed in deployment_prices.items()}
+    _step("policy", litellm_mount.check_vertex_routes, policy)
     if check_only:
         engine.dispose()
         return Booted(settings, policy, None)
@@ -88,6 +92,8 @@ def prepare(settings: Settings, *, check_only: bool = False, revocation_epoch: E
     deployments = litellm_mount.build_deployments(policy, secrets.provider_keys)
     for value in secrets.all_values():
         logs.REDACT.add(value.reveal())
+        for part in service_account.secret_parts(value.reveal()):
+            logs.REDACT.add(part)
     master_key = secrets.master_key
     pepper = secrets.pepper.reveal().encode("utf-8")
     audit_key = secrets.audit_key.reveal().encode("utf-8")

@@ -12,8 +12,11 @@ body) and Azure OpenAI (``POST /openai/deployments/{deployment}/chat/completions
 header, answered in OpenAI's chat shapes; a wrong key gets Azure's 401) and Google AI Studio's Gemini API
 (``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse`` with an ``x-goog-api-key``
 header: text or ``functionCall`` parts, ``usageMetadata`` with thinking tokens; a wrong key gets Google's 400
-``API_KEY_INVALID``, a key in the URL's query Google's 403). ``POST /standin-redirect/<path>`` answers
-307 to ``/<path>``: a provider endpoint that redirects.
+``API_KEY_INVALID``, a key in the URL's query Google's 403), and, given service accounts, Google Cloud's Vertex AI
+(an OAuth token endpoint checking the service account's signed assertion, and generateContent under
+``/v1/projects/{project}/locations/{location}/publishers/google/models/{model}`` with the bearer token it issued:
+:mod:`gateway.devstack.standin_vertex`). ``POST /standin-redirect/<path>`` answers 307 to ``/<path>``: a provider
+endpoint that redirects.
 
 Recorded requests can be read at ``GET /_standin/requests`` and cleared with ``DELETE /_standin/requests``.
 An upstream model named ``standin-error-500`` answers 500, ``standin-echo-error`` answers 400 with an error that echoes
@@ -45,7 +48,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.devstack.standin_anthropic import REPLY, anthropic_error, anthropic_events, anthropic_message
-from gateway.devstack.standin_gemini import BAD_KEY_MESSAGE, gemini_answer, gemini_chunks, gemini_error
+from gateway.devstack.standin_gemini import BAD_KEY_MESSAGE, gemini_error, gemini_reply
+from gateway.devstack.standin_vertex import ServiceAccounts, accounts_from_json, vertex_routes
 
 
 class Recorder:
@@ -232,9 +236,12 @@ def _accepted(presented: str | None, credentials: Collection[str] | None) -> boo
     return any(hmac.compare_digest(presented.encode(), key.encode()) for key in credentials)
 
 
-def build_app(recorder: Recorder | None = None, credentials: Collection[str] | None = None) -> Starlette:
+def build_app(recorder: Recorder | None = None, credentials: Collection[str] | None = None,
+              service_accounts: ServiceAccounts | None = None) -> Starlette:
     """``credentials``: the keys the Anthropic, Azure and Gemini protocols accept (as the real services check theirs);
-    None accepts any non-empty key. The OpenAI-compatible protocol accepts any key, and records it."""
+    None accepts any non-empty key. The OpenAI-compatible protocol accepts any key, and records it.
+    ``service_accounts``: the accounts Vertex AI's token endpoint knows (:mod:`gateway.devstack.standin_vertex`); none,
+    no Vertex AI protocol."""
     recorder = recorder or Recorder()
 
     async def record(request: Request) -> dict[str, Any]:
@@ -305,24 +312,8 @@ def build_app(recorder: Recorder | None = None, credentials: Collection[str] | N
         if not _accepted(request.headers.get("x-goog-api-key"), credentials):
             return JSONResponse(gemini_error(400, "INVALID_ARGUMENT", BAD_KEY_MESSAGE, "API_KEY_INVALID"),
                                 status_code=400)
-        if method not in ("generateContent", "streamGenerateContent"):
-            return JSONResponse(gemini_error(404, "NOT_FOUND", f"Method {method} not found."), status_code=404)
-        body = entry["body"] if isinstance(entry["body"], dict) else {}
-        if model == "standin-error-500":
-            return JSONResponse(gemini_error(500, "INTERNAL", "Internal server error"), status_code=500)
-        if model == "standin-echo-error":
-            echoed = f"bad request from {request.headers.get('x-goog-api-key')} at {request.url}"
-            return JSONResponse(gemini_error(400, "INVALID_ARGUMENT", echoed), status_code=400)
-        slow = re.fullmatch(r"standin-slow-(\d+)", model)
-        delay = int(slow.group(1)) / 1000 if slow else 0.0
-        if method == "streamGenerateContent":
-            if request.query_params.get("alt") != "sse":
-                return JSONResponse(gemini_error(400, "INVALID_ARGUMENT", "the stand-in streams SSE only (alt=sse)"),
-                                    status_code=400)
-            return StreamingResponse(gemini_chunks(body, model, delay), media_type="text/event-stream")
-        if delay:
-            await asyncio.sleep(delay)
-        return JSONResponse(gemini_answer(body, model))
+        return await gemini_reply(request, entry, model, method, model,
+                                  f"bad request from {request.headers.get('x-goog-api-key')} at {request.url}")
 
     async def redirect(request: Request) -> Response:
         # A provider endpoint that redirects elsewhere (here: to the stand-in's own real path). A client that
@@ -486,6 +477,7 @@ def build_app(recorder: Recorder | None = None, credentials: Collection[str] | N
             Route("/v1beta/models/{target}", gemini_generate, methods=["POST"]),
             Route("/standin-redirect/{rest:path}", redirect, methods=["POST"]),
             Route("/_standin/requests", recorded, methods=["GET", "DELETE"]),
+            *(vertex_routes(record, service_accounts) if service_accounts is not None else []),
         ]
     )
     app.state.recorder = recorder
@@ -504,12 +496,16 @@ def main() -> None:
                         help="record only the last N requests (benchmarks: a list growing by millions of entries "
                              "makes the stand-in's own garbage collection a latency spike of every configuration)")
     parser.add_argument("--credentials-from-stdin", action="store_true",
-                        help="read the keys the Anthropic, Azure and Gemini protocols accept as one JSON list on stdin")
+                        help="read the keys the Anthropic, Azure and Gemini protocols accept as one JSON list on stdin, "
+                             "then, on an optional second line, the service accounts Vertex AI's token endpoint knows "
+                             "(public keys only)")
     args = parser.parse_args()
-    credentials = None
+    credentials, accounts = None, None
     if args.credentials_from_stdin:
         credentials = [str(key) for key in json.loads(sys.stdin.readline())]
-    uvicorn.run(build_app(Recorder(keep=args.keep), credentials), host="127.0.0.1", port=args.port,
+        line = sys.stdin.readline()
+        accounts = accounts_from_json(line) if line.strip() else None
+    uvicorn.run(build_app(Recorder(keep=args.keep), credentials, accounts), host="127.0.0.1", port=args.port,
                 log_level="warning")
 
 

@@ -48,6 +48,7 @@ from gateway.devstack.openbao import (
     stop_process,
     wait_http,
 )
+from gateway.devstack.standin_vertex import accounts_to_json, throwaway_service_account
 from gateway.keys.format import KeyKind
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.service import KeyService
@@ -67,6 +68,8 @@ DEV_MODELS = [
     ("azure-gpt-4o-mini", "chat", "standin_azure", "gpt-4o-mini"),
     # Priced from the cost map under Google AI Studio's name (gemini/gemini-2.5-flash).
     ("gemini-2.5-flash", "chat", "standin_gemini", "gemini-2.5-flash"),
+    # The same model on Vertex AI, with a throwaway service account (vertex_ai-language-models in the cost map).
+    ("vertex-gemini-2.5-flash", "chat", "standin_vertex", "gemini-2.5-flash"),
     # One model, two deployments (OpenAI-compatible and Azure OpenAI): LiteLLM's router balances between them and
     # retries a failed call on the other (DEV_DEPLOYMENTS).
     ("gpt-4o", "chat", "", ""),
@@ -74,6 +77,8 @@ DEV_MODELS = [
 # The deployments of the dev models that have several: (provider, upstream model), each priced from the cost map.
 DEV_DEPLOYMENTS = {"gpt-4o": [("standin", "gpt-4o"), ("standin_azure", "gpt-4o")]}
 DEV_AZURE_API_VERSION = "2024-10-21"
+DEV_VERTEX_PROJECT = "proj-gateway-dev"
+DEV_VERTEX_ACCOUNT = f"gateway-dev@{DEV_VERTEX_PROJECT}.iam.gserviceaccount.com"
 # What var/dev/ holds besides the lock. The Vault side is removed on exit: the dev server, and with it every key and
 # login, is gone then. The store and the policy stay until the next start, for a look at what the session did.
 VAULT_SIDE = ("openbao.log", "boot", "cli", "operator-token")
@@ -83,13 +88,15 @@ MARKER = ".gateway-dev"
 
 def dev_policy(standin_root: str) -> str:
     """The dev policy: the stand-in at ``standin_root`` (``http://127.0.0.1:PORT``) as an OpenAI-compatible provider,
-    as Anthropic, as Azure OpenAI and as Google AI Studio's Gemini API."""
+    as Anthropic, as Azure OpenAI, as Google AI Studio's Gemini API and as Vertex AI."""
     lines = ["version: 1", "providers:",
              "  standin:", f"    api_base: {standin_root}/v1",
              "  standin_anthropic:", "    kind: anthropic", f"    api_base: {standin_root}",
              "  standin_azure:", "    kind: azure", f"    api_base: {standin_root}",
              f"    api_version: '{DEV_AZURE_API_VERSION}'",
              "  standin_gemini:", "    kind: gemini", f"    api_base: {standin_root}/v1beta",
+             "  standin_vertex:", "    kind: vertex_ai", f"    project: {DEV_VERTEX_PROJECT}",
+             "    location: us-central1", f"    api_base: {standin_root}",
              "models:"]
     for name, mode, provider, upstream in DEV_MODELS:
         if name in DEV_DEPLOYMENTS:
@@ -247,6 +254,9 @@ def run_dev(*, port: int, keys_file: Path | None, env_file: Path | None = None) 
         # Anthropic and Azure protocols refuse any other key, as the real services do.
         provider_keys = {name: "standin-" + secrets.token_urlsafe(24)
                          for name in ("standin", "standin_anthropic", "standin_azure", "standin_gemini")}
+        # Vertex AI's: a service account with a new key, whose public half the stand-in's token endpoint learns.
+        vertex_json, vertex_account = throwaway_service_account(
+            DEV_VERTEX_ACCOUNT, frozenset({DEV_VERTEX_PROJECT}), f"http://127.0.0.1:{standin_port}/token")
         standin = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "gateway.devstack.fake_provider", "--port", str(standin_port),
              "--credentials-from-stdin"],
@@ -256,7 +266,10 @@ def run_dev(*, port: int, keys_file: Path | None, env_file: Path | None = None) 
         children.append(standin)
         if standin.stdin is not None:  # always, with stdin=PIPE
             standin.stdin.write((json.dumps(sorted(provider_keys.values())) + "\n").encode())
+            standin.stdin.write((accounts_to_json({DEV_VERTEX_ACCOUNT: vertex_account}) + "\n").encode())
             standin.stdin.close()
+        provider_keys["standin_vertex"] = vertex_json
+        del vertex_json
         wait_http(f"http://127.0.0.1:{standin_port}/_standin/requests")
 
         policy_file = folder / "policy.yaml"

@@ -11,6 +11,9 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
 from gateway.devstack.standin_anthropic import REPLY
 
 # Thinking tokens the stand-in reports on every answer: Gemini 2.5 models think by default and bill those tokens as
@@ -104,3 +107,28 @@ def gemini_chunks(body: dict[str, Any], model: str, delay: float) -> AsyncIterat
                 yield chunk([{"text": text}], _usage(body, len(words)), "STOP")
 
     return chunks()
+
+
+async def gemini_reply(request: Request, entry: dict[str, Any], model: str, method: str, trigger: str,
+                       echoed: str) -> Response:
+    """The answer to a generateContent or streamGenerateContent call whose credential was accepted, for Google AI
+    Studio and Vertex AI alike (they share the body). ``trigger`` is the model name the stand-in's test names are read
+    from (``standin-error-500`` answers 500, ``standin-echo-error`` a 400 quoting ``echoed``, ``standin-slow-<ms>``
+    waits)."""
+    if method not in ("generateContent", "streamGenerateContent"):
+        return JSONResponse(gemini_error(404, "NOT_FOUND", f"Method {method} not found."), status_code=404)
+    body = entry["body"] if isinstance(entry["body"], dict) else {}
+    if trigger == "standin-error-500":
+        return JSONResponse(gemini_error(500, "INTERNAL", "Internal server error"), status_code=500)
+    if trigger == "standin-echo-error":
+        return JSONResponse(gemini_error(400, "INVALID_ARGUMENT", echoed), status_code=400)
+    slow = re.fullmatch(r"standin-slow-(\d+)", trigger)
+    delay = int(slow.group(1)) / 1000 if slow else 0.0
+    if method == "streamGenerateContent":
+        if request.query_params.get("alt") != "sse":
+            return JSONResponse(gemini_error(400, "INVALID_ARGUMENT", "the stand-in streams SSE only (alt=sse)"),
+                                status_code=400)
+        return StreamingResponse(gemini_chunks(body, model, delay), media_type="text/event-stream")
+    if delay:
+        await asyncio.sleep(delay)
+    return JSONResponse(gemini_answer(body, model))

@@ -10,6 +10,7 @@ from gateway.boot import operator
 from gateway.boot.bootstrap import JwtBinding
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
+from gateway.boot.service_account import parse_service_account
 from gateway.boot.settings import check_public_file, read_credential_file
 from gateway.ops.context import die, open_settings
 
@@ -26,7 +27,11 @@ def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str]
             name, sep, path = spec.partition("=")
             if not sep or not name or not path:
                 raise BootError("bootstrap", f"--provider-key-file {spec!r} must be NAME=PATH")
-            provider_keys[name] = Secret(read_credential_file(Path(path), f"--provider-key-file {name}"))
+            value = read_credential_file(Path(path), f"--provider-key-file {name}")
+            if value.startswith("{"):
+                # A JSON file is a Vertex AI service account's key: checked now, not at the gateway's next boot.
+                parse_service_account(value, f"--provider-key-file {name}")
+            provider_keys[name] = Secret(value)
         datastore_passwords: dict[str, Secret] = {}
         for field, file, option in (("postgres_password", postgres_password_file, "--postgres-password-file"),
                                     ("redis_password", redis_password_file, "--redis-password-file")):

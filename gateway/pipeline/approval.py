@@ -40,7 +40,10 @@ CALL_TYPES = {"chat": "acompletion", "completion": "atext_completion", "embeddin
               "responses": "aresponses"}
 
 # The deployment parameters the router merges into every call from the policy's model list (boot's build_config).
-DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key", "api_version"})
+DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key", "api_version", "vertex_project", "vertex_location",
+                               "vertex_credentials"})
+# The deployment parameter that carries each kind's credential (the others carry it in api_key).
+CREDENTIAL_PARAM = {"vertex_ai": "vertex_credentials"}
 
 # LiteLLM's own arguments, added by its proxy and router to every call on the gateway's three routes (1.106.12, read
 # from its source and seen in tests/functional/test_approval.py), each with the only values it may carry. None of them
@@ -145,6 +148,8 @@ class Deployment:
     api_version: str | None = None  # Azure's API version from the policy; None for the other kinds
     label: str = ""  # the policy's provider name and upstream model ("azure_eu:gpt4o-prod"), for logs and prices
     call_timeout: float | None = None  # the model's routing.timeout_seconds, when below ``timeout``
+    vertex_project: str | None = None  # Vertex AI's project and location from the policy; None for the other kinds
+    vertex_location: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -235,19 +240,28 @@ def verify(kwargs: Mapping[str, Any], call_type: str | None,
 
 def _target(kwargs: Mapping[str, Any], candidates: tuple[Deployment, ...]) -> Deployment:
     """The one of ``candidates`` (the approved model's deployments) that ``kwargs`` call: the policy's upstream model,
-    host, API version and credential, all four of the same deployment, nothing a request could have put there."""
-    key = kwargs.get("api_key")
-    digest = credential_digest(key) if isinstance(key, str) else None
+    host, API version, Vertex AI project and location, and credential, all of the same deployment, nothing a request
+    could have put there. For Vertex AI the credential is the service-account JSON google-auth gets the bearer token
+    for (its token cache is keyed by this very JSON, so a matching JSON is a token of the policy's account)."""
     reason = "model"
     for deployment in candidates:
         if kwargs.get("model") != deployment.litellm_model:
             continue
+        credential = CREDENTIAL_PARAM.get(deployment.provider, "api_key")
+        key = kwargs.get(credential)
         if kwargs.get("api_base") != deployment.api_base:
             reason = "api_base"
         elif kwargs.get("api_version") != deployment.api_version:
             reason = "api_version"
-        elif digest is None or not hmac.compare_digest(digest, deployment.credential):
-            reason = "api_key"
+        elif kwargs.get("vertex_project") != deployment.vertex_project:
+            reason = "vertex_project"
+        elif kwargs.get("vertex_location") != deployment.vertex_location:
+            reason = "vertex_location"
+        elif any(kwargs.get(name) is not None for name in {"api_key", "vertex_credentials"} - {credential}):
+            reason = next(name for name in sorted({"api_key", "vertex_credentials"} - {credential})
+                          if kwargs.get(name) is not None)
+        elif not isinstance(key, str) or not hmac.compare_digest(credential_digest(key), deployment.credential):
+            reason = credential
         else:
             return deployment
     raise HandoffMismatch(reason)

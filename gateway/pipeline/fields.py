@@ -81,6 +81,10 @@ KIND_STEERING_FIELDS = {
     "gemini": ("vertex_project", "vertex_location", "vertex_credentials", "vertex_ai_project", "vertex_ai_location",
                "vertex_ai_credentials", "use_psc_endpoint_format", "api_key", "api_base", "base_url", "extra_headers",
                "custom_llm_provider"),
+    "vertex_ai": ("vertex_project", "vertex_location", "vertex_credentials", "vertex_ai_project",
+                  "vertex_ai_location", "vertex_ai_credentials", "vertex_count_tokens_location",
+                  "use_psc_endpoint_format", "base_model", "api_key", "api_base", "base_url", "extra_headers",
+                  "custom_llm_provider"),
 }
 # Matched whole (fullmatch): "$" alone would also match before a final newline.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
@@ -392,9 +396,9 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
 
 
 # Kinds whose LiteLLM translation fetches an image URL in this process instead of passing it to the provider: gemini
-# (litellm/llms/vertex_ai/gemini/transformation.py downloads an https URL whose type it cannot tell from the name, and
+# and vertex_ai (one translation, litellm/llms/vertex_ai/gemini/transformation.py downloads an https URL whose type it cannot tell from the name, and
 # looks up any URL holding "gs://" at storage.googleapis.com). Their image parts must be inline data (TM-I8).
-INLINE_IMAGES_ONLY = frozenset({"gemini"})
+INLINE_IMAGES_ONLY = frozenset({"gemini", "vertex_ai"})
 
 
 def check_inline_images(body: dict[str, Any]) -> None:

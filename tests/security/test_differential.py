@@ -7,17 +7,19 @@ gateway's own ``max_tokens`` and ``stream_options``) with the values the client 
 bound and number of choices. Bodies come from the fuzz corpus, sent as JSON and as form, multipart and other
 content types and charsets, plus the hand-made cases an attack review found.
 
-The same property holds for each provider kind (Anthropic, Azure OpenAI, Gemini): one call on the kind's own path, with the
-policy's key in the kind's own header and no other credential, the policy's deployment and API version, only fields
-LiteLLM's translation writes, and the output bound.
+The same property holds for each provider kind (Anthropic, Azure OpenAI, Gemini, Vertex AI): one call on the kind's own
+path, with the policy's key in the kind's own header (for Vertex AI, a bearer token issued to the policy's service
+account) and no other credential, the policy's deployment, API version, project and location, only fields LiteLLM's
+translation writes, and the output bound.
 
-threat-model: TM-E1, TM-E5, TM-E6
+threat-model: TM-E1, TM-E5, TM-E6, TM-E8
 """
 
 from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -36,6 +38,7 @@ from tests.support import (
     Stack,
     StandIn,
 )
+from tests.support_vertex import LOCATION, PROJECT, VertexStack
 
 pytestmark = pytest.mark.slow
 
@@ -238,17 +241,7 @@ def _check_kind_upstream(kind: str, sent: dict[str, Any], kinds: KindsStack) -> 
     assert not (CREDENTIAL_HEADERS - {credential}) & set(headers), headers
     received = call["body"]
     if kind == "gemini":
-        if sent.get("stream") is True:
-            path, query = path.replace(":generateContent", ":streamGenerateContent"), "alt=sse"
-        assert (call["path"], call["query"]) == (path, query)
-        assert isinstance(received, dict) and set(received) <= GEMINI_FIELDS, set(received) - GEMINI_FIELDS
-        generation = received["generationConfig"]
-        assert set(generation) <= GEMINI_GENERATION, set(generation) - GEMINI_GENERATION
-        assert 1 <= generation["max_output_tokens"] <= 1000
-        for name, mapped in (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
-                             ("n", "candidate_count")):
-            if sent.get(name) is not None:
-                assert generation.get(mapped) == sent[name], (name, generation.get(mapped), sent[name])
+        _check_gemini_call(sent, call, path, query)
         return
     assert (call["path"], call["query"]) == (path, query)
     assert isinstance(received, dict) and received["model"] == "standin-chat"
@@ -270,17 +263,69 @@ def _check_kind_upstream(kind: str, sent: dict[str, Any], kinds: KindsStack) -> 
     assert any(b is not None for b in bounds) and all(b is None or 1 <= b <= 1000 for b in bounds), bounds
 
 
+def _check_gemini_call(sent: dict[str, Any], call: dict[str, Any], path: str, query: str,
+                       generation_fields: set[str] = GEMINI_GENERATION) -> None:
+    """A Gemini generateContent call (Google AI Studio's or Vertex AI's): the policy's model in the path, only the
+    fields LiteLLM's translation writes, the output bound, and the sampling values the client sent."""
+    if sent.get("stream") is True:
+        path, query = path.replace(":generateContent", ":streamGenerateContent"), "alt=sse"
+    assert (call["path"], call["query"]) == (path, query)
+    received = call["body"]
+    assert isinstance(received, dict) and set(received) <= GEMINI_FIELDS, set(received) - GEMINI_FIELDS
+    generation = received["generationConfig"]
+    assert set(generation) <= generation_fields, set(generation) - generation_fields
+    assert 1 <= generation["max_output_tokens"] <= 1000
+    for name, mapped in (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
+                         ("n", "candidate_count"), ("top_logprobs", "logprobs")):
+        if sent.get(name) is not None:
+            assert generation.get(mapped) == sent[name], (name, generation.get(mapped), sent[name])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_provider_kind_receives_only_what_was_approved(kinds: KindsStack, kind: str) -> None:
+    dropped = {"anthropic": ANTHROPIC_REFUSED, "gemini": GEMINI_REFUSED}.get(kind, set())
+    _kind_property(kinds.gateway.base_url, kinds.key, f"{kind}-chat", dropped, kinds.standin.recorder.clear,
+                   kinds.calls, lambda body: _check_kind_upstream(kind, body, kinds))
+
+
+# Vertex AI: the Gemini body on Vertex AI's path for the policy's project, location and model, with the bearer token
+# the token endpoint issued to the policy's service account, and no other credential.
+VERTEX_PATH = f"/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/gemini-standin-chat:generateContent"
+
+
+def _check_vertex_upstream(sent: dict[str, Any], vertex: VertexStack) -> None:
+    calls = [c for c in vertex.calls() if c["method"] == "POST"]
+    assert len(calls) == 1, calls
+    (call,) = calls
+    headers = call["headers"]
+    scheme, _, token = str(headers.get("authorization", "")).partition(" ")
+    assert scheme == "Bearer" and vertex.accounts.holder(token) == vertex.emails["vertex"]
+    assert call["token_holder"] == vertex.emails["vertex"]
+    assert not (CREDENTIAL_HEADERS - {"authorization"}) & set(headers), headers
+    # Vertex AI takes top_logprobs too, as generationConfig's logprobs.
+    _check_gemini_call(sent, call, VERTEX_PATH, "", GEMINI_GENERATION | {"logprobs"})
+
+
+def test_vertex_ai_receives_only_what_was_approved(vertex: VertexStack) -> None:
+    """threat-model: TM-E8"""
+    # LiteLLM maps top_logprobs for Vertex AI (not for AI Studio); user and logit_bias it drops there too.
+    _kind_property(vertex.gateway.base_url, vertex.key, "vertex-chat", GEMINI_REFUSED - {"top_logprobs"},
+                   vertex.standin.recorder.clear, lambda: vertex.calls("/"),  # a refused one gets no token either
+                   lambda body: _check_vertex_upstream(body, vertex))
+
+
+def _kind_property(base_url: str, key: str, model: str, dropped: set[str], clear: Callable[[], None],
+                   calls: Callable[[], list[dict[str, Any]]], check: Callable[[dict[str, Any]], None]) -> None:
+    """The property for one model of a provider kind: every accepted hostile or valid chat body reaches the provider
+    as ``check`` says it must; every refused one reaches nothing."""
     counter = {"sent": 0, "ok": 0}
-    model = f"{kind}-chat"
+    kind = model.removesuffix("-chat")
     # Valid bodies without the fields the kind's translation would drop (refused for it, docs/fields.md), so that
     # enough of them are accepted to check the property on.
-    dropped = {"anthropic": ANTHROPIC_REFUSED, "gemini": GEMINI_REFUSED}.get(kind, set())
     valid = VALID["/v1/chat/completions"].map(
         lambda body: {**{k: v for k, v in body.items() if k not in dropped}, "model": model})
     hostile = BODIES.map(lambda body: {**body, "model": model} if "model" in body else body)
-    with httpx.Client(base_url=kinds.gateway.base_url, timeout=30) as client:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
 
         # Hostile bodies go with any content types and encodings; valid ones as JSON, so that the property is checked
         # on enough accepted requests whatever the draw (a valid body under a refused content type checks nothing).
@@ -297,21 +342,21 @@ def test_each_provider_kind_receives_only_what_was_approved(kinds: KindsStack, k
             body, content_types, encoding = case
             if isinstance(body.get("extra"), dict):
                 body = {**body, **body.pop("extra")}
-            kinds.standin.recorder.clear()
-            headers = [("Authorization", f"Bearer {kinds.key}")]
+            clear()
+            headers = [("Authorization", f"Bearer {key}")]
             headers += [("Content-Type", value) for value in content_types]
             response = client.post("/v1/chat/completions", content=_encode(body, encoding), headers=headers)
             counter["sent"] += 1
             assert response.status_code < 500, (response.status_code, response.text[:300])
             if response.status_code >= 300:
-                assert not [c for c in kinds.calls() if c["method"] == "POST"]
+                assert not [c for c in calls() if c["method"] == "POST"]
                 # Why it was refused, for the assertion's message below should too few pass.
                 reason = f"{response.status_code}:{response.json().get('error', {}).get('code')}"
                 counter[reason] = counter.get(reason, 0) + 1
                 return
             response.read()
             counter["ok"] += 1
-            _check_kind_upstream(kind, body, kinds)
+            check(body)
 
         run()
     print(f"differential cases ({kind}): {counter}")

@@ -152,7 +152,15 @@ KIND_MODEL = "models: [{name: m, provider: p, upstream_model: my-deployment}]\n"
     ("{kind: anthropic, api_base: 'https://api.anthropic.com/v1'}", "without /v1"),
     ("{kind: anthropic}", "api_base"),
     ("{kind: bedrock, api_base: 'https://bedrock.example'}", "providers.p.kind"),
-    ("{kind: vertex_ai, api_base: 'https://vertex.example'}", "providers.p.kind"),
+    ("{kind: vertex_ai, location: us-central1}", "project is required for kind vertex_ai"),
+    ("{kind: vertex_ai, project: 'My_Project', location: us-central1}", "project is required for kind vertex_ai"),
+    ("{kind: vertex_ai, project: proj-one, location: 'us-central1/../x'}", "location is required for kind vertex_ai"),
+    ("{kind: vertex_ai, project: proj-one}", "location is required for kind vertex_ai"),
+    ("{kind: vertex_ai, project: proj-one, location: us-central1, api_base: 'https://vertex.example/v1'}",
+     "host without a path"),
+    ("{kind: vertex_ai, project: proj-one, location: us-central1, api_base: 'http://vertex.example'}", "plain http"),
+    ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta', project: proj-one}",
+     "project and location belong to kind vertex_ai only"),
     ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com'}", "ends with the API version"),
     ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta?key=k'}", "ends with the API version"),
     ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta', api_version: '2024-10-21'}",
@@ -182,6 +190,12 @@ def test_provider_kind_settings_are_checked(tmp_path: Path, provider: str, words
      "{name: m, provider: p, upstream_model: 'gemini-2.5-flash:streamGenerateContent'}", "Gemini model name"),
     ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta'}",
      "{name: m, provider: p, upstream_model: text-embedding-004, mode: embedding}", "serves chat here, not embedding"),
+    ("{kind: vertex_ai, project: proj-one, location: us-central1}",
+     "{name: m, provider: p, upstream_model: claude-sonnet-4-5}", "Gemini model name on Vertex AI"),
+    ("{kind: vertex_ai, project: proj-one, location: us-central1}",
+     "{name: m, provider: p, upstream_model: 'gemini-2.5-flash:rawPredict'}", "Gemini model name on Vertex AI"),
+    ("{kind: vertex_ai, project: proj-one, location: us-central1}",
+     "{name: m, provider: p, upstream_model: gemini-2.5-flash, mode: embedding}", "serves chat here, not embedding"),
 ])
 def test_models_fit_their_providers_kind(tmp_path: Path, provider: str, model: str, words: str) -> None:
     path = _policy_with(tmp_path, f"version: 1\nproviders: {{p: {provider}}}\nmodels: [{model}]\n")
@@ -206,3 +220,27 @@ def test_kinds_load_and_default_to_openai(tmp_path: Path) -> None:
     assert policy.providers["g"].api_base == "https://generativelanguage.googleapis.com/v1beta"
     assert policy.providers["a"].api_base == "https://api.anthropic.com"
     assert policy.providers["z"].api_version == "2025-01-01-preview" and policy.providers["o"].api_version is None
+
+
+@pytest.mark.parametrize(("location", "api_base"), [
+    ("us-central1", "https://us-central1-aiplatform.googleapis.com"),
+    ("europe-west4", "https://europe-west4-aiplatform.googleapis.com"),
+    ("eu", "https://aiplatform.eu.rep.googleapis.com"),
+    ("global", "https://aiplatform.googleapis.com"),
+])
+def test_vertex_ai_defaults_to_googles_endpoint_for_its_location(tmp_path: Path, location: str, api_base: str) -> None:
+    path = _policy_with(tmp_path, f"version: 1\nproviders: {{v: {{kind: vertex_ai, project: proj-one, location: "
+                                  f"{location}}}}}\nmodels: [{{name: v, provider: v, upstream_model: gemini-2.5-flash}}]\n")
+    provider = load_policy(path).providers["v"]
+    assert (provider.kind, provider.project, provider.location, provider.api_base) == (
+        "vertex_ai", "proj-one", location, api_base)
+
+
+def test_vertex_ai_default_endpoint_is_litellms() -> None:
+    # The default the policy fills in is the host LiteLLM itself would call for the location.
+    from litellm.llms.vertex_ai.common_utils import get_vertex_base_url
+
+    from gateway.policy import vertex_api_base
+
+    for location in ("us-central1", "europe-west4", "asia-northeast1", "us", "eu", "global"):
+        assert vertex_api_base(location) == get_vertex_base_url(location)

@@ -144,3 +144,72 @@ def test_anthropic_beta_headers_are_never_fetched_from_the_internet(monkeypatch:
                         staticmethod(lambda url: fetched.append(url) or {}))
     config = manager.get_beta_headers_config("https://example.invalid/beta-headers.json")
     assert fetched == [] and config  # the bundled table, without a network call
+
+
+# --- vertex_ai ----------------------------------------------------------------------------------------------------
+
+VERTEX_POLICY = """version: 1
+providers:
+  v: {kind: vertex_ai, project: proj-one, location: europe-west4}
+models:
+  - {name: v, provider: v, upstream_model: gemini-2.5-flash}
+"""
+SERVICE_ACCOUNT = '{"type": "service_account", "client_email": "gw@proj-one.iam.gserviceaccount.com"}'
+
+
+def test_vertex_ai_is_configured_with_the_policys_project_location_and_the_service_account(tmp_path: Path) -> None:
+    """threat-model: TM-E8"""
+    policy = _policy(tmp_path, VERTEX_POLICY)
+    config = litellm_mount.build_config(policy, Secret("master"), {"v": Secret(SERVICE_ACCOUNT)})
+    (entry,) = config["model_list"]
+    # No api_key: LiteLLM's Vertex path takes the service account's JSON, and google-auth gets the bearer token.
+    assert entry["litellm_params"] == {"model": "vertex_ai/gemini-2.5-flash",
+                                       "api_base": "https://europe-west4-aiplatform.googleapis.com",
+                                       "vertex_project": "proj-one", "vertex_location": "europe-west4",
+                                       "vertex_credentials": SERVICE_ACCOUNT}
+    deployment = litellm_mount.build_deployments(policy, {"v": Secret(SERVICE_ACCOUNT)})["v"]
+    assert (deployment.provider, deployment.vertex_project, deployment.vertex_location) == (
+        "vertex_ai", "proj-one", "europe-west4")
+    assert deployment.credential == credential_digest(SERVICE_ACCOUNT)
+    # LiteLLM drops user and logit_bias for Vertex AI too; it maps top_logprobs there (not for AI Studio).
+    assert not {"user", "logit_bias"} & deployment.fields
+    assert {"messages", "max_tokens", "tools", "stream_options", "top_logprobs"} <= deployment.fields
+    # What LiteLLM keeps as its config state for the life of the process: no credential.
+    kept = litellm_mount._without_secrets({"model_list": [entry]})
+    assert "vertex_credentials" not in kept["model_list"][0]["litellm_params"]
+    assert "vertex_ai" in litellm_mount.OWN_CLIENT_KINDS
+
+
+@pytest.mark.parametrize(("upstream", "words"), [("gemini-openai-compatible", "through Vertex AI's Gemini API"),
+                                                 ("gemini-bge-large", "through Vertex AI's Gemini API")])
+def test_a_vertex_model_litellm_would_not_call_as_gemini_is_refused(tmp_path: Path, upstream: str,
+                                                                    words: str) -> None:
+    policy = _policy(tmp_path, VERTEX_POLICY.replace("gemini-2.5-flash", upstream))
+    with pytest.raises(BootError, match=words):
+        litellm_mount.build_deployments(policy, {"v": Secret(SERVICE_ACCOUNT)})
+
+
+def test_vertex_prices_come_from_the_cost_map_under_vertex_ais_name(tmp_path: Path) -> None:
+    prices = resolve_prices(_policy(tmp_path, VERTEX_POLICY))
+    entry = litellm_mount.import_litellm().model_cost["gemini-2.5-flash"]
+    assert entry["litellm_provider"] == "vertex_ai-language-models"
+    assert (prices["v"].input_per_million, prices["v"].output_per_million) == (
+        round(entry["input_cost_per_token"] * 1e12), round(entry["output_cost_per_token"] * 1e12))
+    # An AI Studio-only or another provider's name is not taken.
+    for upstream in ("gemini-3.1-flash-live-preview", "gemini-standin-chat"):
+        with pytest.raises(BootError, match="no price"):
+            resolve_prices(_policy(tmp_path, VERTEX_POLICY.replace("gemini-2.5-flash", upstream)))
+
+
+@pytest.mark.parametrize("name", ["GCE_METADATA_HOST", "GCE_METADATA_IP", "GCE_METADATA_ROOT", "CLOUDSDK_CONFIG",
+                                  "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_QUOTA_PROJECT",
+                                  "GOOGLE_API_CERTIFICATE_CONFIG"])
+def test_google_auth_variables_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """threat-model: TM-S9"""
+    for existing in list(os.environ):
+        if existing.upper().startswith(litellm_mount.PROVIDER_ENV_PREFIXES):
+            monkeypatch.delenv(existing)
+    monkeypatch.setenv(name, "value-from-env")
+    with pytest.raises(BootError) as caught:
+        litellm_mount.check_environment()
+    assert name in str(caught.value)

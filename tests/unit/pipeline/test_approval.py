@@ -189,3 +189,54 @@ def test_an_api_version_on_a_kind_without_one_is_refused() -> None:
     with pytest.raises(HandoffMismatch) as caught:
         _verify(_approval(), _call(api_version="2024-10-21"))
     assert caught.value.reason == "api_version"
+
+
+SERVICE_ACCOUNT = '{"type": "service_account", "client_email": "gw@proj-one.iam.gserviceaccount.com"}'
+VERTEX = {"vertex-model": Deployment("vertex_ai/gemini-2.5-flash", "https://europe-west4-aiplatform.googleapis.com",
+                                     credential_digest(SERVICE_ACCOUNT), "vertex_ai", 600, FIELDS,
+                                     vertex_project="proj-one", vertex_location="europe-west4")}
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({}, None),
+    ({"vertex_project": "proj-attacker"}, "vertex_project"),
+    ({"vertex_project": None}, "vertex_project"),
+    ({"vertex_location": "us-central1"}, "vertex_location"),
+    ({"vertex_location": None}, "vertex_location"),
+    # Another account's JSON (its token would be another account's), or none: google-auth would then look for
+    # Google's default credentials (environment, gcloud files, the metadata server).
+    ({"vertex_credentials": SERVICE_ACCOUNT.replace("gw@", "other@")}, "vertex_credentials"),
+    ({"vertex_credentials": None}, "vertex_credentials"),
+    ({"api_key": "AIza-attacker"}, "api_key"),
+    ({"vertex_ai_project": "proj-attacker"}, "field:vertex_ai_project"),
+    ({"vertex_ai_location": "us-central1"}, "field:vertex_ai_location"),
+    ({"vertex_ai_credentials": "{}"}, "field:vertex_ai_credentials"),
+    ({"use_psc_endpoint_format": True}, "field:use_psc_endpoint_format"),
+    ({"model": "vertex_ai/gemini-2.5-pro"}, "model"),
+    ({"api_base": "https://attacker.invalid"}, "api_base"),
+])
+def test_a_vertex_call_must_carry_the_policys_project_location_and_service_account(overrides: dict[str, Any],
+                                                                                   reason: str | None) -> None:
+    """threat-model: TM-E8"""
+    approval = _approval(model="vertex-model", body={**BODY, "model": "vertex-model"})
+    kwargs = _call(model="vertex_ai/gemini-2.5-flash", api_base="https://europe-west4-aiplatform.googleapis.com",
+                   vertex_project="proj-one", vertex_location="europe-west4", vertex_credentials=SERVICE_ACCOUNT)
+    del kwargs["api_key"]
+    kwargs.update(overrides)
+    token = CURRENT.set(approval)
+    try:
+        if reason is None:
+            assert verify(kwargs, "acompletion", VERTEX) is approval
+        else:
+            with pytest.raises(HandoffMismatch) as caught:
+                verify(kwargs, "acompletion", VERTEX)
+            assert caught.value.reason == reason
+    finally:
+        CURRENT.reset(token)
+
+
+@pytest.mark.parametrize("name", ["vertex_project", "vertex_location", "vertex_credentials"])
+def test_a_vertex_setting_on_another_kind_is_refused(name: str) -> None:
+    with pytest.raises(HandoffMismatch) as caught:
+        _verify(_approval(), _call(**{name: "proj-attacker"}))
+    assert caught.value.reason == name
