@@ -167,7 +167,7 @@ def test_vertex_ai_is_configured_with_the_policys_project_location_and_the_servi
                                        "api_base": "https://europe-west4-aiplatform.googleapis.com",
                                        "vertex_project": "proj-one", "vertex_location": "europe-west4",
                                        "vertex_credentials": SERVICE_ACCOUNT}
-    deployment = litellm_mount.build_deployments(policy, {"v": Secret(SERVICE_ACCOUNT)})["v"]
+    deployment = litellm_mount.build_deployments(policy, {"v": Secret(SERVICE_ACCOUNT)})["v"][0]
     assert (deployment.provider, deployment.vertex_project, deployment.vertex_location) == (
         "vertex_ai", "proj-one", "europe-west4")
     assert deployment.credential == credential_digest(SERVICE_ACCOUNT)

@@ -192,9 +192,9 @@ def test_an_api_version_on_a_kind_without_one_is_refused() -> None:
 
 
 SERVICE_ACCOUNT = '{"type": "service_account", "client_email": "gw@proj-one.iam.gserviceaccount.com"}'
-VERTEX = {"vertex-model": Deployment("vertex_ai/gemini-2.5-flash", "https://europe-west4-aiplatform.googleapis.com",
-                                     credential_digest(SERVICE_ACCOUNT), "vertex_ai", 600, FIELDS,
-                                     vertex_project="proj-one", vertex_location="europe-west4")}
+VERTEX = {"vertex-model": (Deployment("vertex_ai/gemini-2.5-flash", "https://europe-west4-aiplatform.googleapis.com",
+                                      credential_digest(SERVICE_ACCOUNT), "vertex_ai", 600, FIELDS,
+                                      vertex_project="proj-one", vertex_location="europe-west4"),)}
 
 
 @pytest.mark.parametrize(("overrides", "reason"), [
@@ -226,7 +226,7 @@ def test_a_vertex_call_must_carry_the_policys_project_location_and_service_accou
     token = CURRENT.set(approval)
     try:
         if reason is None:
-            assert verify(kwargs, "acompletion", VERTEX) is approval
+            assert verify(kwargs, "acompletion", VERTEX)[0] is approval
         else:
             with pytest.raises(HandoffMismatch) as caught:
                 verify(kwargs, "acompletion", VERTEX)
