@@ -36,9 +36,9 @@ class _Strict(BaseModel):
 
 
 # The wire protocols a provider may speak (``kind``). ``openai``: any OpenAI-compatible API (the default); ``gemini``:
-# Google AI Studio's Gemini API. Bedrock and Vertex AI are not served yet: their credentials, stand-ins and steering
-# fields need their own review.
-ProviderKind = Literal["openai", "anthropic", "azure", "gemini"]
+# Google AI Studio's Gemini API; ``bedrock``: AWS Bedrock's Converse API. Vertex AI is not served yet: its credentials,
+# stand-in and steering fields need their own review.
+ProviderKind = Literal["openai", "anthropic", "azure", "gemini", "bedrock"]
 # Azure OpenAI's dated API versions ("2024-10-21", "2025-01-01-preview"). The undated "v1"/"latest" API takes another
 # URL scheme and is not accepted until it is tested here.
 AZURE_API_VERSION = re.compile(r"20[0-9]{2}-[01][0-9]-[0-3][0-9](-preview)?")
@@ -50,6 +50,14 @@ GEMINI_MODEL = AZURE_DEPLOYMENT
 # Gemini's api_base names the API version LiteLLM appends "/models/<model>:generateContent" to; without one LiteLLM
 # would build a path Google does not serve.
 GEMINI_API_BASE_VERSION = re.compile(r".*/v1(beta|alpha)?")
+# An AWS region name ("us-east-1", "eu-central-2", "us-gov-west-1"): it names the default endpoint's host and is signed
+# into every request (SigV4), so nothing but lowercase letters, digits and single hyphens.
+AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+# A Bedrock model id or inference profile id ("anthropic.claude-3-5-sonnet-20240620-v1:0",
+# "us.anthropic.claude-3-5-sonnet-20240620-v1:0"): LiteLLM percent-encodes it into one path segment
+# (".../model/<id>/converse"). No '/': an ARN or a "<region>/<model>" prefix would make LiteLLM take another region or
+# route from it.
+BEDROCK_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 # The modes each kind serves here; LiteLLM translates OpenAI's chat API to Anthropic's Messages API and to Gemini's
 # generateContent only.
 KIND_MODES: dict[str, frozenset[str]] = {
@@ -57,6 +65,7 @@ KIND_MODES: dict[str, frozenset[str]] = {
     "anthropic": frozenset({"chat"}),
     "azure": frozenset({"chat"}),
     "gemini": frozenset({"chat"}),
+    "bedrock": frozenset({"chat"}),
 }
 
 
@@ -66,10 +75,24 @@ class Provider(_Strict):
     # Where this provider's API lives. Only the policy decides this, never a request. openai: the base URL of the
     # OpenAI-compatible API (".../v1"); anthropic: the host (LiteLLM appends /v1/messages); azure: the resource
     # endpoint ("https://RESOURCE.openai.azure.com"); gemini: the API with its version
-    # ("https://generativelanguage.googleapis.com/v1beta"; LiteLLM appends /models/<model>:generateContent).
+    # ("https://generativelanguage.googleapis.com/v1beta"; LiteLLM appends /models/<model>:generateContent); bedrock:
+    # the bedrock-runtime endpoint (LiteLLM appends /model/<id>/converse), by default the region's own.
     api_base: str
     # azure only, and required there: the API version sent as ?api-version= on every call.
     api_version: str | None = None
+    # bedrock only, and required there: the AWS region the calls are signed for.
+    region: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bedrock_endpoint(cls, data: object) -> object:
+        # A bedrock provider without api_base calls its region's own endpoint. Without a valid region there is none:
+        # the region's own check below names the field.
+        if isinstance(data, dict) and data.get("kind") == "bedrock" and "api_base" not in data:
+            region = data.get("region")
+            valid = isinstance(region, str) and AWS_REGION.fullmatch(region) is not None
+            return {**data, "api_base": bedrock_endpoint(str(region)) if valid else "https://bedrock-runtime.invalid"}
+        return data
 
     @model_validator(mode="after")
     def _kind_settings(self) -> Provider:
@@ -81,6 +104,13 @@ class Provider(_Strict):
                                  "'2025-01-01-preview'")
         elif self.api_version is not None:
             raise ValueError(f"api_version belongs to kind azure only, not to kind {self.kind}")
+        if self.kind == "bedrock":
+            if self.region is None:
+                raise ValueError("region is required for kind bedrock (for example 'us-east-1')")
+            if not AWS_REGION.fullmatch(self.region):
+                raise ValueError("region must be an AWS region name such as 'us-east-1'")
+        elif self.region is not None:
+            raise ValueError(f"region belongs to kind bedrock only, not to kind {self.kind}")
         if self.kind == "anthropic" and self.api_base.endswith(("/v1", "/v1/messages")):
             raise ValueError("for kind anthropic, api_base is the host without /v1 (LiteLLM appends /v1/messages)")
         if self.kind == "gemini" and not GEMINI_API_BASE_VERSION.fullmatch(self.api_base):
@@ -254,6 +284,9 @@ class Policy(_Strict):
             if kind == "gemini" and not GEMINI_MODEL.fullmatch(model.upstream_model):
                 raise ValueError(f"model {model.name!r}: upstream_model is the Gemini model name (without 'models/') "
                                  "and must match " + GEMINI_MODEL.pattern)
+            if kind == "bedrock" and not BEDROCK_MODEL.fullmatch(model.upstream_model):
+                raise ValueError(f"model {model.name!r}: upstream_model is the Bedrock model id or inference profile id "
+                                 "(not an ARN) and must match " + BEDROCK_MODEL.pattern)
             if model.name in seen:
                 raise ValueError(f"model {model.name!r} is listed twice")
             seen.add(model.name)
@@ -271,6 +304,11 @@ class Policy(_Strict):
             if model.name == name:
                 return model
         raise KeyError(name)
+
+
+def bedrock_endpoint(region: str) -> str:
+    """The bedrock-runtime endpoint of an AWS region (the standard partition; others set api_base)."""
+    return f"https://bedrock-runtime.{region}.amazonaws.com"
 
 
 def is_loopback_host(host: str) -> bool:

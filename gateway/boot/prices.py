@@ -45,9 +45,15 @@ def cost_map_entry(model_cost: Mapping[str, Any], kind: ProviderKind, upstream_m
     """The cost-map entry for ``upstream_model`` at a provider of ``kind``: the bare name or ``<kind>/<model>``, when
     the map lists it for that same provider (never another provider's price for a name they share). An
     OpenAI-compatible API may serve any catalogue's model, so for kind openai the entry is taken as listed. An Azure
-    deployment is found only when it is named after its model; otherwise the policy sets the price."""
+    deployment is found only when it is named after its model; otherwise the policy sets the price. A Bedrock model id is
+    listed under Bedrock's own two names for itself (``bedrock``, and ``bedrock_converse`` for the models LiteLLM
+    calls through Converse only)."""
+    providers = COST_MAP_PROVIDERS.get(kind, (kind,))
     for key in (upstream_model, f"{kind}/{upstream_model}"):
         entry = model_cost.get(key)
-        if isinstance(entry, Mapping) and (kind == "openai" or entry.get("litellm_provider") == kind):
+        if isinstance(entry, Mapping) and (kind == "openai" or entry.get("litellm_provider") in providers):
             return entry
     return None
+
+
+COST_MAP_PROVIDERS: dict[str, tuple[str, ...]] = {"bedrock": ("bedrock", "bedrock_converse")}

@@ -67,8 +67,11 @@ DEV_MODELS = [
     ("azure-gpt-4o-mini", "chat", "standin_azure", "gpt-4o-mini"),
     # Priced from the cost map under Google AI Studio's name (gemini/gemini-2.5-flash).
     ("gemini-2.5-flash", "chat", "standin_gemini", "gemini-2.5-flash"),
+    # A Bedrock model id, priced from the cost map under it; calls are SigV4-signed and checked by the stand-in.
+    ("bedrock-claude-3-5-sonnet", "chat", "standin_bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
 ]
 DEV_AZURE_API_VERSION = "2024-10-21"
+DEV_BEDROCK_REGION = "us-east-1"
 # What var/dev/ holds besides the lock. The Vault side is removed on exit: the dev server, and with it every key and
 # login, is gone then. The store and the policy stay until the next start, for a look at what the session did.
 VAULT_SIDE = ("openbao.log", "boot", "cli", "operator-token")
@@ -78,16 +81,18 @@ MARKER = ".gateway-dev"
 
 def dev_policy(standin_root: str) -> str:
     """The dev policy: the stand-in at ``standin_root`` (``http://127.0.0.1:PORT``) as an OpenAI-compatible provider,
-    as Anthropic, as Azure OpenAI and as Google AI Studio's Gemini API."""
+    as Anthropic, as Azure OpenAI, as Google AI Studio's Gemini API and as AWS Bedrock."""
     lines = ["version: 1", "providers:",
              "  standin:", f"    api_base: {standin_root}/v1",
              "  standin_anthropic:", "    kind: anthropic", f"    api_base: {standin_root}",
              "  standin_azure:", "    kind: azure", f"    api_base: {standin_root}",
              f"    api_version: '{DEV_AZURE_API_VERSION}'",
              "  standin_gemini:", "    kind: gemini", f"    api_base: {standin_root}/v1beta",
+             "  standin_bedrock:", "    kind: bedrock", f"    region: {DEV_BEDROCK_REGION}",
+             f"    api_base: {standin_root}",
              "models:"]
     for name, mode, provider, upstream in DEV_MODELS:
-        lines += [f"  - name: {name}", f"    provider: {provider}", f"    upstream_model: {upstream}",
+        lines += [f"  - name: {name}", f"    provider: {provider}", f"    upstream_model: '{upstream}'",
                   f"    mode: {mode}"]
     return "\n".join(lines) + "\n"
 
@@ -234,9 +239,13 @@ def run_dev(*, port: int, keys_file: Path | None, env_file: Path | None = None) 
         children.append(vault.process)
         standin_port = free_port()
         # One dev key per provider; the stand-in learns them on its stdin (never argv or environment), so its
-        # Anthropic and Azure protocols refuse any other key, as the real services do.
+        # Anthropic, Azure, Gemini and Bedrock protocols refuse any other key, as the real services do.
         provider_keys = {name: "standin-" + secrets.token_urlsafe(24)
                          for name in ("standin", "standin_anthropic", "standin_azure", "standin_gemini")}
+        # Bedrock's credential is an AWS key pair, as Vault holds it for kind bedrock (the stand-in checks signatures).
+        provider_keys["standin_bedrock"] = json.dumps({
+            "aws_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
+            "aws_secret_access_key": "standin-" + secrets.token_urlsafe(30)})
         standin = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "gateway.devstack.fake_provider", "--port", str(standin_port),
              "--credentials-from-stdin"],

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gateway.boot import operator
+from gateway.boot import bedrock_credentials, operator
 from gateway.boot.bootstrap import JwtBinding
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
-from gateway.boot.settings import check_public_file, read_credential_file
+from gateway.boot.settings import Settings, check_public_file, read_credential_file
 from gateway.ops.context import die, open_settings
+from gateway.policy import PolicyError, load_policy
 
 
 def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str], rotate_core: bool,
@@ -26,7 +27,9 @@ def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str]
             name, sep, path = spec.partition("=")
             if not sep or not name or not path:
                 raise BootError("bootstrap", f"--provider-key-file {spec!r} must be NAME=PATH")
-            provider_keys[name] = Secret(read_credential_file(Path(path), f"--provider-key-file {name}"))
+            value = read_credential_file(Path(path), f"--provider-key-file {name}")
+            check_provider_credential(settings, name, value)
+            provider_keys[name] = Secret(value)
         datastore_passwords: dict[str, Secret] = {}
         for field, file, option in (("postgres_password", postgres_password_file, "--postgres-password-file"),
                                     ("redis_password", redis_password_file, "--redis-password-file")):
@@ -38,6 +41,21 @@ def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str]
         )
     except BootError as exc:
         die(exc)
+
+
+def check_provider_credential(settings: Settings, name: str, value: str) -> None:
+    """Refuse, before anything is written, a credential that cannot be its provider's: a JSON object (or any
+    credential of a provider the policy makes kind bedrock) must be an AWS credential as kind bedrock takes it."""
+    try:
+        kind = load_policy(settings.policy_file).providers.get(name) if settings.policy_file.is_file() else None
+    except PolicyError:
+        kind = None  # the policy is checked at boot; the file's own shape is still checked below
+    if (kind is not None and kind.kind == "bedrock") or value.startswith("{"):
+        try:
+            bedrock_credentials.parse(value)
+        except bedrock_credentials.CredentialShapeError as exc:
+            raise BootError("bootstrap", f"--provider-key-file {name}: the file holds no AWS credential for kind "
+                                         f"bedrock: it {exc}") from None
 
 
 def issue_secret_id(token_file: Path, credentials_dir: Path, wrap_ttl: str | None = None) -> tuple[Path, Path]:

@@ -21,6 +21,7 @@ import contextvars
 import dataclasses
 import hashlib
 import hmac
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -35,6 +36,11 @@ CALL_TYPES = {"chat": "acompletion", "completion": "atext_completion", "embeddin
 
 # The deployment parameters the router merges into every call from the policy's model list (boot's build_config).
 DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key", "api_version"})
+# A bedrock deployment's instead: no api_key (LiteLLM would switch to bearer auth with it) but the AWS credential from
+# Vault and the policy's region. Any other aws_* argument (a role, profile, web identity, STS or runtime endpoint) is
+# none of these, so the check refuses it like any unknown argument.
+BEDROCK_CREDENTIAL = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+BEDROCK_PARAMS = frozenset({"model", "api_base", *BEDROCK_CREDENTIAL, "aws_region_name"})
 
 # LiteLLM's own arguments, added by its proxy and router to every call on the gateway's three routes (1.106.12, read
 # from its source and seen in tests/functional/test_approval.py), each with the only values it may carry. None of them
@@ -124,6 +130,18 @@ def credential_digest(value: str) -> bytes:
     return hmac.new(_DIGEST_KEY, value.encode("utf-8"), hashlib.sha256).digest()
 
 
+def call_credential(params: Mapping[str, Any], provider: str) -> bytes | None:
+    """The digest of the credential in a call's (or a deployment's) parameters, None when it has none: the api_key,
+    or for bedrock the AWS access key id, secret key and session token together."""
+    if provider == "bedrock":
+        values = [params.get(name) for name in BEDROCK_CREDENTIAL]
+        if not all(isinstance(v, str) for v in values[:2]) or not isinstance(values[2], str | None):
+            return None
+        return credential_digest(json.dumps(values))
+    key = params.get("api_key")
+    return credential_digest(key) if isinstance(key, str) else None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Deployment:
     """What the router must call for one policy model: built at boot from the policy and Vault."""
@@ -135,6 +153,7 @@ class Deployment:
     timeout: float  # the policy's upstream timeout: the longest a call may be given
     fields: frozenset[str]  # the body fields LiteLLM forwards to this deployment (others it would drop silently)
     api_version: str | None = None  # Azure's API version from the policy; None for the other kinds
+    region: str | None = None  # Bedrock's AWS region from the policy; None for the other kinds
 
 
 class HandoffMismatch(Exception):
@@ -211,13 +230,18 @@ def _verify(approval: Approval, kwargs: Mapping[str, Any], call_type: str | None
         raise HandoffMismatch("api_base")
     if kwargs.get("api_version") != deployment.api_version:
         raise HandoffMismatch("api_version")
-    key = kwargs.get("api_key")
-    if not isinstance(key, str) or not hmac.compare_digest(credential_digest(key), deployment.credential):
+    deployment_params = DEPLOYMENT_PARAMS
+    if deployment.provider == "bedrock":
+        deployment_params = BEDROCK_PARAMS
+        if kwargs.get("aws_region_name") != deployment.region:
+            raise HandoffMismatch("aws_region_name")
+    credential = call_credential(kwargs, deployment.provider)
+    if credential is None or not hmac.compare_digest(credential, deployment.credential):
         raise HandoffMismatch("api_key")
     # The fields: each argument is an approved body field, a deployment parameter or one of LiteLLM's own with an
     # allowed value.
     for name, value in kwargs.items():
-        if name in approval.body or name in DEPLOYMENT_PARAMS or name in BOUNDS:
+        if name in approval.body or name in deployment_params or name in BOUNDS:
             continue
         # The router names the deployment's provider on Responses API calls (only that value: another one would
         # send the call, and the key, elsewhere).

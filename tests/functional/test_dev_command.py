@@ -166,9 +166,10 @@ def test_the_dev_stack_serves_one_model_per_provider_kind(dev: DevStack) -> None
     client = openai.OpenAI(base_url=dev.base_url + "/v1", api_key=keys["customer_key"], max_retries=0)
     owned = {model.id: model.owned_by for model in client.models.list()}
     assert owned == {"gpt-4o-mini": "openai", "gpt-3.5-turbo-instruct": "openai", "text-embedding-3-small": "openai",
-                     "claude-sonnet-4-5": "anthropic", "azure-gpt-4o-mini": "azure", "gemini-2.5-flash": "gemini"}
+                     "claude-sonnet-4-5": "anthropic", "azure-gpt-4o-mini": "azure", "gemini-2.5-flash": "gemini",
+                     "bedrock-claude-3-5-sonnet": "bedrock"}
     # Each on the stand-in's protocol for its kind, which checks the dev key it was given as the real service would.
-    for model in ("claude-sonnet-4-5", "azure-gpt-4o-mini", "gemini-2.5-flash"):
+    for model in ("claude-sonnet-4-5", "azure-gpt-4o-mini", "gemini-2.5-flash", "bedrock-claude-3-5-sonnet"):
         reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
         assert reply.choices[0].message.content == "Hello from the provider stand-in."
         stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
