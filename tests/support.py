@@ -659,6 +659,8 @@ def kinds_policy(root: str) -> str:
     # Priced for images, so that an image reaches the kind's own checks.
     models += _kinds_model("gemini-vision", "gemini", "standin-chat") + "    max_image_tokens: 300\n"
     models += _kinds_model("bedrock-vision", "bedrock", "standin-chat") + "    max_image_tokens: 300\n"
+    # Bedrock answers whose usage never comes (a stream without its metadata event).
+    models += _kinds_model("bedrock-no-usage", "bedrock", "standin-no-usage")
     return (f"version: 1\nproviders:\n  openai_p:\n    api_base: {root}/v1\n{providers}models:\n"
             + _kinds_model("openai-chat", "openai_p", "standin-chat") + models
             + "upstream:\n  timeout_seconds: 3\nrate_limits:\n  default_rpm: 1000000\n  default_tpm: 1000000000\n")

@@ -178,6 +178,10 @@ def _reply_tokens(body: Mapping[str, Any]) -> tuple[str, int]:
     return REPLY, len(words)
 
 
+# A model id whose answers carry no usage (a stream without its metadata event): what the gateway charges then.
+NO_USAGE = "standin-no-usage"
+
+
 def converse_answer(body: Mapping[str, Any], model_id: str) -> dict[str, Any]:
     """A Converse response: the assistant message (text, or one toolUse block), stopReason, usage and metrics."""
     prompt = input_tokens(body)
@@ -213,8 +217,9 @@ async def converse_events(body: Mapping[str, Any], model_id: str, delay: float =
         for i, word in enumerate(words):
             events.append(("contentBlockDelta", {"contentBlockIndex": 0,
                                                  "delta": {"text": word if i == 0 else " " + word}}))
-    events += [("contentBlockStop", {"contentBlockIndex": 0}), ("messageStop", {"stopReason": answer["stopReason"]}),
-               ("metadata", {"usage": answer["usage"], "metrics": answer["metrics"]})]
+    events += [("contentBlockStop", {"contentBlockIndex": 0}), ("messageStop", {"stopReason": answer["stopReason"]})]
+    if model_id != NO_USAGE:
+        events.append(("metadata", {"usage": answer["usage"], "metrics": answer["metrics"]}))
     for event_type, payload in events:
         if delay:
             await asyncio.sleep(delay)

@@ -25,6 +25,7 @@ import pytest
 
 from gateway.devstack.standin_bedrock import input_tokens, signing_scope
 from gateway.devstack.standin_gemini import THOUGHTS, either, gemini_prompt_tokens
+from gateway.pipeline.credits import REMAINING_HEADER
 from gateway.pipeline.fields import KIND_STEERING_FIELDS
 from tests.support import (
     AZURE_API_VERSION,
@@ -209,6 +210,24 @@ def test_bedrock_max_tokens_defaults_to_the_policys_cap(kinds: KindsStack) -> No
     kinds.client().chat.completions.create(model="bedrock-chat", messages=HI)
     (call,) = kinds.calls()
     assert call["body"]["inferenceConfig"]["maxTokens"] == 1000  # type: ignore[index]
+
+
+@pytest.mark.xfail(strict=True, reason="known gap, not fixed: when a stream ends without the provider's usage, "
+                   "LiteLLM's stream wrapper sends its own tokenizer estimate as the usage chunk, and the gateway "
+                   "settles that estimate (measured: 22 of a 266 micro-USD reservation) instead of the whole reservation")
+def test_a_bedrock_stream_without_usage_is_charged_its_whole_reservation(kinds: KindsStack) -> None:
+    # ConverseStream ends with a metadata event carrying usage; without it the gateway has no provider figure and
+    # should charge the whole reservation, never an estimate below what Bedrock may bill.
+    before = _balance(kinds)
+    with httpx.stream("POST", kinds.gateway.base_url + "/v1/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {kinds.key}"},
+                      json={"model": "bedrock-no-usage", "messages": HI, "max_tokens": 50, "stream": True,
+                            "stream_options": {"include_usage": True}}) as response:
+        assert response.status_code == 200
+        reserved = before - int(response.headers[REMAINING_HEADER.decode()])
+        text = b"".join(response.iter_bytes()).decode()
+    assert "Hello" in text
+    assert reserved > 0 and _settled(kinds, before) == reserved
 
 
 def test_gemini_images_go_inline_and_no_image_url_is_fetched_by_the_gateway(kinds: KindsStack) -> None:
