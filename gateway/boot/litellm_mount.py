@@ -283,6 +283,8 @@ def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[
     for model in policy.models:
         provider = policy.providers[model.provider]
         params = litellm_params(policy, model, provider_keys)
+        if provider.kind == "bedrock":
+            check_bedrock_output_bound(model.name, model.upstream_model)
         credential = call_credential(params, provider.kind)
         if credential is None:
             raise BootError("vault read", f"provider {model.provider!r} has no credential")
@@ -292,6 +294,19 @@ def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[
             fields=forwarded_fields(model.mode, model.upstream_model, provider.kind))
         del params
     return deployments
+
+
+def check_bedrock_output_bound(name: str, upstream_model: str) -> None:
+    """Refuse a Bedrock model whose max_tokens LiteLLM raises after the approval check: for OpenAI gpt and xAI grok
+    models its Converse translation sends at least 16 as inferenceConfig.maxTokens, so Bedrock could bill more output
+    than the reservation bounds."""
+    import_litellm()
+    from litellm.llms.bedrock.chat.converse_transformation import AmazonConverseConfig
+
+    if AmazonConverseConfig._requires_min_max_tokens(upstream_model):
+        raise BootError("litellm config", f"model {name!r}: LiteLLM raises max_tokens below 16 to 16 for this Bedrock "
+                                          "model after the approval check, which the reservation would not cover; "
+                                          "it is not served")
 
 
 def forwarded_fields(mode: ModelMode, upstream_model: str, kind: ProviderKind = "openai") -> frozenset[str]:

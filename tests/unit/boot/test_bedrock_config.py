@@ -103,6 +103,16 @@ def test_a_malformed_credential_is_refused_naming_the_field_never_the_value(tmp_
     assert len(message.splitlines()) == 1
 
 
+@pytest.mark.parametrize("upstream", ["openai.gpt-5-mini-v1:0", "xai.grok-4-fast-v1:0"])
+def test_a_model_whose_output_bound_litellm_raises_is_refused(tmp_path: Path, upstream: str) -> None:
+    # LiteLLM's Converse translation sends max(max_tokens, 16) for these after the approval check.
+    policy = _policy(tmp_path, "version: 1\nproviders: {p: {kind: bedrock, region: us-east-1}}\n"
+                               f"models: [{{name: m, provider: p, upstream_model: '{upstream}', "
+                               "price: {input_usd_per_million_tokens: '1'}}]\n")
+    with pytest.raises(BootError, match="raises max_tokens below 16"):
+        litellm_mount.build_deployments(policy, {"p": Secret(json.dumps(KEY))})
+
+
 def test_prices_come_from_the_cost_map_under_bedrocks_model_id(tmp_path: Path) -> None:
     litellm = litellm_mount.import_litellm()
     prices = resolve_prices(_policy(tmp_path))
