@@ -642,6 +642,7 @@ def kinds_policy(root: str) -> str:
         path = "/v1beta" if kind == "gemini" else ""
         for suffix, base in (("", root), ("_wrong", root), ("_redirect", root + "/standin-redirect")):
             providers += f"  {kind}{suffix}:\n    kind: {kind}\n    api_base: {base}{path}\n{extra}"
+    providers += f"  bedrock_bad_signature:\n    kind: bedrock\n    api_base: {root}\n    region: {BEDROCK_REGION}\n"
     models = ""
     for kind in KINDS:
         models += _kinds_model(f"{kind}-chat", kind, "standin-chat")
@@ -661,6 +662,8 @@ def kinds_policy(root: str) -> str:
     models += _kinds_model("bedrock-vision", "bedrock", "standin-chat") + "    max_image_tokens: 300\n"
     # Bedrock answers whose usage never comes (a stream without its metadata event).
     models += _kinds_model("bedrock-no-usage", "bedrock", "standin-no-usage")
+    # The Bedrock access key id the stand-in knows, with another secret: every signature is wrong.
+    models += _kinds_model("bedrock-bad-signature", "bedrock_bad_signature", "standin-chat")
     return (f"version: 1\nproviders:\n  openai_p:\n    api_base: {root}/v1\n{providers}models:\n"
             + _kinds_model("openai-chat", "openai_p", "standin-chat") + models
             + "upstream:\n  timeout_seconds: 3\nrate_limits:\n  default_rpm: 1000000\n  default_tpm: 1000000000\n")
@@ -684,7 +687,11 @@ def start_kinds_stack(stack: Stack, workdir: Path) -> KindsStack:
     names = ["openai_p", *(f"{kind}{suffix}" for kind in KINDS for suffix in ("", "_wrong", "_redirect"))]
     keys = {name: bedrock_credential() if name.startswith("bedrock") else f"{name}-canary-{secrets.token_urlsafe(18)}"
             for name in names}
-    standin = StandIn(credentials=[key for name, key in keys.items() if not name.endswith("_wrong")]).start()
+    # Bedrock's key id with a secret of its own: the stand-in knows the id, and every signature made with it is wrong.
+    keys["bedrock_bad_signature"] = json.dumps({**json.loads(keys["bedrock"]),
+                                                "aws_secret_access_key": "canary-" + secrets.token_urlsafe(30)})
+    standin = StandIn(credentials=[key for name, key in keys.items()
+                                   if not name.endswith(("_wrong", "_bad_signature"))]).start()
     policy_text = kinds_policy(standin.root_url)
     policy_file = workdir / "kinds-policy.yaml"
     policy_file.write_text(policy_text, encoding="utf-8")

@@ -466,6 +466,22 @@ def test_a_wrong_credential_is_the_gateways_stable_error(kinds: KindsStack, kind
     assert kinds.client().chat.completions.create(model=f"{kind}-chat", messages=HI, max_tokens=5).choices
 
 
+def test_a_bedrock_signature_made_with_a_wrong_secret_is_the_gateways_stable_error(kinds: KindsStack) -> None:
+    """threat-model: TM-S8"""
+    # The key id is one the stand-in knows; the secret is not its own, so AWS's answer is InvalidSignatureException.
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    with pytest.raises(openai.APIStatusError) as caught:
+        kinds.client().chat.completions.create(model="bedrock-bad-signature", messages=HI, max_tokens=5)
+    (call,) = kinds.calls()
+    assert _presented("bedrock", call["headers"]) == _expected(kinds, "bedrock")  # type: ignore[arg-type]
+    assert (caught.value.status_code, caught.value.body["code"]) == (502, "upstream_error")  # type: ignore[index]
+    text = caught.value.response.text
+    for leaked in ("InvalidSignatureException", "signature we calculated", *kinds.keys.values()):
+        assert leaked not in text
+    assert _settled(kinds, before) == 0
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_slow_provider_times_out_as_504_and_releases(kinds: KindsStack, kind: str) -> None:
     before = _balance(kinds)
