@@ -151,7 +151,8 @@ def secrets_bootstrap(
     operator_token_file: Annotated[Path, typer.Option(help="File with an operator Vault token (mode 0600).")],
     credentials_dir: Annotated[Path, typer.Option(help="Where to write role_id and secret_id (0600).")],
     provider_key_file: Annotated[
-        list[str] | None, typer.Option(help="NAME=PATH: provider NAME's API key is in file PATH (repeat).")
+        list[str] | None, typer.Option(help="NAME=PATH: provider NAME's API key is in file PATH (repeat); for kind "
+                                            "bedrock, its AWS key pair as one JSON object (secrets/README.md).")
     ] = None,
     rotate_core: Annotated[bool, typer.Option(
         help="Generate a new master key, pepper and audit key even if present (invalidates every virtual key and "

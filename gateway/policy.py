@@ -37,8 +37,8 @@ class _Strict(BaseModel):
 
 # The wire protocols a provider may speak (``kind``). ``openai``: any OpenAI-compatible API (the default); ``gemini``:
 # Google AI Studio's Gemini API; ``vertex_ai``: Gemini models on Google Cloud's Vertex AI, with a service account's
-# OAuth token.
-ProviderKind = Literal["openai", "anthropic", "azure", "gemini", "vertex_ai"]
+# OAuth token; ``bedrock``: AWS Bedrock's Converse API.
+ProviderKind = Literal["openai", "anthropic", "azure", "gemini", "vertex_ai", "bedrock"]
 # Azure OpenAI's dated API versions ("2024-10-21", "2025-01-01-preview"). The undated "v1"/"latest" API takes another
 # URL scheme and is not accepted until it is tested here.
 AZURE_API_VERSION = re.compile(r"20[0-9]{2}-[01][0-9]-[0-3][0-9](-preview)?")
@@ -60,6 +60,14 @@ VERTEX_LOCATION_REQUIRED = ("location is required for kind vertex_ai: a Vertex A
 # LiteLLM sends a vertex_ai model to the Gemini API (generateContent) only when its name holds "gemini"; other names
 # go to partner, Model Garden or legacy protocols that are not served here.
 VERTEX_GEMINI_MODEL = re.compile(r"gemini-[A-Za-z0-9._-]{1,57}")
+# An AWS region name ("us-east-1", "eu-central-2", "us-gov-west-1"): it names the default endpoint's host and is signed
+# into every request (SigV4), so nothing but lowercase letters, digits and single hyphens.
+AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+# A Bedrock model id or inference profile id ("anthropic.claude-3-5-sonnet-20240620-v1:0",
+# "us.anthropic.claude-3-5-sonnet-20240620-v1:0"): LiteLLM percent-encodes it into one path segment
+# (".../model/<id>/converse"). No '/': an ARN or a "<region>/<model>" prefix would make LiteLLM take another region or
+# route from it.
+BEDROCK_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 # The modes each kind serves here; LiteLLM translates OpenAI's chat API to Anthropic's Messages API and to Gemini's
 # generateContent only.
 KIND_MODES: dict[str, frozenset[str]] = {
@@ -68,6 +76,7 @@ KIND_MODES: dict[str, frozenset[str]] = {
     "azure": frozenset({"chat"}),
     "gemini": frozenset({"chat"}),
     "vertex_ai": frozenset({"chat"}),
+    "bedrock": frozenset({"chat"}),
 }
 
 
@@ -88,13 +97,16 @@ class Provider(_Strict):
     # endpoint ("https://RESOURCE.openai.azure.com"); gemini: the API with its version
     # ("https://generativelanguage.googleapis.com/v1beta"; LiteLLM appends /models/<model>:generateContent); vertex_ai:
     # the host without a path, by default Google's endpoint for the location (LiteLLM appends
-    # /v1/projects/<project>/locations/<location>/publishers/google/models/<model>:generateContent).
+    # /v1/projects/<project>/locations/<location>/publishers/google/models/<model>:generateContent); bedrock:
+    # the bedrock-runtime endpoint (LiteLLM appends /model/<id>/converse), by default the region's own.
     api_base: str
     # azure only, and required there: the API version sent as ?api-version= on every call.
     api_version: str | None = None
     # vertex_ai only, and required there: the Google Cloud project and location every call names.
     project: str | None = None
     location: str | None = None
+    # bedrock only, and required there: the AWS region the calls are signed for.
+    region: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +116,17 @@ class Provider(_Strict):
             if not isinstance(location, str) or not VERTEX_LOCATION.fullmatch(location):
                 raise ValueError(VERTEX_LOCATION_REQUIRED)
             return {**data, "api_base": vertex_api_base(location)}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bedrock_endpoint(cls, data: object) -> object:
+        # A bedrock provider without api_base calls its region's own endpoint. Without a valid region there is none:
+        # the region's own check below names the field.
+        if isinstance(data, dict) and data.get("kind") == "bedrock" and "api_base" not in data:
+            region = data.get("region")
+            valid = isinstance(region, str) and AWS_REGION.fullmatch(region) is not None
+            return {**data, "api_base": bedrock_endpoint(str(region)) if valid else "https://bedrock-runtime.invalid"}
         return data
 
     @model_validator(mode="after")
@@ -116,6 +139,13 @@ class Provider(_Strict):
                                  "'2025-01-01-preview'")
         elif self.api_version is not None:
             raise ValueError(f"api_version belongs to kind azure only, not to kind {self.kind}")
+        if self.kind == "bedrock":
+            if self.region is None:
+                raise ValueError("region is required for kind bedrock (for example 'us-east-1')")
+            if not AWS_REGION.fullmatch(self.region):
+                raise ValueError("region must be an AWS region name such as 'us-east-1'")
+        elif self.region is not None:
+            raise ValueError(f"region belongs to kind bedrock only, not to kind {self.kind}")
         if self.kind == "anthropic" and self.api_base.endswith(("/v1", "/v1/messages")):
             raise ValueError("for kind anthropic, api_base is the host without /v1 (LiteLLM appends /v1/messages)")
         if self.kind == "vertex_ai":
@@ -397,6 +427,9 @@ class Policy(_Strict):
         if kind == "vertex_ai" and not VERTEX_GEMINI_MODEL.fullmatch(deployment.upstream_model):
             raise ValueError(f"{where}: upstream_model is a Gemini model name on Vertex AI and must "
                              "match " + VERTEX_GEMINI_MODEL.pattern)
+        if kind == "bedrock" and not BEDROCK_MODEL.fullmatch(deployment.upstream_model):
+            raise ValueError(f"{where}: upstream_model is the Bedrock model id or inference profile id "
+                             "(not an ARN) and must match " + BEDROCK_MODEL.pattern)
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
@@ -418,6 +451,11 @@ class Policy(_Strict):
             if model.name == name:
                 return model
         raise KeyError(name)
+
+
+def bedrock_endpoint(region: str) -> str:
+    """The bedrock-runtime endpoint of an AWS region (the standard partition; others set api_base)."""
+    return f"https://bedrock-runtime.{region}.amazonaws.com"
 
 
 def is_loopback_host(host: str) -> bool:

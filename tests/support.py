@@ -598,10 +598,13 @@ def spec_errors(schema_name: str, instance: Any) -> list[str]:
             for error in validator.iter_errors(instance)]
 
 
-# --- provider kinds: a gateway whose policy has Anthropic, Azure OpenAI and Gemini providers on the stand-in -------
+# --- provider kinds: a gateway whose policy has Anthropic, Azure OpenAI, Gemini and Bedrock providers on the stand-in -
 
-KINDS = ("anthropic", "azure", "gemini")
+KINDS = ("anthropic", "azure", "gemini", "bedrock")
 AZURE_API_VERSION = "2024-10-21"
+BEDROCK_REGION = "eu-west-3"
+# A Bedrock model id LiteLLM knows to take tools through Converse (and prices from its cost map).
+BEDROCK_TOOL_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 # Prices of the kinds policy's models, in USD per million tokens (1 and 2 micro-USD per token).
 PRICE = {"input_usd_per_million_tokens": "1", "output_usd_per_million_tokens": "2"}
 
@@ -636,11 +639,13 @@ def kinds_policy(root: str) -> str:
     """The kinds policy for a stand-in at ``root`` (``http://127.0.0.1:PORT``)."""
     providers = ""
     for kind in KINDS:
-        extra = f"    api_version: '{AZURE_API_VERSION}'\n" if kind == "azure" else ""
+        extra = {"azure": f"    api_version: '{AZURE_API_VERSION}'\n",
+                 "bedrock": f"    region: {BEDROCK_REGION}\n"}.get(kind, "")
         # Gemini's api_base carries the API version: LiteLLM appends /models/<model>:generateContent to it.
         path = "/v1beta" if kind == "gemini" else ""
         for suffix, base in (("", root), ("_wrong", root), ("_redirect", root + "/standin-redirect")):
             providers += f"  {kind}{suffix}:\n    kind: {kind}\n    api_base: {base}{path}\n{extra}"
+    providers += f"  bedrock_bad_signature:\n    kind: bedrock\n    api_base: {root}\n    region: {BEDROCK_REGION}\n"
     models = ""
     for kind in KINDS:
         models += _kinds_model(f"{kind}-chat", kind, "standin-chat")
@@ -654,11 +659,26 @@ def kinds_policy(root: str) -> str:
     models += _kinds_model("claude-mapped", "anthropic", "claude-sonnet-4-5", price=False)
     models += _kinds_model("azure-mapped", "azure", "gpt-4o-mini", price=False)
     models += _kinds_model("gemini-mapped", "gemini", "gemini-2.5-flash", price=False)
+    models += _kinds_model("bedrock-mapped", "bedrock", f"'{BEDROCK_TOOL_MODEL}'", price=False)
     # Priced for images, so that an image reaches the kind's own checks.
     models += _kinds_model("gemini-vision", "gemini", "standin-chat") + "    max_image_tokens: 300\n"
+    models += _kinds_model("bedrock-vision", "bedrock", "standin-chat") + "    max_image_tokens: 300\n"
+    # Bedrock answers whose usage never comes (a stream without its metadata event).
+    models += _kinds_model("bedrock-no-usage", "bedrock", "standin-no-usage")
+    # The Bedrock access key id the stand-in knows, with another secret: every signature is wrong.
+    models += _kinds_model("bedrock-bad-signature", "bedrock_bad_signature", "standin-chat")
     return (f"version: 1\nproviders:\n  openai_p:\n    api_base: {root}/v1\n{providers}models:\n"
             + _kinds_model("openai-chat", "openai_p", "standin-chat") + models
             + "upstream:\n  timeout_seconds: 3\nrate_limits:\n  default_rpm: 1000000\n  default_tpm: 1000000000\n")
+
+
+def bedrock_credential(session_token: bool = False) -> str:
+    """An AWS credential as Vault holds it for kind bedrock (the JSON text), with random canary values."""
+    value = {"aws_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
+             "aws_secret_access_key": "canary-" + secrets.token_urlsafe(30)}
+    if session_token:
+        value["aws_session_token"] = "canary-" + secrets.token_urlsafe(60)
+    return json.dumps(value)
 
 
 def start_kinds_stack(stack: Stack, workdir: Path) -> KindsStack:
@@ -668,14 +688,22 @@ def start_kinds_stack(stack: Stack, workdir: Path) -> KindsStack:
     from gateway.boot.settings import Settings
 
     names = ["openai_p", *(f"{kind}{suffix}" for kind in KINDS for suffix in ("", "_wrong", "_redirect"))]
-    keys = {name: f"{name}-canary-{secrets.token_urlsafe(18)}" for name in names}
-    standin = StandIn(credentials=[key for name, key in keys.items() if not name.endswith("_wrong")]).start()
+    keys = {name: bedrock_credential() if name.startswith("bedrock") else f"{name}-canary-{secrets.token_urlsafe(18)}"
+            for name in names}
+    # Bedrock's key id with a secret of its own: the stand-in knows the id, and every signature made with it is wrong.
+    keys["bedrock_bad_signature"] = json.dumps({**json.loads(keys["bedrock"]),
+                                                "aws_secret_access_key": "canary-" + secrets.token_urlsafe(30)})
+    standin = StandIn(credentials=[key for name, key in keys.items()
+                                   if not name.endswith(("_wrong", "_bad_signature"))]).start()
     policy_text = kinds_policy(standin.root_url)
     policy_file = workdir / "kinds-policy.yaml"
     policy_file.write_text(policy_text, encoding="utf-8")
     bootstrap(stack.root(), Settings(vault_addr=stack.vault_addr),
               provider_keys={name: Secret(key) for name, key in keys.items()}, credentials_dir=workdir / "kinds-boot")
     stack.canaries += list(keys.values())
+    # A Bedrock credential's parts, each on its own (its access key id included: it names the account).
+    stack.canaries += [part for name, key in keys.items() if name.startswith("bedrock")
+                       for part in json.loads(key).values()]
     gateway = start_gateway(stack, workdir, "gw-kinds", f"sqlite:///{workdir / 'kinds.db'}",
                             GATEWAY_POLICY_FILE=str(policy_file))
     account = gateway.keys.account(100_000_000)

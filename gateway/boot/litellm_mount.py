@@ -30,9 +30,10 @@ from typing import Any
 import httpx
 
 from gateway import LITELLM_COMPROMISED, LITELLM_PIN, logs
+from gateway.boot import bedrock_credentials
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
-from gateway.pipeline.approval import Deployment, credential_digest
+from gateway.pipeline.approval import Deployment, call_credential, credential_digest
 from gateway.pipeline.fields import ALLOWED_TOP
 from gateway.policy import Model as PolicyModel
 from gateway.policy import ModelDeployment, ModelMode, Policy, ProviderKind
@@ -70,9 +71,25 @@ FORBIDDEN_ENV = (
 # config), GCE_METADATA_* (the metadata server's address) and CLOUDSDK_CONFIG (gcloud's configuration folder), the
 # last two only when no credential was given, which the approval check rules out (threat-model TM-S9); they are
 # refused all the same. gcloud's own CLOUDSDK_CORE_* settings are not read by google-auth and stay allowed.
+# Its Bedrock path, and botocore under it, read AWS_* variables for every setting the policy and Vault make: the keys
+# (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), a bearer token that replaces SigV4
+# (AWS_BEARER_TOKEN_BEDROCK), the region (AWS_REGION_NAME, AWS_REGION, AWS_DEFAULT_REGION), the host
+# (AWS_BEDROCK_RUNTIME_ENDPOINT, AWS_ENDPOINT_URL*), other sources of credentials (AWS_PROFILE, AWS_ROLE_NAME,
+# AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE, AWS_STS_ENDPOINT, AWS_CONTAINER_CREDENTIALS_*, AWS_CONFIG_FILE,
+# AWS_SHARED_CREDENTIALS_FILE, AWS_EC2_METADATA_*) and TLS (AWS_CA_BUNDLE); BEDROCK_MANTLE_* for its Mantle route.
+# AWS_ and BEDROCK_ are refused whole; boot then sets AWS_FILES_OFF itself.
 PROVIDER_ENV_PREFIXES = ("ANTHROPIC_", "AZURE_", "LITELLM_ANTHROPIC_", "GEMINI_", "GOOGLE_", "PALM_", "VERTEXAI_",
                          "VERTEX_", "DEFAULT_VERTEXAI_", "DEFAULT_GOOGLE_", "LITELLM_GEMINI_", "GCE_METADATA_",
-                         "CLOUDSDK_CONFIG")
+                         "CLOUDSDK_CONFIG", "AWS_", "BEDROCK_")
+# Set by boot (and accepted with exactly these values when found): botocore reads no shared config or credentials file
+# (a path under /proc/self, where no file can be created; botocore treats a missing file as none) and never asks the
+# instance metadata service. With the keys given explicitly LiteLLM takes no other source of credentials anyway
+# (tests/unit/boot/test_bedrock_config.py); these close the file reads boto3.Session() still makes for its settings.
+AWS_FILES_OFF = {
+    "AWS_CONFIG_FILE": "/proc/self/gateway-no-aws-config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/proc/self/gateway-no-aws-credentials",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 # Environment variables that change where secrets travel or how TLS is checked, for hvac (requests), httpx, aiohttp
 # or LiteLLM: turning verification off (SSL_VERIFY), weakening it (ciphers, curves), presenting a client certificate,
 # writing the TLS session keys to a file (SSLKEYLOGFILE, which urllib3 and Python's ssl honour), rerouting LiteLLM to
@@ -97,7 +114,8 @@ TRANSPORT_ENV = (
 # and to providers is then checked against certifi's bundle (pinned in the hash-locked requirements) or, for Vault,
 # the gateway's own GATEWAY_VAULT_CACERT, and a variable can never add a certificate authority. A warning names each
 # one removed.
-NEUTRALIZED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+# AWS_CA_BUNDLE (botocore's) is one of them too.
+NEUTRALIZED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE")
 # `import litellm` loads a .env file found by walking up from LiteLLM's install folder unless LITELLM_MODE is set to
 # something other than "DEV"; boot sets it to PRODUCTION, the only value it accepts from the environment.
 LITELLM_MODE = "PRODUCTION"
@@ -144,6 +162,8 @@ def check_environment() -> None:
             "environment", f"{present[0]} is set; it would reconfigure LiteLLM outside the policy. Unset it"
         )
     for name in sorted(os.environ):
+        if AWS_FILES_OFF.get(name) == os.environ[name] or name in NEUTRALIZED_ENV:
+            continue
         if name.upper().startswith(PROVIDER_ENV_PREFIXES):
             raise BootError("environment", f"{name} is set; LiteLLM would read a provider credential or setting from "
                                            "it instead of the policy and Vault. Unset it")
@@ -153,6 +173,7 @@ def check_environment() -> None:
         raise BootError("environment", f"LITELLM_MODE is set to a value other than {LITELLM_MODE}; LiteLLM would load "
                                        "a .env file. Unset it")
     os.environ["LITELLM_MODE"] = LITELLM_MODE
+    os.environ.update(AWS_FILES_OFF)
 
 
 def check_transport_environment() -> None:
@@ -198,6 +219,16 @@ def litellm_params(policy: Policy, model: ModelDeployment, provider_keys: Mappin
     it lives, its credential from Vault, and for Azure the API version. Every value comes from the policy or Vault;
     nothing is left for LiteLLM to look up in the environment (boot refuses the variables it would read)."""
     provider = policy.providers[model.provider]
+    if provider.kind == "bedrock":
+        # "bedrock/converse/<id>" pins Bedrock's Converse API (LiteLLM would pick another route for some models), signed
+        # with SigV4 from the Vault credential for the policy's region. No api_key: with one LiteLLM sends it as a
+        # bearer token instead of signing.
+        try:
+            credential = bedrock_credentials.parse(provider_keys[model.provider].reveal())
+        except bedrock_credentials.CredentialShapeError as exc:
+            raise BootError("vault read", f"the providers field {model.provider!r} (kind bedrock) {exc}") from None
+        return {"model": f"bedrock/converse/{model.upstream_model}", "api_base": provider.api_base,
+                "aws_region_name": provider.region, **credential}
     params: dict[str, Any] = {
         # "openai/" speaks chat, text completions and embeddings to any OpenAI-compatible API; "anthropic/" translates
         # chat to Anthropic's Messages API; "azure/<deployment>" calls that Azure OpenAI deployment; "gemini/<model>"
@@ -331,13 +362,21 @@ def build_deployments(policy: Policy, provider_keys: dict[str, Secret]) -> dict[
             params = litellm_params(policy, served, provider_keys)
             if provider.kind == "vertex_ai":
                 check_vertex_route(model.name, served.upstream_model, provider.location)
+            if provider.kind == "bedrock":
+                check_bedrock_output_bound(model.name, served.upstream_model)
+            account = params.get("vertex_credentials")
+            credential = (credential_digest(account) if provider.kind == "vertex_ai" and isinstance(account, str)
+                          else call_credential(params, provider.kind))
+            if credential is None:
+                raise BootError("vault read", f"provider {served.provider!r} has no credential")
             listed.append(Deployment(
-                litellm_model=params["model"], api_base=provider.api_base,
-                credential=credential_digest(params.pop("api_key", None) or params.pop("vertex_credentials")),
+                litellm_model=params["model"], api_base=provider.api_base, credential=credential,
                 provider=provider.kind,
                 timeout=policy.upstream.timeout_seconds, call_timeout=deployment_timeout(policy, model),
                 api_version=provider.api_version, vertex_project=provider.project, vertex_location=provider.location,
+                region=provider.region,
                 fields=forwarded_fields(model.mode, served.upstream_model, provider.kind), label=served.label))
+            del params
         deployments[model.name] = tuple(listed)
     return deployments
 
@@ -373,6 +412,19 @@ def check_vertex_route(name: str, upstream_model: str, location: str | None) -> 
                                   "(its cost map lists the model's locations)")
 
 
+def check_bedrock_output_bound(name: str, upstream_model: str) -> None:
+    """Refuse a Bedrock model whose max_tokens LiteLLM raises after the approval check: for OpenAI gpt and xAI grok
+    models its Converse translation sends at least 16 as inferenceConfig.maxTokens, so Bedrock could bill more output
+    than the reservation bounds."""
+    import_litellm()
+    from litellm.llms.bedrock.chat.converse_transformation import AmazonConverseConfig
+
+    if AmazonConverseConfig._requires_min_max_tokens(upstream_model):
+        raise BootError("litellm config", f"model {name!r}: LiteLLM raises max_tokens below 16 to 16 for this Bedrock "
+                                          "model after the approval check, which the reservation would not cover; "
+                                          "it is not served")
+
+
 def forwarded_fields(mode: ModelMode, upstream_model: str, kind: ProviderKind = "openai") -> frozenset[str]:
     """The request fields LiteLLM sends on to this upstream model. LiteLLM drops some OpenAI fields without an error
     after its last hook, depending on the model name (``user`` outside OpenAI's own model catalogue,
@@ -380,14 +432,24 @@ def forwarded_fields(mode: ModelMode, upstream_model: str, kind: ProviderKind = 
     refuses those instead, so what reaches the provider is what was approved (tests/security/test_differential.py).
 
     For the translated kinds the list is what LiteLLM maps to the provider's own API (for anthropic: no ``n``,
-    ``logprobs``, ``seed``, penalties or ``logit_bias``; for gemini: no ``user``, ``logit_bias`` or ``top_logprobs``),
-    plus ``stream_options``: Anthropic and Gemini always stream their usage, and LiteLLM's stream wrapper reads
+    ``logprobs``, ``seed``, penalties or ``logit_bias``; for gemini: no ``user``, ``logit_bias`` or ``top_logprobs``;
+    for bedrock: what Converse maps for that model id, tools only for the models LiteLLM knows take them), plus
+    ``stream_options``: Anthropic, Gemini and Bedrock always stream their usage, and LiteLLM's stream wrapper reads
     ``include_usage`` itself to pass the usage chunk on."""
     allowed = set(ALLOWED_TOP[mode])
     if mode == "chat":
         litellm = import_litellm()
-        supported = set(litellm.get_supported_openai_params(model=upstream_model, custom_llm_provider=kind) or ())
-        kept = {"model", "messages"} | ({"stream_options"} if kind in ("anthropic", "gemini", "vertex_ai") else set())
+        # LiteLLM answers for Bedrock by route: the Converse one is what the deployment calls.
+        named = f"converse/{upstream_model}" if kind == "bedrock" else upstream_model
+        supported = set(litellm.get_supported_openai_params(model=named, custom_llm_provider=kind) or ())
+        kept = {"model", "messages"} | ({"stream_options"} if kind in ("anthropic", "gemini", "vertex_ai", "bedrock")
+                                        else set())
+        if kind == "bedrock":
+            from litellm.llms.bedrock.common_utils import bedrock_converse_supports_parallel_tool_use_config
+
+            # Converse drops parallel_tool_calls without an error for the models its cost map does not mark.
+            if not bedrock_converse_supports_parallel_tool_use_config(upstream_model):
+                supported.discard("parallel_tool_calls")
         return frozenset(allowed & (supported | kept))
     if mode == "embedding" and "text-embedding-3" not in upstream_model:
         allowed.discard("dimensions")
@@ -489,10 +551,10 @@ def install_approval_check(deployments: dict[str, tuple[Deployment, ...]], http_
 # Kinds whose LiteLLM 1.106.12 handler calls the provider through LiteLLM's own AsyncHTTPHandler (cached per provider,
 # following redirects) rather than the OpenAI SDK client in litellm.aclient_session: anthropic
 # (litellm/llms/anthropic/chat/handler.py) and gemini (litellm/llms/vertex_ai/gemini/, whose cached handler would
-# follow a redirect with x-goog-api-key, and vertex_ai, the same handler with a bearer token). openai and azure go
-# through the OpenAI SDK with
-# the gateway's client.
-OWN_CLIENT_KINDS = ("anthropic", "gemini", "vertex_ai")
+# follow a redirect with x-goog-api-key, and vertex_ai, the same handler with a bearer token) and bedrock
+# (litellm/llms/bedrock/chat/converse_handler.py: a redirect would carry the SigV4 Authorization header and the signed
+# body elsewhere, replayable at AWS for minutes). openai and azure go through the OpenAI SDK with the gateway's client.
+OWN_CLIENT_KINDS = ("anthropic", "gemini", "vertex_ai", "bedrock")
 
 
 @contextlib.asynccontextmanager
@@ -618,7 +680,7 @@ def _forget(proxy_config: Any, config: dict[str, Any]) -> None:
 
 
 # What LiteLLM's config state keeps of each deployment's litellm_params: where it routes, never a credential.
-CONFIG_STATE_PARAMS = ("model", "api_base")
+CONFIG_STATE_PARAMS = ("model", "api_base", "aws_region_name")
 
 
 def _without_secrets(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -69,7 +69,9 @@ def cost_map_entry(model_cost: Mapping[str, Any], kind: ProviderKind, upstream_m
     the map lists it for that same provider (never another provider's price for a name they share). An
     OpenAI-compatible API may serve any catalogue's model, so for kind openai the entry is taken as listed. An Azure
     deployment is found only when it is named after its model; otherwise the policy sets the price. LiteLLM lists
-    Vertex AI's Gemini models under their bare names as ``vertex_ai-language-models``."""
+    Vertex AI's Gemini models under their bare names as ``vertex_ai-language-models``, and a Bedrock model id under
+    Bedrock's own two names for itself (``bedrock``, and ``bedrock_converse`` for the models LiteLLM calls through
+    Converse only)."""
     providers = COST_MAP_PROVIDERS.get(kind, (kind,))
     for key in (upstream_model, f"{kind}/{upstream_model}"):
         entry = model_cost.get(key)
@@ -79,4 +81,5 @@ def cost_map_entry(model_cost: Mapping[str, Any], kind: ProviderKind, upstream_m
 
 
 # The cost map's provider names for a kind, where they are not the kind itself.
-COST_MAP_PROVIDERS = {"vertex_ai": ("vertex_ai", "vertex_ai-language-models")}
+COST_MAP_PROVIDERS: dict[str, tuple[str, ...]] = {"vertex_ai": ("vertex_ai", "vertex_ai-language-models"),
+                                                  "bedrock": ("bedrock", "bedrock_converse")}

@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 
 from gateway import logs
-from gateway.boot import litellm_mount, service_account, vault, workers
+from gateway.boot import bedrock_credentials, litellm_mount, service_account, vault, workers
 from gateway.boot.errors import BootError
 from gateway.boot.fleet import build_invalidations, check_redis_login, open_database, redis_options
 from gateway.boot.prices import resolve_deployment_prices, worst_price
@@ -60,6 +60,8 @@ def prepare(settings: Settings, *, check_only: bool = False, revocation_epoch: E
     try:
         providers = policy.provider_names()
         secrets = _step("vault read", vault.read_secrets, client, settings, providers)
+        _step("vault read", vault.check_provider_credentials, settings, secrets.provider_keys,
+              {name: provider.kind for name, provider in policy.providers.items()})
     finally:
         # Give the token up as soon as the reads are done, whatever happened.
         _step("vault revoke", vault.revoke_own_token, client)
@@ -92,7 +94,9 @@ def prepare(settings: Settings, *, check_only: bool = False, revocation_epoch: E
     deployments = litellm_mount.build_deployments(policy, secrets.provider_keys)
     for value in secrets.all_values():
         logs.REDACT.add(value.reveal())
-        for part in service_account.secret_parts(value.reveal()):
+        # A service account's private key and a Bedrock credential's parts, each on its own: LiteLLM holds them
+        # apart and could print one.
+        for part in (*service_account.secret_parts(value.reveal()), *bedrock_credentials.secret_parts(value.reveal())):
             logs.REDACT.add(part)
     master_key = secrets.master_key
     pepper = secrets.pepper.reveal().encode("utf-8")

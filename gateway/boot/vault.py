@@ -26,6 +26,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from gateway.boot import bedrock_credentials
 from gateway.boot.errors import BootError
 from gateway.boot.login import login
 from gateway.boot.secret import Secret
@@ -226,6 +227,18 @@ def read_secrets(client: hvac.Client, settings: Settings, provider_names: Iterab
     return VaultSecrets(master_key=master_key, pepper=pepper, audit_key=audit_key, provider_keys=provider_keys,
                         postgres_password=datastores.get("postgres_password"),
                         redis_password=datastores.get("redis_password"))
+
+
+def check_provider_credentials(settings: Settings, provider_keys: dict[str, Secret], kinds: dict[str, str]) -> None:
+    """Each provider's credential has its kind's shape: for kind bedrock, an AWS credential as a JSON object
+    (:mod:`gateway.boot.bedrock_credentials`); one line naming the field, never the value."""
+    where = f"{settings.vault_mount}/{settings.vault_path}/providers"
+    for name, key in sorted(provider_keys.items()):
+        if kinds.get(name) == "bedrock":
+            try:
+                bedrock_credentials.parse(key.reveal())
+            except bedrock_credentials.CredentialShapeError as exc:
+                raise BootError("vault read", f"{where} field {name!r} (kind bedrock) {exc}") from None
 
 
 DATASTORE_FIELDS = {"postgres_password": "database_password_from_vault", "redis_password": "redis_password_from_vault"}

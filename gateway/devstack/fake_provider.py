@@ -12,7 +12,11 @@ body) and Azure OpenAI (``POST /openai/deployments/{deployment}/chat/completions
 header, answered in OpenAI's chat shapes; a wrong key gets Azure's 401) and Google AI Studio's Gemini API
 (``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse`` with an ``x-goog-api-key``
 header: text or ``functionCall`` parts, ``usageMetadata`` with thinking tokens; a wrong key gets Google's 400
-``API_KEY_INVALID``, a key in the URL's query Google's 403), and, given service accounts, Google Cloud's Vertex AI
+``API_KEY_INVALID``, a key in the URL's query Google's 403), AWS Bedrock's Converse API
+(``POST /model/{modelId}/converse`` and ``/converse-stream``, SigV4-signed: the signature is recomputed with the secret
+of the access key id it names; text or ``toolUse`` blocks, ``usage``, ConverseStream in event-stream framing; an
+unknown key gets AWS's 403 ``UnrecognizedClientException``, a bad signature its ``InvalidSignatureException``;
+:mod:`gateway.devstack.standin_bedrock`) and, given service accounts, Google Cloud's Vertex AI
 (an OAuth token endpoint checking the service account's signed assertion, and generateContent under
 ``/v1/projects/{project}/locations/{location}/publishers/google/models/{model}`` with the bearer token it issued:
 :mod:`gateway.devstack.standin_vertex`). ``POST /standin-redirect/<path>`` answers 307 to ``/<path>``: a provider
@@ -48,6 +52,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.devstack.standin_anthropic import REPLY, anthropic_error, anthropic_events, anthropic_message
+from gateway.devstack.standin_bedrock import (
+    aws_credentials,
+    bedrock_error,
+    check_signature,
+    converse_answer,
+    converse_events,
+)
 from gateway.devstack.standin_gemini import BAD_KEY_MESSAGE, gemini_error, gemini_reply
 from gateway.devstack.standin_vertex import ServiceAccounts, accounts_from_json, vertex_routes
 
@@ -238,11 +249,13 @@ def _accepted(presented: str | None, credentials: Collection[str] | None) -> boo
 
 def build_app(recorder: Recorder | None = None, credentials: Collection[str] | None = None,
               service_accounts: ServiceAccounts | None = None) -> Starlette:
-    """``credentials``: the keys the Anthropic, Azure and Gemini protocols accept (as the real services check theirs);
-    None accepts any non-empty key. The OpenAI-compatible protocol accepts any key, and records it.
-    ``service_accounts``: the accounts Vertex AI's token endpoint knows (:mod:`gateway.devstack.standin_vertex`); none,
-    no Vertex AI protocol."""
+    """``credentials``: the keys the Anthropic, Azure and Gemini protocols accept (as the real services check theirs),
+    and the AWS credentials (JSON objects, as Vault holds them) whose signatures the Bedrock protocol accepts; None
+    accepts any non-empty key and any well-formed signature. The OpenAI-compatible protocol accepts any key, and
+    records it. ``service_accounts``: the accounts Vertex AI's token endpoint knows
+    (:mod:`gateway.devstack.standin_vertex`); none, no Vertex AI protocol."""
     recorder = recorder or Recorder()
+    aws_keys = aws_credentials(credentials)
 
     async def record(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -314,6 +327,38 @@ def build_app(recorder: Recorder | None = None, credentials: Collection[str] | N
                                 status_code=400)
         return await gemini_reply(request, entry, model, method, model,
                                   f"bad request from {request.headers.get('x-goog-api-key')} at {request.url}")
+
+    async def bedrock_converse(request: Request) -> Response:
+        # AWS Bedrock: the model id in the path (percent-encoded by the client), the call signed with SigV4 over the
+        # raw path, the signed headers and the body.
+        entry = await record(request)
+        model_id = str(request.path_params["model_id"])
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        url = f"{request.url.scheme}://{request.headers.get('host', '')}{raw_path.decode('latin-1')}"
+        if request.url.query:
+            url += "?" + request.url.query
+        refused = check_signature(request.method, url, entry["headers"], await request.body(), aws_keys)
+        if refused is not None:
+            status, headers, error = bedrock_error(*refused)
+            return JSONResponse(error, status_code=status, headers=headers)
+        if request.path_params["action"] not in ("converse", "converse-stream"):
+            return JSONResponse({"message": "Unknown operation"}, status_code=404)
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        if model_id == "standin-error-500":
+            status, headers, error = bedrock_error("InternalServerException", "The server encountered an error.")
+            return JSONResponse(error, status_code=status, headers=headers)
+        if model_id == "standin-echo-error":
+            echoed = f"bad request from {request.headers.get('authorization')} at {request.url}"
+            status, headers, error = bedrock_error("ValidationException", echoed)
+            return JSONResponse(error, status_code=status, headers=headers)
+        slow = re.fullmatch(r"standin-slow-(\d+)", model_id)
+        delay = int(slow.group(1)) / 1000 if slow else 0.0
+        if request.path_params["action"] == "converse-stream":
+            return StreamingResponse(converse_events(body, model_id, delay),
+                                     media_type="application/vnd.amazon.eventstream")
+        if delay:
+            await asyncio.sleep(delay)
+        return JSONResponse(converse_answer(body, model_id))
 
     async def redirect(request: Request) -> Response:
         # A provider endpoint that redirects elsewhere (here: to the stand-in's own real path). A client that
@@ -475,6 +520,7 @@ def build_app(recorder: Recorder | None = None, credentials: Collection[str] | N
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
             Route("/openai/deployments/{deployment}/chat/completions", azure_chat, methods=["POST"]),
             Route("/v1beta/models/{target}", gemini_generate, methods=["POST"]),
+            Route("/model/{model_id}/{action:str}", bedrock_converse, methods=["POST"]),
             Route("/standin-redirect/{rest:path}", redirect, methods=["POST"]),
             Route("/_standin/requests", recorded, methods=["GET", "DELETE"]),
             *(vertex_routes(record, service_accounts) if service_accounts is not None else []),

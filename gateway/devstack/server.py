@@ -68,6 +68,8 @@ DEV_MODELS = [
     ("azure-gpt-4o-mini", "chat", "standin_azure", "gpt-4o-mini"),
     # Priced from the cost map under Google AI Studio's name (gemini/gemini-2.5-flash).
     ("gemini-2.5-flash", "chat", "standin_gemini", "gemini-2.5-flash"),
+    # A Bedrock model id, priced from the cost map under it; calls are SigV4-signed and checked by the stand-in.
+    ("bedrock-claude-3-5-sonnet", "chat", "standin_bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
     # The same model on Vertex AI, with a throwaway service account (vertex_ai-language-models in the cost map).
     ("vertex-gemini-2.5-flash", "chat", "standin_vertex", "gemini-2.5-flash"),
     # One model, two deployments (OpenAI-compatible and Azure OpenAI): LiteLLM's router balances between them and
@@ -79,6 +81,7 @@ DEV_DEPLOYMENTS = {"gpt-4o": [("standin", "gpt-4o"), ("standin_azure", "gpt-4o")
 DEV_AZURE_API_VERSION = "2024-10-21"
 DEV_VERTEX_PROJECT = "proj-gateway-dev"
 DEV_VERTEX_ACCOUNT = f"gateway-dev@{DEV_VERTEX_PROJECT}.iam.gserviceaccount.com"
+DEV_BEDROCK_REGION = "us-east-1"
 # What var/dev/ holds besides the lock. The Vault side is removed on exit: the dev server, and with it every key and
 # login, is gone then. The store and the policy stay until the next start, for a look at what the session did.
 VAULT_SIDE = ("openbao.log", "boot", "cli", "operator-token")
@@ -88,7 +91,7 @@ MARKER = ".gateway-dev"
 
 def dev_policy(standin_root: str) -> str:
     """The dev policy: the stand-in at ``standin_root`` (``http://127.0.0.1:PORT``) as an OpenAI-compatible provider,
-    as Anthropic, as Azure OpenAI, as Google AI Studio's Gemini API and as Vertex AI."""
+    as Anthropic, as Azure OpenAI, as Google AI Studio's Gemini API, as Vertex AI and as AWS Bedrock."""
     lines = ["version: 1", "providers:",
              "  standin:", f"    api_base: {standin_root}/v1",
              "  standin_anthropic:", "    kind: anthropic", f"    api_base: {standin_root}",
@@ -97,6 +100,8 @@ def dev_policy(standin_root: str) -> str:
              "  standin_gemini:", "    kind: gemini", f"    api_base: {standin_root}/v1beta",
              "  standin_vertex:", "    kind: vertex_ai", f"    project: {DEV_VERTEX_PROJECT}",
              "    location: us-central1", f"    api_base: {standin_root}",
+             "  standin_bedrock:", "    kind: bedrock", f"    region: {DEV_BEDROCK_REGION}",
+             f"    api_base: {standin_root}",
              "models:"]
     for name, mode, provider, upstream in DEV_MODELS:
         if name in DEV_DEPLOYMENTS:
@@ -104,7 +109,7 @@ def dev_policy(standin_root: str) -> str:
                       *(f"      - {{provider: {p}, upstream_model: {u}}}" for p, u in DEV_DEPLOYMENTS[name]),
                       "    routing: {strategy: simple-shuffle, retries: 1, allowed_fails: 0, cooldown_seconds: 30}"]
             continue
-        lines += [f"  - name: {name}", f"    provider: {provider}", f"    upstream_model: {upstream}",
+        lines += [f"  - name: {name}", f"    provider: {provider}", f"    upstream_model: '{upstream}'",
                   f"    mode: {mode}"]
     return "\n".join(lines) + "\n"
 
@@ -251,12 +256,16 @@ def run_dev(*, port: int, keys_file: Path | None, env_file: Path | None = None) 
         children.append(vault.process)
         standin_port = free_port()
         # One dev key per provider; the stand-in learns them on its stdin (never argv or environment), so its
-        # Anthropic and Azure protocols refuse any other key, as the real services do.
+        # Anthropic, Azure, Gemini and Bedrock protocols refuse any other key, as the real services do.
         provider_keys = {name: "standin-" + secrets.token_urlsafe(24)
                          for name in ("standin", "standin_anthropic", "standin_azure", "standin_gemini")}
         # Vertex AI's: a service account with a new key, whose public half the stand-in's token endpoint learns.
         vertex_json, vertex_account = throwaway_service_account(
             DEV_VERTEX_ACCOUNT, frozenset({DEV_VERTEX_PROJECT}), f"http://127.0.0.1:{standin_port}/token")
+        # Bedrock's credential is an AWS key pair, as Vault holds it for kind bedrock (the stand-in checks signatures).
+        provider_keys["standin_bedrock"] = json.dumps({
+            "aws_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
+            "aws_secret_access_key": "standin-" + secrets.token_urlsafe(30)})
         standin = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "gateway.devstack.fake_provider", "--port", str(standin_port),
              "--credentials-from-stdin"],

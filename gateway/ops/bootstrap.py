@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gateway.boot import operator
+from gateway.boot import bedrock_credentials, operator
 from gateway.boot.bootstrap import JwtBinding
 from gateway.boot.errors import BootError
 from gateway.boot.secret import Secret
 from gateway.boot.service_account import parse_service_account
-from gateway.boot.settings import check_public_file, read_credential_file
+from gateway.boot.settings import Settings, check_public_file, read_credential_file
 from gateway.ops.context import die, open_settings
+from gateway.policy import PolicyError, load_policy
 
 
 def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str], rotate_core: bool,
@@ -28,9 +29,7 @@ def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str]
             if not sep or not name or not path:
                 raise BootError("bootstrap", f"--provider-key-file {spec!r} must be NAME=PATH")
             value = read_credential_file(Path(path), f"--provider-key-file {name}")
-            if value.startswith("{"):
-                # A JSON file is a Vertex AI service account's key: checked now, not at the gateway's next boot.
-                parse_service_account(value, f"--provider-key-file {name}")
+            check_provider_credential(settings, name, value)
             provider_keys[name] = Secret(value)
         datastore_passwords: dict[str, Secret] = {}
         for field, file, option in (("postgres_password", postgres_password_file, "--postgres-password-file"),
@@ -43,6 +42,27 @@ def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str]
         )
     except BootError as exc:
         die(exc)
+
+
+def check_provider_credential(settings: Settings, name: str, value: str) -> None:
+    """Refuse, before anything is written, a credential that cannot be its provider's: the policy's kind for ``name``
+    decides (bedrock: an AWS credential; vertex_ai: a service account's JSON key); without one, a JSON object is
+    checked as the service account it says it is (``"type": "service_account"``) or else as an AWS credential."""
+    try:
+        provider = load_policy(settings.policy_file).providers.get(name) if settings.policy_file.is_file() else None
+    except PolicyError:
+        provider = None  # the policy is checked at boot; the file's own shape is still checked below
+    kind = provider.kind if provider is not None else None
+    if kind is None and value.startswith("{"):
+        kind = "vertex_ai" if '"service_account"' in value else "bedrock"
+    if kind == "vertex_ai":
+        parse_service_account(value, f"--provider-key-file {name}")
+    elif kind == "bedrock":
+        try:
+            bedrock_credentials.parse(value)
+        except bedrock_credentials.CredentialShapeError as exc:
+            raise BootError("bootstrap", f"--provider-key-file {name}: the file holds no AWS credential for kind "
+                                         f"bedrock: it {exc}") from None
 
 
 def issue_secret_id(token_file: Path, credentials_dir: Path, wrap_ttl: str | None = None) -> tuple[Path, Path]:

@@ -27,6 +27,7 @@ import contextvars
 import dataclasses
 import hashlib
 import hmac
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -42,8 +43,14 @@ CALL_TYPES = {"chat": "acompletion", "completion": "atext_completion", "embeddin
 # The deployment parameters the router merges into every call from the policy's model list (boot's build_config).
 DEPLOYMENT_PARAMS = frozenset({"model", "api_base", "api_key", "api_version", "vertex_project", "vertex_location",
                                "vertex_credentials"})
-# The deployment parameter that carries each kind's credential (the others carry it in api_key).
+# The deployment parameter that carries each kind's credential (the others carry it in api_key; bedrock in the three
+# BEDROCK_CREDENTIAL arguments).
 CREDENTIAL_PARAM = {"vertex_ai": "vertex_credentials"}
+# A bedrock deployment's instead: no api_key (LiteLLM would switch to bearer auth with it) but the AWS credential from
+# Vault and the policy's region. Any other aws_* argument (a role, profile, web identity, STS or runtime endpoint) is
+# none of these, so the check refuses it like any unknown argument.
+BEDROCK_CREDENTIAL = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+BEDROCK_PARAMS = frozenset({"model", "api_base", *BEDROCK_CREDENTIAL, "aws_region_name"})
 
 # LiteLLM's own arguments, added by its proxy and router to every call on the gateway's three routes (1.106.12, read
 # from its source and seen in tests/functional/test_approval.py), each with the only values it may carry. None of them
@@ -135,6 +142,18 @@ def credential_digest(value: str) -> bytes:
     return hmac.new(_DIGEST_KEY, value.encode("utf-8"), hashlib.sha256).digest()
 
 
+def call_credential(params: Mapping[str, Any], provider: str) -> bytes | None:
+    """The digest of the credential in a call's (or a deployment's) parameters, None when it has none: the api_key,
+    or for bedrock the AWS access key id, secret key and session token together."""
+    if provider == "bedrock":
+        values = [params.get(name) for name in BEDROCK_CREDENTIAL]
+        if not all(isinstance(v, str) for v in values[:2]) or not isinstance(values[2], str | None):
+            return None
+        return credential_digest(json.dumps(values))
+    key = params.get("api_key")
+    return credential_digest(key) if isinstance(key, str) else None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Deployment:
     """What the router must call for one policy model: built at boot from the policy and Vault."""
@@ -150,6 +169,7 @@ class Deployment:
     call_timeout: float | None = None  # the model's routing.timeout_seconds, when below ``timeout``
     vertex_project: str | None = None  # Vertex AI's project and location from the policy; None for the other kinds
     vertex_location: str | None = None
+    region: str | None = None  # Bedrock's AWS region from the policy; None for the other kinds
 
 
 @dataclasses.dataclass(slots=True)
@@ -240,15 +260,18 @@ def verify(kwargs: Mapping[str, Any], call_type: str | None,
 
 def _target(kwargs: Mapping[str, Any], candidates: tuple[Deployment, ...]) -> Deployment:
     """The one of ``candidates`` (the approved model's deployments) that ``kwargs`` call: the policy's upstream model,
-    host, API version, Vertex AI project and location, and credential, all of the same deployment, nothing a request
-    could have put there. For Vertex AI the credential is the service-account JSON google-auth gets the bearer token
-    for (its token cache is keyed by this very JSON, so a matching JSON is a token of the policy's account)."""
+    host, API version, Vertex AI project and location, Bedrock region, and credential, all of the same deployment,
+    nothing a request could have put there. For Vertex AI the credential is the service-account JSON google-auth gets
+    the bearer token for (its token cache is keyed by this very JSON, so a matching JSON is a token of the policy's
+    account); for Bedrock, the AWS key id, secret and session token together (call_credential)."""
     reason = "model"
     for deployment in candidates:
         if kwargs.get("model") != deployment.litellm_model:
             continue
-        credential = CREDENTIAL_PARAM.get(deployment.provider, "api_key")
-        key = kwargs.get(credential)
+        bedrock = deployment.provider == "bedrock"
+        credential = None if bedrock else CREDENTIAL_PARAM.get(deployment.provider, "api_key")
+        others = sorted(name for name in ("api_key", "vertex_credentials")
+                        if name != credential and kwargs.get(name) is not None)
         if kwargs.get("api_base") != deployment.api_base:
             reason = "api_base"
         elif kwargs.get("api_version") != deployment.api_version:
@@ -257,13 +280,19 @@ def _target(kwargs: Mapping[str, Any], candidates: tuple[Deployment, ...]) -> De
             reason = "vertex_project"
         elif kwargs.get("vertex_location") != deployment.vertex_location:
             reason = "vertex_location"
-        elif any(kwargs.get(name) is not None for name in {"api_key", "vertex_credentials"} - {credential}):
-            reason = next(name for name in sorted({"api_key", "vertex_credentials"} - {credential})
-                          if kwargs.get(name) is not None)
-        elif not isinstance(key, str) or not hmac.compare_digest(credential_digest(key), deployment.credential):
-            reason = credential
+        elif bedrock and kwargs.get("aws_region_name") != deployment.region:
+            reason = "aws_region_name"
+        elif others:
+            reason = others[0]
         else:
-            return deployment
+            if bedrock:
+                digest = call_credential(kwargs, "bedrock")
+            else:
+                key = kwargs.get(credential or "api_key")
+                digest = credential_digest(key) if isinstance(key, str) else None
+            if digest is not None and hmac.compare_digest(digest, deployment.credential):
+                return deployment
+            reason = credential or "api_key"
     raise HandoffMismatch(reason)
 
 
@@ -275,10 +304,11 @@ def _verify(approval: Approval, kwargs: Mapping[str, Any], call_type: str | None
     if not candidates:
         raise HandoffMismatch("deployment_unknown")
     deployment = _target(kwargs, candidates)
+    deployment_params = BEDROCK_PARAMS if deployment.provider == "bedrock" else DEPLOYMENT_PARAMS
     # The fields: each argument is an approved body field, a deployment parameter or one of LiteLLM's own with an
     # allowed value.
     for name, value in kwargs.items():
-        if name in approval.body or name in DEPLOYMENT_PARAMS or name in BOUNDS:
+        if name in approval.body or name in deployment_params or name in BOUNDS:
             continue
         # The router names the deployment's provider on Responses API calls (only that value: another one would
         # send the call, and the key, elsewhere).

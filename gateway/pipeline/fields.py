@@ -66,6 +66,9 @@ STEERING_KEYS = {
     "client_id", "client_secret", "azure_authority_host",
     # Any kind: which model or region the provider call goes to.
     "model_id", "aws_region_name", "vertex_project", "vertex_location",
+    # Bedrock: every other source of AWS credentials, and the runtime endpoint.
+    "aws_role_name", "aws_session_name", "aws_profile_name", "aws_web_identity_token", "aws_sts_endpoint",
+    "aws_external_id", "aws_bedrock_runtime_endpoint", "aws_bedrock_client",
     # Gemini: LiteLLM's other names for the Vertex project, location and credentials, and its custom-endpoint switch.
     "vertex_ai_project", "vertex_ai_location", "vertex_ai_credentials", "use_psc_endpoint_format",
 }
@@ -85,6 +88,12 @@ KIND_STEERING_FIELDS = {
                   "vertex_ai_location", "vertex_ai_credentials", "vertex_count_tokens_location",
                   "use_psc_endpoint_format", "base_model", "api_key", "api_base", "base_url", "extra_headers",
                   "custom_llm_provider"),
+    # Bedrock: the region, the runtime endpoint, every credential source LiteLLM's AWS code accepts (keys, bearer
+    # token, role, profile, web identity, STS), and the model id or ARN that replaces the deployment's in the URL.
+    "bedrock": ("aws_region_name", "aws_bedrock_runtime_endpoint", "aws_access_key_id", "aws_secret_access_key",
+                "aws_session_token", "aws_role_name", "aws_session_name", "aws_profile_name", "aws_web_identity_token",
+                "aws_sts_endpoint", "aws_external_id", "aws_bedrock_client", "model_id", "api_key", "api_base",
+                "base_url", "extra_headers", "custom_llm_provider"),
 }
 # Matched whole (fullmatch): "$" alone would also match before a final newline.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
@@ -396,9 +405,10 @@ def check_fields(mode: ModelMode, body: dict[str, Any], *, max_depth: int, max_m
 
 
 # Kinds whose LiteLLM translation fetches an image URL in this process instead of passing it to the provider: gemini
-# and vertex_ai (one translation, litellm/llms/vertex_ai/gemini/transformation.py downloads an https URL whose type it cannot tell from the name, and
-# looks up any URL holding "gs://" at storage.googleapis.com). Their image parts must be inline data (TM-I8).
-INLINE_IMAGES_ONLY = frozenset({"gemini", "vertex_ai"})
+# and vertex_ai (one translation, litellm/llms/vertex_ai/gemini/transformation.py downloads an https URL whose type it
+# cannot tell from the name, and looks up any URL holding "gs://" at storage.googleapis.com) and bedrock (Converse
+# takes image bytes only, so LiteLLM downloads every image URL itself). Their image parts must be inline data (TM-I8).
+INLINE_IMAGES_ONLY = frozenset({"gemini", "vertex_ai", "bedrock"})
 
 
 def check_inline_images(body: dict[str, Any]) -> None:

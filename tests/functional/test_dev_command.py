@@ -167,11 +167,13 @@ def test_the_dev_stack_serves_one_model_per_provider_kind(dev: DevStack) -> None
     owned = {model.id: model.owned_by for model in client.models.list()}
     assert owned == {"gpt-4o-mini": "openai", "gpt-3.5-turbo-instruct": "openai", "text-embedding-3-small": "openai",
                      "claude-sonnet-4-5": "anthropic", "azure-gpt-4o-mini": "azure", "gemini-2.5-flash": "gemini",
-                     "gpt-4o": "openai", "vertex-gemini-2.5-flash": "vertex_ai"}
+                     "gpt-4o": "openai", "vertex-gemini-2.5-flash": "vertex_ai",
+                     "bedrock-claude-3-5-sonnet": "bedrock"}
     # Each on the stand-in's protocol for its kind, which checks the dev key it was given as the real service would
-    # (Vertex AI: the bearer token its token endpoint issued for the dev service account's signed assertion); gpt-4o
-    # has two deployments (OpenAI-compatible and Azure OpenAI), and either answers.
-    for model in ("claude-sonnet-4-5", "azure-gpt-4o-mini", "gemini-2.5-flash", "vertex-gemini-2.5-flash", "gpt-4o"):
+    # (Vertex AI: the bearer token its token endpoint issued for the dev service account's signed assertion; Bedrock:
+    # the SigV4 signature); gpt-4o has two deployments (OpenAI-compatible and Azure OpenAI), and either answers.
+    for model in ("claude-sonnet-4-5", "azure-gpt-4o-mini", "gemini-2.5-flash", "vertex-gemini-2.5-flash",
+                  "bedrock-claude-3-5-sonnet", "gpt-4o"):
         reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
         assert reply.choices[0].message.content == "Hello from the provider stand-in."
         stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],

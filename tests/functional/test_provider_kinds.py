@@ -1,9 +1,9 @@
-"""Provider kinds end to end: Anthropic, Azure OpenAI and Gemini behind the same control point, driven with the
-official ``openai`` SDK against the stand-in's Anthropic Messages, Azure OpenAI and Gemini generateContent protocols
-(each checks its credential as the real service does).
+"""Provider kinds end to end: Anthropic, Azure OpenAI, Gemini and Bedrock behind the same control point, driven with
+the official ``openai`` SDK against the stand-in's Anthropic Messages, Azure OpenAI, Gemini generateContent and Bedrock
+Converse protocols (each checks its credential as the real service does; Bedrock's the SigV4 signature).
 
-For each kind: chat, streaming (usage settles), tools (Anthropic ``tool_use`` and Gemini ``functionCall`` <-> OpenAI
-``tool_calls``), an upstream
+For each kind: chat, streaming (usage settles), tools (Anthropic ``tool_use``, Gemini ``functionCall`` and Bedrock
+``toolUse`` <-> OpenAI ``tool_calls``), an upstream
 error, a wrong credential, a timeout, ledger parity afterwards; steering fields of each kind refused before the
 provider is called; the provider keys appear in no response and no log line; a redirecting provider endpoint is never
 followed with the key.
@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from gateway.devstack.standin_bedrock import input_tokens, signing_scope
 from gateway.devstack.standin_gemini import THOUGHTS, either, gemini_prompt_tokens
+from gateway.pipeline.credits import REMAINING_HEADER
 from gateway.pipeline.fields import KIND_STEERING_FIELDS
 from tests.support import (
     AZURE_API_VERSION,
+    BEDROCK_REGION,
+    BEDROCK_TOOL_MODEL,
     HI,
     KINDS,
     PRICE,
@@ -32,8 +38,10 @@ from tests.support import (
     Stack,
     account_state,
     any_listed,
+    bedrock_credential,
     boot_check,
     boot_refusal_line,
+    run_gateway,
 )
 
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
@@ -66,11 +74,31 @@ def _prompt_tokens(kind: str, body: dict[str, object]) -> int:
         return _anthropic_input(body["messages"])  # type: ignore[arg-type]
     if kind == "gemini":
         return gemini_prompt_tokens(body)
+    if kind == "bedrock":
+        return input_tokens(body)
     return 9
 
 
 # The header each kind's key travels in.
-KEY_HEADER = {"anthropic": "x-api-key", "azure": "api-key", "gemini": "x-goog-api-key"}
+KEY_HEADER = {"anthropic": "x-api-key", "azure": "api-key", "gemini": "x-goog-api-key", "bedrock": "authorization"}
+# Output tokens of the stand-in's text answer ("Hello from the provider stand-in."), per kind.
+REPLY_TOKENS = {"bedrock": 5}
+# The model each kind calls tools on: LiteLLM maps tools to Converse only for the Bedrock models it knows take them.
+TOOL_MODEL = {"bedrock": "bedrock-mapped"}
+
+
+def _presented(kind: str, headers: dict[str, str]) -> str:
+    """The credential a call presented: the key in its header, or for Bedrock the access key id it is signed with."""
+    if kind == "bedrock":
+        scope = signing_scope(headers.get("authorization"))
+        assert scope is not None, headers.get("authorization")
+        return scope["access_key_id"]
+    return headers[KEY_HEADER[kind]]
+
+
+def _expected(kinds: KindsStack, provider: str) -> str:
+    key = kinds.keys[provider]
+    return json.loads(key)["aws_access_key_id"] if provider.startswith("bedrock") else key
 
 
 # --- the model list -------------------------------------------------------------------------------------------------
@@ -82,6 +110,7 @@ def test_the_model_list_names_each_models_provider_kind(kinds: KindsStack) -> No
     assert owned["anthropic-chat"] == owned["claude-mapped"] == "anthropic"
     assert owned["azure-chat"] == owned["azure-mapped"] == "azure"
     assert owned["gemini-chat"] == owned["gemini-mapped"] == "gemini"
+    assert owned["bedrock-chat"] == owned["bedrock-mapped"] == "bedrock"
 
 
 # --- chat, per kind ----------------------------------------------------------------------------------------------------
@@ -145,6 +174,62 @@ def test_gemini_chat_speaks_generate_content_with_the_key_in_a_header(kinds: Kin
     assert _settled(kinds, before) == prompt * 1 + (7 + THOUGHTS) * 2
 
 
+def test_bedrock_chat_speaks_converse_signed_with_the_vault_credential(kinds: KindsStack) -> None:
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    reply = kinds.client().chat.completions.create(model="bedrock-mapped", messages=HI, max_tokens=50,
+                                                   temperature=0.5, stop=["END"])
+    assert reply.choices[0].message.content == "Hello from the provider stand-in."
+    assert reply.choices[0].finish_reason == "stop"
+    (call,) = kinds.calls()
+    # The policy's model id in the path (its ':' percent-encoded), Converse, no query.
+    assert (call["method"], call["path"], call["query"]) == ("POST", f"/model/{BEDROCK_TOOL_MODEL}/converse", "")
+    headers = call["headers"]
+    assert isinstance(headers, dict)
+    # Signed (the stand-in verified the signature) with the Vault key for the policy's region, service bedrock.
+    scope = signing_scope(headers["authorization"])
+    assert scope is not None
+    credential = json.loads(kinds.keys["bedrock"])
+    assert (scope["access_key_id"], scope["region"], scope["service"]) == (
+        credential["aws_access_key_id"], BEDROCK_REGION, "bedrock")
+    assert "x-amz-security-token" not in headers and "x-api-key" not in headers
+    body = call["body"]
+    assert isinstance(body, dict)
+    assert body["messages"] == [{"role": "user", "content": [{"text": "Hi"}]}]
+    # The output bound the reservation was computed from is Bedrock's maxTokens.
+    assert body["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.5, "stopSequences": ["END"]}
+    prompt = input_tokens(body)
+    assert reply.usage is not None and (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (prompt, 5)
+    # bedrock-mapped is priced from LiteLLM's cost map: 3 and 15 USD per million tokens.
+    assert _settled(kinds, before) == -(-(prompt * 3_000_000 + 5 * 15_000_000) // 1_000_000)
+
+
+def test_bedrock_max_tokens_defaults_to_the_policys_cap(kinds: KindsStack) -> None:
+    # A client that sets no bound gets the model's max_output_tokens as Bedrock's maxTokens: the reservation's bound.
+    kinds.standin.recorder.clear()
+    kinds.client().chat.completions.create(model="bedrock-chat", messages=HI)
+    (call,) = kinds.calls()
+    assert call["body"]["inferenceConfig"]["maxTokens"] == 1000  # type: ignore[index]
+
+
+@pytest.mark.xfail(strict=True, reason="known gap, not fixed: when a stream ends without the provider's usage, "
+                   "LiteLLM's stream wrapper sends its own tokenizer estimate as the usage chunk, and the gateway "
+                   "settles that estimate (measured: 22 of a 266 micro-USD reservation) instead of the whole reservation")
+def test_a_bedrock_stream_without_usage_is_charged_its_whole_reservation(kinds: KindsStack) -> None:
+    # ConverseStream ends with a metadata event carrying usage; without it the gateway has no provider figure and
+    # should charge the whole reservation, never an estimate below what Bedrock may bill.
+    before = _balance(kinds)
+    with httpx.stream("POST", kinds.gateway.base_url + "/v1/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {kinds.key}"},
+                      json={"model": "bedrock-no-usage", "messages": HI, "max_tokens": 50, "stream": True,
+                            "stream_options": {"include_usage": True}}) as response:
+        assert response.status_code == 200
+        reserved = before - int(response.headers[REMAINING_HEADER.decode()])
+        text = b"".join(response.iter_bytes()).decode()
+    assert "Hello" in text
+    assert reserved > 0 and _settled(kinds, before) == reserved
+
+
 def test_gemini_images_go_inline_and_no_image_url_is_fetched_by_the_gateway(kinds: KindsStack) -> None:
     """threat-model: TM-I8"""
     # LiteLLM's Gemini translation downloads an image URL in this process when it cannot tell its type from the name,
@@ -169,6 +254,29 @@ def test_gemini_images_go_inline_and_no_image_url_is_fetched_by_the_gateway(kind
     assert (blob["data"], either(blob, "mimeType")) == (data, "image/png")
 
 
+def test_bedrock_images_go_inline_and_no_image_url_is_fetched_by_the_gateway(kinds: KindsStack) -> None:
+    """threat-model: TM-I8"""
+    # Converse takes image bytes only: LiteLLM would download any image URL in this process.
+    kinds.standin.recorder.clear()
+    for url in ("https://images.invalid/cat.png", "https://images.invalid/cat"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            kinds.client().chat.completions.create(model="bedrock-vision", max_tokens=5, messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+        assert refused.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
+        assert refused.value.body["param"] == "messages[0].content[0].image_url.url"  # type: ignore[index]
+    assert kinds.calls() == []
+    data = base64.b64encode(b"\x89PNG\r\n\x1a\n standin image").decode()
+    reply = kinds.client().chat.completions.create(model="bedrock-vision", max_tokens=5, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}]}])
+    assert reply.choices[0].message.content
+    (call,) = kinds.calls()
+    body = call["body"]
+    assert isinstance(body, dict)
+    (image,) = [block["image"] for block in body["messages"][0]["content"] if "image" in block]
+    assert (image["format"], image["source"]["bytes"]) == ("png", data)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_streaming_settles_the_providers_usage(kinds: KindsStack, kind: str) -> None:
     kinds.standin.recorder.clear()
@@ -188,6 +296,9 @@ def test_streaming_settles_the_providers_usage(kinds: KindsStack, kind: str) -> 
     if kind == "gemini":
         # Gemini streams from its own method, as server-sent events.
         assert (call["path"], call["query"]) == ("/v1beta/models/standin-chat:streamGenerateContent", "alt=sse")
+    elif kind == "bedrock":
+        # Bedrock streams from ConverseStream, in AWS's event-stream framing.
+        assert call["path"] == "/model/standin-chat/converse-stream" and "stream" not in body
     else:
         assert body["stream"] is True
     prompt = _prompt_tokens(kind, body)
@@ -216,7 +327,8 @@ def test_anthropic_prompt_cache_tokens_are_charged_as_input(kinds: KindsStack) -
 @pytest.mark.parametrize("kind", KINDS)
 def test_tools_round_trip_as_openai_tool_calls(kinds: KindsStack, kind: str) -> None:
     kinds.standin.recorder.clear()
-    reply = kinds.client().chat.completions.create(model=f"{kind}-chat", messages=HI, max_tokens=50,
+    model = TOOL_MODEL.get(kind, f"{kind}-chat")
+    reply = kinds.client().chat.completions.create(model=model, messages=HI, max_tokens=50,
                                                    tools=[WEATHER_TOOL])  # type: ignore[list-item]
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -236,6 +348,12 @@ def test_tools_round_trip_as_openai_tool_calls(kinds: KindsStack, kind: str) -> 
         (declared,) = either(tool, "functionDeclarations")
         assert (declared["name"], declared["description"]) == ("get_weather", "Weather in a city")
         assert declared["parameters"]["properties"]["city"]["type"].lower() == "string"
+    elif kind == "bedrock":
+        # OpenAI's function tool became a Converse toolSpec with a JSON input schema.
+        (tool,) = body["toolConfig"]["tools"]
+        spec = tool["toolSpec"]
+        assert (spec["name"], spec["description"]) == ("get_weather", "Weather in a city")
+        assert spec["inputSchema"]["json"]["properties"] == {"city": {"type": "string"}}
     else:
         assert body["tools"] == [WEATHER_TOOL]
     # The tool's answer goes back as a tool message; Anthropic receives it as a tool_result block.
@@ -243,8 +361,11 @@ def test_tools_round_trip_as_openai_tool_calls(kinds: KindsStack, kind: str) -> 
         "name": called.function.name, "arguments": called.function.arguments}}]}
     follow_up = [*HI, assistant, {"role": "tool", "tool_call_id": called.id, "content": "sunny"}]
     kinds.standin.recorder.clear()
-    answer = kinds.client().chat.completions.create(model=f"{kind}-chat", messages=follow_up,  # type: ignore[arg-type]
-                                                    max_tokens=50)
+    # Converse takes toolUse and toolResult blocks only with the tools declared (LiteLLM writes them as text
+    # otherwise), so the Bedrock follow-up declares them again.
+    again = {"tools": [WEATHER_TOOL]} if kind == "bedrock" else {}
+    answer = kinds.client().chat.completions.create(model=model, messages=follow_up,  # type: ignore[arg-type]
+                                                    max_tokens=50, **again)  # type: ignore[arg-type]
     assert answer.choices[0].message.content == "Hello from the provider stand-in."
     if kind == "anthropic":
         (call,) = kinds.calls()
@@ -262,6 +383,33 @@ def test_tools_round_trip_as_openai_tool_calls(kinds: KindsStack, kind: str) -> 
         assert any((either(part, "functionCall") or {}).get("name") == "get_weather" for part in parts)
         (answered,) = [either(part, "functionResponse") for part in parts if either(part, "functionResponse")]
         assert answered["name"] == "get_weather" and "sunny" in json.dumps(answered["response"])
+    if kind == "bedrock":
+        # Bedrock receives the tool's answer as a toolResult block for the toolUse it answered.
+        (call,) = kinds.calls()
+        sent = call["body"]
+        assert isinstance(sent, dict)
+        blocks = [block for message in sent["messages"] for block in message["content"]]
+        assert any(block.get("toolUse", {}).get("toolUseId") == called.id for block in blocks)
+        (result,) = [block["toolResult"] for block in blocks if "toolResult" in block]
+        assert result["toolUseId"] == called.id and "sunny" in json.dumps(result["content"])
+
+
+def test_bedrock_streamed_tool_use_arrives_as_tool_call_deltas(kinds: KindsStack) -> None:
+    kinds.standin.recorder.clear()
+    stream = kinds.client().chat.completions.create(model="bedrock-mapped", messages=HI, max_tokens=50, stream=True,
+                                                    tools=[WEATHER_TOOL])  # type: ignore[list-item]
+    names, arguments, finish = [], "", None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or []:
+                if delta.function and delta.function.name:
+                    names.append(delta.function.name)
+                if delta.function and delta.function.arguments:
+                    arguments += delta.function.arguments
+            finish = choice.finish_reason or finish
+    assert names == ["get_weather"] and json.loads(arguments) == {} and finish == "tool_calls"
+    (call,) = kinds.calls()
+    assert call["path"] == f"/model/{BEDROCK_TOOL_MODEL}/converse-stream"
 
 
 def test_anthropic_streamed_tool_use_arrives_as_tool_call_deltas(kinds: KindsStack) -> None:
@@ -308,15 +456,31 @@ def test_a_wrong_credential_is_the_gateways_stable_error(kinds: KindsStack, kind
         kinds.client().chat.completions.create(model=f"{kind}-wrong-key", messages=HI, max_tokens=5)
     (call,) = kinds.calls()
     headers = call["headers"]
-    assert isinstance(headers, dict) and headers[KEY_HEADER[kind]] == kinds.keys[f"{kind}_wrong"]
+    assert isinstance(headers, dict) and _presented(kind, headers) == _expected(kinds, f"{kind}_wrong")
     assert caught.value.status_code == 502
     assert caught.value.body["code"] == "upstream_error"  # type: ignore[index]
     text = caught.value.response.text
     for leaked in ("authentication_error", "invalid x-api-key", "Access denied", "API key not valid", "API_KEY_INVALID",
-                   *kinds.keys.values()):
+                   "UnrecognizedClientException", "security token", *kinds.keys.values()):
         assert leaked not in text
     # The model still serves with the right key (no cooldown from another tenant's failure).
     assert kinds.client().chat.completions.create(model=f"{kind}-chat", messages=HI, max_tokens=5).choices
+
+
+def test_a_bedrock_signature_made_with_a_wrong_secret_is_the_gateways_stable_error(kinds: KindsStack) -> None:
+    """threat-model: TM-S8"""
+    # The key id is one the stand-in knows; the secret is not its own, so AWS's answer is InvalidSignatureException.
+    kinds.standin.recorder.clear()
+    before = _balance(kinds)
+    with pytest.raises(openai.APIStatusError) as caught:
+        kinds.client().chat.completions.create(model="bedrock-bad-signature", messages=HI, max_tokens=5)
+    (call,) = kinds.calls()
+    assert _presented("bedrock", call["headers"]) == _expected(kinds, "bedrock")  # type: ignore[arg-type]
+    assert (caught.value.status_code, caught.value.body["code"]) == (502, "upstream_error")  # type: ignore[index]
+    text = caught.value.response.text
+    for leaked in ("InvalidSignatureException", "signature we calculated", *kinds.keys.values()):
+        assert leaked not in text
+    assert _settled(kinds, before) == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -370,7 +534,9 @@ def test_the_responses_api_is_not_served_for_translated_kinds(kinds: KindsStack,
 
 
 @pytest.mark.parametrize(("kind", "field"), [("anthropic", "n"), ("anthropic", "logprobs"), ("anthropic", "seed"),
-                                             ("gemini", "user"), ("gemini", "logit_bias"), ("gemini", "top_logprobs")])
+                                             ("gemini", "user"), ("gemini", "logit_bias"), ("gemini", "top_logprobs"),
+                                             ("bedrock", "n"), ("bedrock", "seed"), ("bedrock", "user"),
+                                             ("bedrock", "logprobs"), ("bedrock", "logit_bias")])
 def test_fields_a_kind_would_drop_are_refused(kinds: KindsStack, kind: str, field: str) -> None:
     # LiteLLM drops these for the kind without an error (it does not map them to the provider's API).
     kinds.standin.recorder.clear()
@@ -388,7 +554,7 @@ def test_fields_a_kind_would_drop_are_refused(kinds: KindsStack, kind: str, fiel
 
 @pytest.mark.parametrize(("model", "input_per_million", "output_per_million"),
                          [("claude-mapped", 3_000_000, 15_000_000), ("azure-mapped", 150_000, 600_000),
-                          ("gemini-mapped", 300_000, 2_500_000)])
+                          ("gemini-mapped", 300_000, 2_500_000), ("bedrock-mapped", 3_000_000, 15_000_000)])
 def test_cost_map_prices_under_the_providers_own_name(kinds: KindsStack, model: str, input_per_million: int,
                                                       output_per_million: int) -> None:
     kinds.standin.recorder.clear()
@@ -415,7 +581,11 @@ def test_ledger_parity_and_no_key_in_the_log(kinds: KindsStack, stack: Stack) ->
 @pytest.mark.parametrize("variable", ["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "AZURE_API_KEY", "AZURE_AD_TOKEN",
                                       "AZURE_API_VERSION", "AZURE_CLIENT_SECRET", "azure_api_base", "GEMINI_API_KEY",
                                       "GOOGLE_API_KEY", "GEMINI_API_BASE", "GOOGLE_APPLICATION_CREDENTIALS",
-                                      "VERTEXAI_CREDENTIALS", "VERTEX_PROJECT", "PALM_API_KEY"])
+                                      "VERTEXAI_CREDENTIALS", "VERTEX_PROJECT", "PALM_API_KEY", "AWS_ACCESS_KEY_ID",
+                                      "AWS_SECRET_ACCESS_KEY", "AWS_BEARER_TOKEN_BEDROCK", "AWS_REGION",
+                                      "AWS_BEDROCK_RUNTIME_ENDPOINT", "AWS_PROFILE", "AWS_ROLE_ARN",
+                                      "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_SHARED_CREDENTIALS_FILE",
+                                      "BEDROCK_MANTLE_API_KEY"])
 def test_boot_refuses_provider_variables_litellm_would_read(stack: Stack, tmp_path: Path, variable: str) -> None:
     result = boot_check(stack, tmp_path, **{variable: "from-the-environment"})
     line = boot_refusal_line(result)
@@ -439,3 +609,71 @@ def test_boot_refuses_a_model_with_no_price_anywhere(stack: Stack, tmp_path: Pat
                       encoding="utf-8")
     line = boot_refusal_line(boot_check(stack, tmp_path, GATEWAY_POLICY_FILE=str(policy)))
     assert "unpriced" in line and "price" in line
+
+
+@pytest.mark.parametrize(("stored", "words"), [
+    ("not-json-at-all-0123456789", "is not JSON"),
+    ('{"aws_access_key_id": "AKIAMALFORMED000001"}', "has no 'aws_secret_access_key'"),
+    (('{"aws_access_key_id": "AKIAMALFORMED000001", "aws_secret_access_key": "malformed-secret-0123456789", '
+     '"aws_profile_name": "prod"}'), "has the key 'aws_profile_name'"),
+])
+def test_boot_refuses_a_malformed_bedrock_credential(stack: Stack, tmp_path: Path, stored: str, words: str) -> None:
+    """threat-model: TM-S8"""
+    stack.root().secrets.kv.v2.patch(path="gateway/providers", secret={"bedrock_malformed": stored})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nproviders:\n  bedrock_malformed:\n    kind: bedrock\n    region: us-east-1\n"
+                      "    api_base: http://127.0.0.1:9\nmodels:\n"
+                      + _model("m", "bedrock_malformed", "standin-chat"), encoding="utf-8")
+    result = boot_check(stack, tmp_path, unseen=("malformed-secret", "AKIAMALFORMED", "not-json-at-all"),
+                        GATEWAY_POLICY_FILE=str(policy))
+    line = boot_refusal_line(result)
+    assert "field 'bedrock_malformed' (kind bedrock)" in line and words in line, line
+
+
+def test_boot_refuses_a_bedrock_model_without_its_credential(stack: Stack, tmp_path: Path) -> None:
+    """threat-model: TM-S8"""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nproviders:\n  bedrock_never:\n    kind: bedrock\n    region: us-east-1\nmodels:\n"
+                      + _model("m", "bedrock_never", "'amazon.nova-lite-v1:0'"), encoding="utf-8")
+    line = boot_refusal_line(boot_check(stack, tmp_path, GATEWAY_POLICY_FILE=str(policy)))
+    assert "bedrock_never" in line
+
+
+def test_secrets_bootstrap_takes_a_bedrock_credential_file_and_refuses_a_malformed_one(stack: Stack,
+                                                                                       tmp_path: Path) -> None:
+    """threat-model: TM-S8"""
+    token_file = tmp_path / "operator-token"
+    token_file.write_text(stack.root_token)
+    token_file.chmod(0o600)
+    credential = bedrock_credential(session_token=True)
+    stack.canaries += list(json.loads(credential).values())
+    good, bad = tmp_path / "bedrock.json", tmp_path / "bad.json"
+    good.write_text(credential)
+    bad_secret = "bad-file-secret-0123456789"
+    bad.write_text(json.dumps({"aws_access_key_id": "AKIABADFILE00000001", "aws_secret_access_key": bad_secret,
+                               "aws_role_name": "arn:aws:iam::1:role/admin"}))
+    for path in (good, bad):
+        path.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_VAULT_ADDR"] = stack.vault_addr
+
+    def bootstrap(name: str, path: Path) -> subprocess.CompletedProcess[str]:
+        return run_gateway(["secrets", "bootstrap", "--operator-token-file", str(token_file), "--credentials-dir",
+                            str(tmp_path / name), "--provider-key-file", f"{name}={path}"], env)
+
+    refused = bootstrap("bedrock_bad_file", bad)
+    assert refused.returncode != 0
+    assert "--provider-key-file bedrock_bad_file" in refused.stderr and "'aws_role_name'" in refused.stderr
+    assert bad_secret not in refused.stderr + refused.stdout and "AKIABADFILE" not in refused.stderr
+    # Nothing was written: no credentials issued, no field in Vault.
+    assert not (tmp_path / "bedrock_bad_file").exists()
+    providers = stack.root().secrets.kv.v2.read_secret_version(path="gateway/providers",
+                                                               raise_on_deleted_version=True)["data"]["data"]
+    assert "bedrock_bad_file" not in providers
+    accepted = bootstrap("bedrock_from_file", good)
+    assert accepted.returncode == 0, accepted.stderr
+    stack.canaries.append((tmp_path / "bedrock_from_file" / "secret_id").read_text())
+    providers = stack.root().secrets.kv.v2.read_secret_version(path="gateway/providers",
+                                                               raise_on_deleted_version=True)["data"]["data"]
+    assert json.loads(providers["bedrock_from_file"]) == json.loads(credential)
+    assert any_listed(accepted.stdout + accepted.stderr, stack.canaries) == []

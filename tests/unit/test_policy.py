@@ -151,7 +151,6 @@ KIND_MODEL = "models: [{name: m, provider: p, upstream_model: my-deployment}]\n"
     ("{api_base: 'https://api.openai.com/v1', api_version: '2024-10-21'}", "api_version belongs to kind azure only"),
     ("{kind: anthropic, api_base: 'https://api.anthropic.com/v1'}", "without /v1"),
     ("{kind: anthropic}", "api_base"),
-    ("{kind: bedrock, api_base: 'https://bedrock.example'}", "providers.p.kind"),
     ("{kind: vertex_ai, location: us-central1}", "project is required for kind vertex_ai"),
     ("{kind: vertex_ai, project: 'My_Project', location: us-central1}", "project is required for kind vertex_ai"),
     ("{kind: vertex_ai, project: proj-one, location: 'us-central1/../x'}", "location is required for kind vertex_ai"),
@@ -161,6 +160,19 @@ KIND_MODEL = "models: [{name: m, provider: p, upstream_model: my-deployment}]\n"
     ("{kind: vertex_ai, project: proj-one, location: us-central1, api_base: 'http://vertex.example'}", "plain http"),
     ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta', project: proj-one}",
      "project and location belong to kind vertex_ai only"),
+    ("{kind: bedrock, api_base: 'https://bedrock.example'}", "region is required for kind bedrock"),
+    ("{kind: bedrock}", "region is required for kind bedrock"),
+    ("{kind: bedrock, region: 'US-EAST-1'}", "AWS region name"),
+    ("{kind: bedrock, region: 'us-east-1.evil.example'}", "AWS region name"),
+    ("{kind: bedrock, region: 'us-east-1/x'}", "AWS region name"),
+    ("{kind: bedrock, region: 'us-east-1', api_base: 'http://bedrock.example'}", "plain http"),
+    ("{kind: bedrock, region: 'us-east-1', api_base: 'https://k:s@bedrock.example'}", "user part"),
+    ("{kind: bedrock, region: 'us-east-1', api_version: '2024-10-21'}", "api_version belongs to kind azure only"),
+    ("{kind: anthropic, api_base: 'https://api.anthropic.com', region: 'us-east-1'}",
+     "region belongs to kind bedrock only"),
+    ("{kind: bedrock, region: 'us-east-1', aws_profile_name: 'prod'}", "providers.p.aws_profile_name"),
+    ("{kind: bedrock, region: 'us-east-1', aws_bedrock_runtime_endpoint: 'https://x.example'}",
+     "providers.p.aws_bedrock_runtime_endpoint"),
     ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com'}", "ends with the API version"),
     ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta?key=k'}", "ends with the API version"),
     ("{kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta', api_version: '2024-10-21'}",
@@ -196,6 +208,18 @@ def test_provider_kind_settings_are_checked(tmp_path: Path, provider: str, words
      "{name: m, provider: p, upstream_model: 'gemini-2.5-flash:rawPredict'}", "Gemini model name on Vertex AI"),
     ("{kind: vertex_ai, project: proj-one, location: us-central1}",
      "{name: m, provider: p, upstream_model: gemini-2.5-flash, mode: embedding}", "serves chat here, not embedding"),
+    # A Bedrock model id is one path segment: no ARN, no "<region>/<model>" (LiteLLM would take that region), no
+    # other route prefix, nothing that ends the path.
+    ("{kind: bedrock, region: us-east-1}",
+     "{name: m, provider: p, upstream_model: 'arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0'}",
+     "Bedrock model id"),
+    ("{kind: bedrock, region: us-east-1}",
+     "{name: m, provider: p, upstream_model: 'eu-west-1/amazon.nova-lite-v1:0'}", "Bedrock model id"),
+    ("{kind: bedrock, region: us-east-1}",
+     "{name: m, provider: p, upstream_model: 'invoke/amazon.nova-lite-v1:0'}", "Bedrock model id"),
+    ("{kind: bedrock, region: us-east-1}",
+     "{name: m, provider: p, upstream_model: 'amazon.titan-embed-text-v2:0', mode: embedding}",
+     "serves chat here, not embedding"),
 ])
 def test_models_fit_their_providers_kind(tmp_path: Path, provider: str, model: str, words: str) -> None:
     path = _policy_with(tmp_path, f"version: 1\nproviders: {{p: {provider}}}\nmodels: [{model}]\n")
@@ -211,15 +235,23 @@ def test_kinds_load_and_default_to_openai(tmp_path: Path) -> None:
                                   "  z: {kind: azure, api_base: 'https://r.openai.azure.com', "
                                   "api_version: '2025-01-01-preview'}\n"
                                   "  g: {kind: gemini, api_base: 'https://generativelanguage.googleapis.com/v1beta/'}\n"
+                                  "  b: {kind: bedrock, region: eu-central-2}\n"
+                                  "  s: {kind: bedrock, region: us-gov-west-1, api_base: 'http://127.0.0.1:9/'}\n"
                                   "models: [{name: o, provider: o, upstream_model: gpt-4o-mini},"
                                   " {name: a, provider: a, upstream_model: claude-sonnet-4-5},"
                                   " {name: z, provider: z, upstream_model: my-gpt-4o},"
-                                  " {name: g, provider: g, upstream_model: gemini-2.5-flash}]\n")
+                                  " {name: g, provider: g, upstream_model: gemini-2.5-flash},"
+                                  " {name: b, provider: b, upstream_model: 'us.anthropic.claude-3-5-sonnet-20240620-v1:0'},"
+                                  " {name: s, provider: s, upstream_model: standin-chat}]\n")
     policy = load_policy(path)
-    assert [policy.kind(m) for m in policy.models] == ["openai", "anthropic", "azure", "gemini"]
+    assert [policy.kind(m) for m in policy.models] == ["openai", "anthropic", "azure", "gemini", "bedrock", "bedrock"]
     assert policy.providers["g"].api_base == "https://generativelanguage.googleapis.com/v1beta"
     assert policy.providers["a"].api_base == "https://api.anthropic.com"
     assert policy.providers["z"].api_version == "2025-01-01-preview" and policy.providers["o"].api_version is None
+    # A bedrock provider calls its region's own endpoint unless api_base names another (here the stand-in's).
+    assert (policy.providers["b"].region, policy.providers["b"].api_base) == (
+        "eu-central-2", "https://bedrock-runtime.eu-central-2.amazonaws.com")
+    assert (policy.providers["s"].region, policy.providers["s"].api_base) == ("us-gov-west-1", "http://127.0.0.1:9")
 
 
 @pytest.mark.parametrize(("location", "api_base"), [

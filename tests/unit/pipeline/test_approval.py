@@ -14,6 +14,7 @@ from gateway.pipeline.approval import (
     Approval,
     Deployment,
     HandoffMismatch,
+    call_credential,
     credential_digest,
     verify,
 )
@@ -195,6 +196,10 @@ SERVICE_ACCOUNT = '{"type": "service_account", "client_email": "gw@proj-one.iam.
 VERTEX = {"vertex-model": (Deployment("vertex_ai/gemini-2.5-flash", "https://europe-west4-aiplatform.googleapis.com",
                                       credential_digest(SERVICE_ACCOUNT), "vertex_ai", 600, FIELDS,
                                       vertex_project="proj-one", vertex_location="europe-west4"),)}
+BEDROCK_KEY = {"aws_access_key_id": "AKIAAPPROVALTEST001", "aws_secret_access_key": "approval-test-secret-key-0001"}
+BEDROCK = {"bedrock-model": (Deployment(
+    "bedrock/converse/amazon.nova-lite-v1:0", "https://bedrock-runtime.eu-west-3.amazonaws.com",
+    call_credential(BEDROCK_KEY, "bedrock"), "bedrock", 600, FIELDS, region="eu-west-3"),)}
 
 
 @pytest.mark.parametrize(("overrides", "reason"), [
@@ -235,8 +240,57 @@ def test_a_vertex_call_must_carry_the_policys_project_location_and_service_accou
         CURRENT.reset(token)
 
 
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({}, None),
+    ({"aws_region_name": "us-east-1"}, "aws_region_name"),  # another region than the policy's
+    ({"aws_region_name": None}, "aws_region_name"),
+    ({"model": "bedrock/converse/anthropic.claude-3-opus-20240229-v1:0"}, "model"),
+    ({"model": "bedrock/invoke/amazon.nova-lite-v1:0"}, "model"),
+    ({"api_base": "https://bedrock-runtime.us-east-1.amazonaws.com"}, "api_base"),
+    ({"aws_secret_access_key": "another-secret-key-000000001"}, "api_key"),
+    ({"aws_access_key_id": "AKIAANOTHERKEY000001"}, "api_key"),
+    ({"aws_session_token": "a-session-token-from-elsewhere"}, "api_key"),
+    ({"aws_access_key_id": None}, "api_key"),
+    # LiteLLM's other sources of AWS credentials and hosts, and its bearer-token switch.
+    ({"api_key": "bearer-token"}, "api_key"),
+    ({"aws_role_name": "arn:aws:iam::1:role/x"}, "field:aws_role_name"),
+    ({"aws_profile_name": "prod"}, "field:aws_profile_name"),
+    ({"aws_web_identity_token": "t"}, "field:aws_web_identity_token"),
+    ({"aws_sts_endpoint": "https://sts.example"}, "field:aws_sts_endpoint"),
+    ({"aws_bedrock_runtime_endpoint": "https://attacker.example"}, "field:aws_bedrock_runtime_endpoint"),
+    ({"model_id": "arn:aws:bedrock:us-east-1::foundation-model/x"}, "field:model_id"),
+])
+def test_a_bedrock_call_must_carry_the_policys_model_region_endpoint_and_vault_credential(
+        overrides: dict[str, Any], reason: str | None) -> None:
+    """threat-model: TM-E7"""
+    approval = _approval(model="bedrock-model", body={**BODY, "model": "bedrock-model"})
+    kwargs = _call(model="bedrock/converse/amazon.nova-lite-v1:0",
+                   api_base="https://bedrock-runtime.eu-west-3.amazonaws.com", aws_region_name="eu-west-3",
+                   **BEDROCK_KEY)
+    del kwargs["api_key"]
+    kwargs.update(overrides)
+    token = CURRENT.set(approval)
+    try:
+        if reason is None:
+            assert verify(kwargs, "acompletion", BEDROCK)[0] is approval
+        else:
+            with pytest.raises(HandoffMismatch) as caught:
+                verify(kwargs, "acompletion", BEDROCK)
+            assert caught.value.reason == reason
+    finally:
+        CURRENT.reset(token)
+
+
 @pytest.mark.parametrize("name", ["vertex_project", "vertex_location", "vertex_credentials"])
 def test_a_vertex_setting_on_another_kind_is_refused(name: str) -> None:
     with pytest.raises(HandoffMismatch) as caught:
         _verify(_approval(), _call(**{name: "proj-attacker"}))
     assert caught.value.reason == name
+
+
+@pytest.mark.parametrize("field", ["aws_access_key_id", "aws_region_name", "aws_session_token"])
+def test_aws_arguments_on_another_kind_are_refused(field: str) -> None:
+    """threat-model: TM-E7"""
+    with pytest.raises(HandoffMismatch) as caught:
+        _verify(_approval(), _call(**{field: "AKIAANOTHERKEY000001"}))
+    assert caught.value.reason == "field:" + field
