@@ -19,7 +19,7 @@ import pytest
 
 from gateway.boot import bedrock_credentials, litellm_mount
 from gateway.boot.errors import BootError
-from gateway.boot.prices import resolve_prices
+from gateway.boot.prices import resolve_deployment_prices, resolve_prices
 from gateway.boot.secret import Secret
 from gateway.pipeline.approval import call_credential
 from gateway.policy import Policy, load_policy
@@ -56,7 +56,7 @@ def test_bedrock_is_configured_for_converse_with_the_vault_credential_in_memory(
     # No api_key (LiteLLM would send it as a bearer token instead of signing), nothing from the environment.
     assert not any("api_key" in p for p in params.values())
     assert not any(str(v).startswith("os.environ/") for p in params.values() for v in p.values())
-    deployments = litellm_mount.build_deployments(_policy(tmp_path), keys)
+    deployments = {name: listed[0] for name, listed in litellm_mount.build_deployments(_policy(tmp_path), keys).items()}
     assert (deployments["b"].provider, deployments["b"].region, deployments["b"].api_base) == (
         "bedrock", "eu-west-3", "https://bedrock-runtime.eu-west-3.amazonaws.com")
     assert deployments["b"].credential == call_credential(KEY, "bedrock")
@@ -115,7 +115,8 @@ def test_a_model_whose_output_bound_litellm_raises_is_refused(tmp_path: Path, up
 
 def test_prices_come_from_the_cost_map_under_bedrocks_model_id(tmp_path: Path) -> None:
     litellm = litellm_mount.import_litellm()
-    prices = resolve_prices(_policy(tmp_path))
+    # Settlement's price per deployment (the reservation's may be higher: at least the cache-write price, TM-T17).
+    prices = {name: next(iter(listed.values())) for name, listed in resolve_deployment_prices(_policy(tmp_path)).items()}
     for name, model_id in (("b", "us.anthropic.claude-3-5-sonnet-20240620-v1:0"), ("nova", "amazon.nova-lite-v1:0")):
         entry = litellm.model_cost[model_id]
         assert (prices[name].input_per_million, prices[name].output_per_million) == (
