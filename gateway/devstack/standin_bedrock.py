@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import datetime
+import hashlib
 import hmac
 import json
 import re
@@ -108,6 +109,11 @@ def check_signature(method: str, url: str, headers: Mapping[str, str], body: byt
         return BAD_SIGNATURE
     signed = scope["signed_headers"].split(";")
     if "host" not in signed or any(name not in headers for name in signed):
+        return BAD_SIGNATURE
+    # botocore's canonical request takes a signed x-amz-content-sha256 header in place of the body's hash, as AWS
+    # does; AWS then checks that header against the body it received, and so must this.
+    claimed = headers.get("x-amz-content-sha256")
+    if claimed is not None and not hmac.compare_digest(claimed.encode(), hashlib.sha256(body).hexdigest().encode()):
         return BAD_SIGNATURE
     request = AWSRequest(method=method, url=url, data=body, headers={name: headers[name] for name in signed})
     request.context["timestamp"] = stamp

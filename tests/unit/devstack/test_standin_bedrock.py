@@ -4,6 +4,7 @@ SigV4 check against signatures botocore makes (a tampered body, path or header, 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 
 import pytest
@@ -62,6 +63,18 @@ def test_a_tampered_body_path_or_signed_header_is_refused() -> None:
     assert check_signature("POST", URL.replace("%3A0", "%3A1"), headers, BODY, KEYS) == BAD_SIGNATURE
     assert check_signature("POST", URL, {**headers, "host": "127.0.0.1:8081"}, BODY, KEYS) == BAD_SIGNATURE
     assert check_signature("POST", URL, {**headers, "content-type": "text/plain"}, BODY, KEYS) == BAD_SIGNATURE
+
+
+def test_a_signed_content_hash_must_be_the_bodys() -> None:
+    # botocore signs a request carrying x-amz-content-sha256 over that header in place of the body's hash: a request
+    # with the signed hash of one body and another body (say, a larger maxTokens) passes the signature, and AWS refuses
+    # it by comparing the header with the body. So must the stand-in.
+    request = AWSRequest(method="POST", url=URL, data=BODY, headers={
+        "Content-Type": "application/json", "X-Amz-Content-SHA256": hashlib.sha256(BODY).hexdigest()})
+    SigV4Auth(Credentials(KEY_ID, SECRET, None), "bedrock", "us-east-1").add_auth(request)
+    headers = {name.lower(): value for name, value in request.headers.items()} | {"host": "127.0.0.1:8080"}
+    assert check_signature("POST", URL, headers, BODY, KEYS) is None
+    assert check_signature("POST", URL, headers, BODY.replace(b"hi", b"ho"), KEYS) == BAD_SIGNATURE
 
 
 def test_an_unknown_key_a_missing_signature_or_an_old_one_is_refused() -> None:
