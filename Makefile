@@ -70,7 +70,7 @@ dev: install
 test: install
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 	$(BIN)/bandit -q -c pyproject.toml -r gateway --severity-level medium
 	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory deploy-check

@@ -166,6 +166,8 @@ def configure(level: str, fmt: str = "json") -> None:
     # LiteLLM's background scheduler (the gateway schedules nothing with it) warns at every start that its first
     # model-info refresh "was missed" by the seconds LiteLLM's own startup took; its errors still show.
     logging.getLogger("apscheduler").setLevel(level if level == "DEBUG" else "ERROR")
+    # Alembic announces each of its plugins at INFO when it is imported, on every start, before anything happened.
+    logging.getLogger("alembic.runtime.plugins").setLevel(level if level == "DEBUG" else "WARNING")
     adopt_library_loggers(level)
 
 

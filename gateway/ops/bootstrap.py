@@ -3,6 +3,7 @@ token read from a file."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -46,15 +47,22 @@ def bootstrap(token_file: Path, credentials_dir: Path, provider_specs: list[str]
 
 def check_provider_credential(settings: Settings, name: str, value: str) -> None:
     """Refuse, before anything is written, a credential that cannot be its provider's: the policy's kind for ``name``
-    decides (bedrock: an AWS credential; vertex_ai: a service account's JSON key); without one, a JSON object is
-    checked as the service account it says it is (``"type": "service_account"``) or else as an AWS credential."""
+    decides (bedrock: an AWS credential; vertex_ai: a service account's JSON key); without one, a JSON object with
+    ``aws_*`` keys (or no ``type``) is checked as an AWS credential, any other as a Google service account."""
     try:
         provider = load_policy(settings.policy_file).providers.get(name) if settings.policy_file.is_file() else None
     except PolicyError:
         provider = None  # the policy is checked at boot; the file's own shape is still checked below
     kind = provider.kind if provider is not None else None
     if kind is None and value.startswith("{"):
-        kind = "vertex_ai" if '"service_account"' in value else "bedrock"
+        # Without the policy's word, the JSON says what it means to be: AWS keys are named aws_*, and every Google
+        # credential file names its "type" (a wrong type is then refused as no service account).
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        names = parsed if isinstance(parsed, dict) else {}
+        kind = "bedrock" if any(str(name).startswith("aws_") for name in names) or "type" not in names else "vertex_ai"
     if kind == "vertex_ai":
         parse_service_account(value, f"--provider-key-file {name}")
     elif kind == "bedrock":

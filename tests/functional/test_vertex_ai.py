@@ -205,12 +205,17 @@ def test_an_expired_token_is_refreshed_with_a_new_signed_assertion(vertex: Verte
     assert vertex.accounts.holder(first_token) is None  # the first one had expired
 
 
-def test_a_slow_provider_times_out_as_504_and_releases(vertex: VertexStack) -> None:
+def test_a_slow_provider_times_out_as_504_and_charges_the_reservation(vertex: VertexStack) -> None:
     before = _balance(vertex)
     with pytest.raises(openai.APIStatusError) as caught:
         vertex.client().chat.completions.create(model="vertex-slow", messages=HI, max_tokens=5)
     assert (caught.value.status_code, caught.value.body["code"]) == (504, "upstream_timeout")  # type: ignore[index]
-    assert _settled(vertex, before) == 0
+    # The call went out and may be billed to its bound: the whole reservation is charged, never released (TM-T9).
+    request_id = caught.value.response.headers["x-request-id"]
+    entries = [e for e in account_state(vertex.gateway, vertex.account)["recent_ledger"]
+               if e["request_id"] == request_id]
+    assert sorted(e["kind"] for e in entries) == ["reserve", "settle"], entries
+    assert {e["amount_micro_usd"] for e in entries} == {_settled(vertex, before)}
 
 
 def test_a_redirecting_provider_is_not_followed_with_the_token(vertex: VertexStack) -> None:
