@@ -42,6 +42,7 @@ from tests.support import (
     boot_check,
     boot_refusal_line,
     run_gateway,
+    wait_until_settled,
 )
 
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
@@ -55,7 +56,8 @@ def _model(name: str, provider: str, upstream: str) -> str:
 
 
 def _settled(kinds: KindsStack, before: int) -> int:
-    state = account_state(kinds.gateway, kinds.account)
+    # A stream's settlement is written as its last chunk goes out: wait for it rather than race it.
+    state = wait_until_settled(kinds.gateway, kinds.account)
     assert state["reserved_micro_usd"] == 0
     return before - int(state["balance_micro_usd"])
 

@@ -34,6 +34,7 @@ from tests.support import (
     boot_check,
     boot_refusal_line,
     run_gateway,
+    wait_until_settled,
 )
 from tests.support_vertex import LOCATION, PROJECT, VertexStack, model_entry, provider_entry
 
@@ -47,7 +48,8 @@ def _balance(vertex: VertexStack) -> int:
 
 
 def _settled(vertex: VertexStack, before: int) -> int:
-    state = account_state(vertex.gateway, vertex.account)
+    # A stream's settlement is written as its last chunk goes out: wait for it rather than race it.
+    state = wait_until_settled(vertex.gateway, vertex.account)
     assert state["reserved_micro_usd"] == 0
     return before - int(state["balance_micro_usd"])
 
